@@ -1,0 +1,41 @@
+//! ringlet: a `#![no_std]`, single-threaded, allocation-free event loop for Linux.
+//!
+//! # Architecture
+//!
+//! The folders are the layers, and dependencies point downward only:
+//!
+//! - [`sys`] is the only code that talks to the kernel. It issues io_uring and epoll system
+//!   calls directly through `rustix` (no libc), and turns every failure into a typed
+//!   [`sys::Error`] in one place. It owns the io_uring submission and completion rings, the SQE
+//!   builders, epoll, eventfd, sockets and the monotonic clock.
+//! - [`pool`] is storage without allocation, in memory the embedding program provides: a
+//!   [`pool::Slab`] with generational keys (a stale key is an error, never an alias), a
+//!   two-tier receive-buffer pool whose [`pool::Lease`]s return their buffer exactly once, and
+//!   [`pool::ByteRing`], the per-connection write slab. `pool` makes no system calls; it only
+//!   knows the memory layout of io_uring's provided-buffer ring.
+//! - [`time`] is an OS-independent instant type, so protocol cores can take time as a value.
+//!
+//! The event loop, streams, pipe, framing codecs and broker are built on these layers.
+//!
+//! # Memory
+//!
+//! Nothing here allocates: there is no `alloc` crate. Every container works over storage the
+//! caller hands in (a `static`, or memory leaked once at start-up), sized by const generics on
+//! the storage type only, so the containers themselves work on slices.
+//!
+//! # Unsafe code
+//!
+//! `unsafe` is denied crate-wide and allowed only in [`sys`] and [`pool`], where every block
+//! carries a `// SAFETY:` comment naming the invariant it relies on.
+#![no_std]
+#![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+#[allow(unsafe_code)]
+pub mod pool;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod time;

@@ -1,0 +1,21 @@
+//! The only code that talks to the kernel.
+//!
+//! Everything here issues system calls directly through `rustix` (linux_raw backend, no libc)
+//! and maps every failure to [`Error`] in one place ([`error`]). Nothing here panics on a kernel
+//! error.
+//!
+//! - [`uring`]: io_uring ring setup with feature probing, the mapped submission and completion
+//!   queues, SQE builders, submit-and-wait, provided-buffer ring registration.
+//! - [`epoll`]: the readiness backend.
+//! - [`eventfd`]: the cross-thread wake.
+//! - [`socket`]: TCP listeners and streams, IPv4 and IPv6.
+//! - [`clock`]: the monotonic clock.
+
+pub mod clock;
+pub mod epoll;
+pub mod error;
+pub mod eventfd;
+pub mod socket;
+pub mod uring;
+
+pub use error::{Error, Result};
