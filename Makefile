@@ -1,0 +1,60 @@
+# The commands people type. Everything here runs on a machine with only the Rust toolchain;
+# `make nightly` adds the nightly pieces that miri and check-nostd need.
+
+CARGO ?= cargo
+NIGHTLY ?= +nightly
+# Bounded exhaustiveness for loom (see loom-tests/): preemption bound per model.
+LOOM_MAX_PREEMPTIONS ?= 3
+
+.PHONY: all build test lint fmt doc miri loom check-nostd probe nightly clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## Unit, integration and doc tests of the whole workspace (real kernel, loopback only).
+test:
+	$(CARGO) test --workspace
+
+## Format check and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features std -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## API docs; warnings are errors.
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
+
+## The pool's tests under Miri (no kernel calls there, so all of them apply).
+miri:
+	MIRIFLAGS="-Zmiri-strict-provenance" $(CARGO) $(NIGHTLY) miri test --lib -- pool::
+
+## loom models of the cross-thread path (release build, --cfg loom).
+loom:
+	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$(LOOM_MAX_PREEMPTIONS) \
+		$(CARGO) test --release -p loom-tests --target-dir target/loom
+
+## Proves the library builds without std: against a sysroot that has only `core` (and
+## compiler_builtins), so any use of std or alloc anywhere in the library, rustix's system-call
+## layer included, fails to build. x86_64-unknown-none cannot be used: rustix's syscalls need a
+## Linux target.
+check-nostd:
+	$(CARGO) $(NIGHTLY) build -Zbuild-std=core,compiler_builtins \
+		--target x86_64-unknown-linux-gnu --lib --no-default-features \
+		-p ringlet --target-dir target/nostd
+
+## What this kernel's io_uring supports, and which backend Auto picks.
+probe:
+	$(CARGO) run --example probe
+
+## Nightly toolchain pieces for miri and check-nostd.
+nightly:
+	rustup toolchain install nightly --profile minimal --component miri,rust-src
+
+clean:
+	$(CARGO) clean
