@@ -8,7 +8,8 @@
 //!   queues, SQE builders, submit-and-wait, provided-buffer ring registration.
 //! - [`epoll`]: the readiness backend.
 //! - [`eventfd`]: the cross-thread wake.
-//! - [`socket`]: TCP listeners and streams, IPv4 and IPv6.
+//! - [`socket`]: TCP listeners and streams, IPv4 and IPv6; socket addresses in the kernel's
+//!   encoding for io_uring connect/accept; the open-descriptor limit.
 //! - [`clock`]: the monotonic clock.
 
 pub mod clock;
