@@ -204,7 +204,7 @@ impl fmt::Display for PoolError {
                 total,
             } => write!(
                 f,
-                "BufPoolConfig::user_reserve is {user_reserve} but the pool has only {total} buffers"
+                "BufPoolConfig::user_reserve ({user_reserve}) exceeds the pool size ({total})"
             ),
             PoolError::BadId { id, total } => {
                 write!(
@@ -218,7 +218,7 @@ impl fmt::Display for PoolError {
             ),
             PoolError::WrongMode { mode } => write!(
                 f,
-                "the buffer pool's receive tier is {mode:?}; this operation belongs to the other mode"
+                "the pool's receive tier is {mode:?}; this operation belongs to the other mode"
             ),
             PoolError::LenTooLarge { len, capacity } => {
                 write!(f, "length {len} exceeds the buffer size {capacity}")
@@ -266,12 +266,12 @@ pub struct PoolStats {
 ///
 /// Every buffer is in exactly one state, kept per buffer in the pool:
 ///
-/// | state    | where                                                   | who may touch the bytes |
-/// |----------|---------------------------------------------------------|-------------------------|
-/// | receive  | published in the provided-buffer ring, or on the receive free list | the kernel (ring mode), nobody (free-list mode) |
-/// | user     | on the user free list                                   | nobody                  |
-/// | leased   | owned by exactly one live [`Lease`]                     | that lease              |
-/// | raw      | detached from its lease by [`Lease::into_raw`]          | whoever holds the id    |
+/// | state   | where                                          | who may touch the bytes      |
+/// |---------|------------------------------------------------|------------------------------|
+/// | receive | published in the ring / on the recv free list  | the kernel (ring) / nobody   |
+/// | user    | on the user free list                          | nobody                       |
+/// | leased  | owned by exactly one live [`Lease`]            | that lease                   |
+/// | raw     | detached from its lease by [`Lease::into_raw`] | nobody through the pool      |
 ///
 /// A buffer enters *leased* only when a `Lease` for it is created, and leaves it only when that
 /// lease is dropped (or released, or turned into a raw id), so at most one `Lease` names a
@@ -637,7 +637,8 @@ impl<'a> BufPool<'a> {
         // was not among them (it is being returned), so of the N publications at positions
         // [tail - N, tail) at most N - 1 are unanswered, at least one was answered by a
         // completion, and as the kernel reads positions in order it has read position
-        // tail - N, this slot's previous use. Only `addr`, `len` and `bid` are written, never
+        // tail - N, this slot's previous use. (During `new` no kernel reads the ring yet: it is
+        // registered only after the pool is built.) Only `addr`, `len` and `bid` are written, never
         // `resv`: in entry 0 those bytes are the tail, which is accessed only atomically.
         unsafe {
             (&raw mut (*entry).addr).write(addr);
