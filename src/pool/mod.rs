@@ -1,1 +1,137 @@
-//! Storage without allocation.
+//! Storage without allocation: slabs, receive buffers and write slabs in caller memory.
+//!
+//! Nothing here allocates or makes a system call. Each container works over memory the caller
+//! hands in, sized by const generics on a *storage* type only ([`SlabStorage`],
+//! [`BufPoolStorage`], a plain `[u8; N]` for a [`ByteRing`]); the containers themselves work on
+//! slices and pointers, so capacities do not leak into every signature. The storage types have
+//! `const fn new`, so they can live in `static`s.
+//!
+//! - [`Slab`]: values addressed by generational [`Key`]s. A stale key (the value was removed,
+//!   the slot maybe reused) is a [`StaleKey`] error, never an alias of the new occupant.
+//! - [`BufPool`]: fixed-size receive buffers in two tiers, handed out as [`Lease`]s.
+//! - [`ByteRing`]: a connection's write slab.
+//!
+//! Every full container says so with an error (or hands the value back), never a panic, and the
+//! errors name the capacity or setting to raise.
+//!
+//! # The two buffer tiers
+//!
+//! A [`BufPool`] holds `N` buffers of `SIZE` bytes, each in one of two tiers while it is free:
+//!
+//! - The **receive tier** holds the buffers receives land in. With io_uring
+//!   ([`RecvTier::ProvidedRing`]) they are published in a provided-buffer ring that lives in the
+//!   pool's storage; the kernel picks one per receive, and the completion names it
+//!   ([`BufPool::lease_received`]). A published buffer cannot be taken back: it returns only
+//!   through a completion. With epoll ([`RecvTier::FreeList`]) they sit on a free list, and the
+//!   backend takes one ([`BufPool::try_take_recv`]) before each read.
+//! - The **user tier** is a free list for everything else that needs a buffer: pipe segments,
+//!   reassembly of fragmented frames, a connection's carry buffer
+//!   ([`BufPool::try_lease_user`]). Keeping it apart means receives cannot starve it, and it
+//!   cannot starve receives beyond its reserve.
+//!
+//! # Refill policy
+//!
+//! [`BufPoolConfig::user_reserve`] sets the user tier's share. At construction the first
+//! `user_reserve` buffers go to the user tier and the rest to the receive tier. Afterwards a
+//! returned buffer goes to the user tier while the user tier holds fewer than `user_reserve`
+//! free buffers, and to the receive tier otherwise. So the user tier is topped up first, up to
+//! its reserve, and everything beyond the reserve keeps the kernel supplied.
+//!
+//! # Exactly once
+//!
+//! A [`Lease`] is a buffer id, a length and a borrow of its pool. It is not `Clone`, and it
+//! returns its buffer exactly once: when dropped (or [`Lease::release`]d). The pool tracks a
+//! state per buffer (receive tier, user tier, leased, raw), so a buffer is never on two free
+//! lists, never published twice and never leased twice. [`Lease::into_raw`] detaches the buffer
+//! as a plain id (for the cross-thread return queue); [`BufPool::release_raw`] takes such an id
+//! back once and reports a second return as an error instead of corrupting the free lists.
+//!
+//! # Memory that outlives kernel operations
+//!
+//! The kernel reads and writes some of this memory asynchronously, outside Rust's view: the
+//! provided-buffer ring and the buffers published in it (written by receives at any time), and
+//! the staged bytes of a [`ByteRing`] while a send is in flight. Hence:
+//!
+//! - The containers hold raw pointers into their storage (with a `PhantomData` borrow of it for
+//!   `'a`), and create Rust references only to memory the kernel is not using: a [`Lease`]'s
+//!   buffer (which left the receive tier through a completion) and a [`ByteRing`]'s free region.
+//!   No reference to the ring or to a receive-tier buffer is ever made.
+//! - The storage must outlive every kernel operation on it, which a borrow checker cannot see:
+//!   a pool's storage must stay valid while its ring is registered, and a write slab while a
+//!   send from it is in flight. The event loop takes `&'static mut` storage for this (see
+//!   DESIGN.md, Memory), registers the ring only after the pool is built, and cancels and
+//!   drains every operation before storage could go away.
+//! - The ring tail is published with a `Release` store, so the kernel's `Acquire` load of the
+//!   tail sees the entries written before it.
+//!
+//! # Example
+//!
+//! ```
+//! use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, ByteRing, RecvTier, SlabStorage};
+//!
+//! // Connections in a slab: the key is known before the value is built.
+//! let mut conns = SlabStorage::<(u32, &str), 64>::new();
+//! let mut conns = conns.slab();
+//! let key = conns.try_insert_with(|key| (key.index(), "peer")).unwrap();
+//! assert_eq!(conns.get(key).unwrap().1, "peer");
+//! conns.remove(key).unwrap();
+//! assert!(conns.get(key).is_err()); // stale, never an alias
+//!
+//! // Receive buffers, epoll style: take one, read into it, lease it to the handler.
+//! let mut storage = BufPoolStorage::<8, 2048>::new();
+//! let config = BufPoolConfig { recv_tier: RecvTier::FreeList, user_reserve: 2 };
+//! let pool = BufPool::new(&mut storage, config).unwrap();
+//! let mut lease = pool.try_take_recv().unwrap();
+//! lease.buf_mut()[..5].copy_from_slice(b"hello"); // stands in for read(2)
+//! lease.set_len(5).unwrap();
+//! assert_eq!(lease.as_slice(), b"hello");
+//! drop(lease); // back to the pool, exactly once
+//! assert_eq!(pool.stats().leased, 0);
+//!
+//! // A write slab: stage, send what `staged()` shows, consume what was sent.
+//! let mut slab = [0u8; 16];
+//! let mut out = ByteRing::new(&mut slab);
+//! out.append(b"PING\r\n").unwrap();
+//! assert_eq!(out.staged().0, b"PING\r\n");
+//! out.consume(6).unwrap();
+//! assert!(out.is_empty());
+//! ```
+
+mod buf;
+mod byte_ring;
+mod slab;
+
+pub use buf::{
+    BufPool, BufPoolConfig, BufPoolStorage, BufRingEntry, Lease, MAX_BUFFERS, PoolError, PoolStats,
+    RecvTier,
+};
+pub use byte_ring::{ByteRing, ByteRingFull, ConsumeError};
+pub use slab::{Iter, IterMut, Key, MAX_CAPACITY, Slab, SlabFull, SlabStorage, Slot, StaleKey};
+
+/// A tiny seeded PRNG for the property tests (no dependency, runs under Miri).
+#[cfg(test)]
+pub(crate) mod test_rng {
+    /// xorshift64*.
+    pub(crate) struct XorShift(u64);
+
+    impl XorShift {
+        pub(crate) fn new(seed: u64) -> XorShift {
+            // Spread small seeds over the state; the state must not be zero.
+            XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+
+        pub(crate) fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// Uniform-enough in `0..n` (`n > 0`).
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
