@@ -504,3 +504,61 @@ fn shutdown_write_gives_the_peer_eof() {
     s.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"x");
 }
+
+#[test]
+fn pool_and_ring_together_leases_return_to_the_kernel() {
+    use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, RecvTier};
+    // Declared before the ring so the storage outlives it.
+    let storage: &'static mut BufPoolStorage<4, 32> = Box::leak(Box::new(BufPoolStorage::new()));
+    let pool = BufPool::new(
+        storage,
+        BufPoolConfig {
+            recv_tier: RecvTier::ProvidedRing,
+            user_reserve: 1,
+        },
+    )
+    .expect("pool");
+    let mut ring = ring();
+    if !needs_backend_features(&ring, "provided buffer rings and multishot receive") {
+        return;
+    }
+    assert_eq!(pool.recv_available(), 3);
+    // SAFETY: the storage is leaked ('static) and the pool outlives every completion we reap.
+    unsafe { ring.register_buf_ring(pool.ring_addr().cast(), pool.ring_entries(), 1) }
+        .expect("register");
+    let (l, addr) = listener();
+    let mut client = TcpStream::connect(addr).unwrap();
+    let (server, _) = l.accept().unwrap();
+    push(
+        &mut ring,
+        Sqe::recv_multishot(server.as_fd(), 1).user_data(8),
+    );
+
+    // 5 rounds of 32 bytes through 3 ring buffers: only possible if each dropped lease is
+    // published back to the ring.
+    for round in 0..5u8 {
+        let msg = [round; 32];
+        client.write_all(&msg).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 32 {
+            for c in reap(&mut ring, 1) {
+                assert!(c.more(), "round {round}: receive ended: {c:?}");
+                let n = c.result().unwrap();
+                let bid = c.buffer_id().unwrap();
+                // SAFETY: the id comes from this completion, once, for the group the pool's
+                // ring is registered as.
+                let lease = unsafe { pool.lease_received(bid, n) }.expect("lease");
+                got.extend_from_slice(lease.as_slice());
+                // The lease drops here: the buffer goes back to the ring (the user tier is
+                // already at its reserve).
+            }
+        }
+        assert_eq!(got, msg);
+        assert_eq!(pool.leased(), 0);
+        assert_eq!(pool.recv_available(), 3, "every buffer is back in the ring");
+    }
+    push(&mut ring, Sqe::cancel(8).user_data(9));
+    let done = reap(&mut ring, 2);
+    assert!(done.iter().any(|c| c.user_data == 8 && !c.more()));
+    ring.unregister_buf_ring(1).expect("unregister");
+}
