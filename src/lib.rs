@@ -36,6 +36,7 @@ extern crate std;
 
 #[allow(unsafe_code)]
 pub mod pool;
+pub mod reactor;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod time;

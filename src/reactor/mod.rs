@@ -1,0 +1,3 @@
+//! The event loop.
+
+pub mod timer;
