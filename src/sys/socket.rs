@@ -264,10 +264,7 @@ impl TcpStream {
     ///
     /// Only if the option itself cannot be read (not a socket).
     pub fn take_error(&self) -> Result<Option<Error>> {
-        match sockopt::socket_error(&self.fd)? {
-            Ok(()) => Ok(None),
-            Err(e) => Ok(Some(Error::from(e))),
-        }
+        take_error(self.fd.as_fd())
     }
 
     /// Sets `TCP_NODELAY`: `true` sends small segments at once instead of coalescing them
@@ -296,13 +293,7 @@ impl TcpStream {
     ///
     /// [`Error::NotConnected`] if the socket is not connected.
     pub fn shutdown(&self, how: Shutdown) -> Result<()> {
-        let how = match how {
-            Shutdown::Read => rnet::Shutdown::Read,
-            Shutdown::Write => rnet::Shutdown::Write,
-            Shutdown::Both => rnet::Shutdown::Both,
-        };
-        rnet::shutdown(&self.fd, how)?;
-        Ok(())
+        shutdown(self.fd.as_fd(), how)
     }
 
     /// The address of the peer.
@@ -336,11 +327,7 @@ impl TcpStream {
     /// [`Error::WouldBlock`] when nothing is available yet; [`Error::ConnectionReset`] after
     /// the peer reset; [`Error::NotConnected`] before the connection is established.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let (n, _) = rnet::recv(&self.fd, buf, RecvFlags::empty())?;
-        Ok(n)
+        read(self.fd.as_fd(), buf)
     }
 
     /// Writes from `buf` (`send` with `MSG_NOSIGNAL`), returning how many bytes the kernel
@@ -351,7 +338,7 @@ impl TcpStream {
     /// [`Error::WouldBlock`] when the send buffer is full; [`Error::BrokenPipe`] or
     /// [`Error::ConnectionReset`] when the peer is gone (no `SIGPIPE` is raised).
     pub fn write(&self, buf: &[u8]) -> Result<usize> {
-        Ok(rnet::send(&self.fd, buf, SendFlags::NOSIGNAL)?)
+        write(self.fd.as_fd(), buf)
     }
 
     /// Writes from several buffers in order in one call (`sendmsg` with `MSG_NOSIGNAL`), for
@@ -364,14 +351,7 @@ impl TcpStream {
     ///
     /// As [`TcpStream::write`].
     pub fn write_vectored<const N: usize>(&self, bufs: &[&[u8]; N]) -> Result<usize> {
-        let iov: [IoSlice<'_>; N] = core::array::from_fn(|i| IoSlice::new(bufs[i]));
-        let mut control = SendAncillaryBuffer::default();
-        Ok(rnet::sendmsg(
-            &self.fd,
-            &iov,
-            &mut control,
-            SendFlags::NOSIGNAL,
-        )?)
+        write_vectored(self.fd.as_fd(), bufs)
     }
 
     /// Wraps a descriptor that is already a connected (or connecting) TCP socket, for
@@ -391,6 +371,69 @@ impl TcpStream {
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+// Socket I/O on a borrowed descriptor: what `TcpStream`'s methods do, for code (the I/O
+// driver) that keeps descriptors in its own slots rather than in `TcpStream`s.
+
+/// [`TcpStream::read`] on a borrowed descriptor.
+///
+/// # Errors
+///
+/// As [`TcpStream::read`].
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    let (n, _) = rnet::recv(fd, buf, RecvFlags::empty())?;
+    Ok(n)
+}
+
+/// [`TcpStream::write`] on a borrowed descriptor (`MSG_NOSIGNAL`).
+///
+/// # Errors
+///
+/// As [`TcpStream::write`].
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize> {
+    Ok(rnet::send(fd, buf, SendFlags::NOSIGNAL)?)
+}
+
+/// [`TcpStream::write_vectored`] on a borrowed descriptor (`MSG_NOSIGNAL`).
+///
+/// # Errors
+///
+/// As [`TcpStream::write`].
+pub fn write_vectored<const N: usize>(fd: BorrowedFd<'_>, bufs: &[&[u8]; N]) -> Result<usize> {
+    let iov: [IoSlice<'_>; N] = core::array::from_fn(|i| IoSlice::new(bufs[i]));
+    let mut control = SendAncillaryBuffer::default();
+    Ok(rnet::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL)?)
+}
+
+/// [`TcpStream::take_error`] on a borrowed descriptor.
+///
+/// # Errors
+///
+/// As [`TcpStream::take_error`].
+pub fn take_error(fd: BorrowedFd<'_>) -> Result<Option<Error>> {
+    match sockopt::socket_error(fd)? {
+        Ok(()) => Ok(None),
+        Err(e) => Ok(Some(Error::from(e))),
+    }
+}
+
+/// [`TcpStream::shutdown`] on a borrowed descriptor.
+///
+/// # Errors
+///
+/// As [`TcpStream::shutdown`].
+pub fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> Result<()> {
+    let how = match how {
+        Shutdown::Read => rnet::Shutdown::Read,
+        Shutdown::Write => rnet::Shutdown::Write,
+        Shutdown::Both => rnet::Shutdown::Both,
+    };
+    rnet::shutdown(fd, how)?;
+    Ok(())
 }
 
 macro_rules! fd_traits {
