@@ -532,19 +532,22 @@ fn proc_stat(cpus: [usize; 2]) -> io::Result<[CpuTimes; 2]> {
     Ok(out)
 }
 
-/// CPU time of every thread of process `pid` in nanoseconds (schedstat), if readable.
-fn process_cpu_ns(pid: u32) -> Option<u64> {
-    let mut sum = 0;
+/// CPU time and run-queue wait time (runnable, but another task had the CPU) of every thread of
+/// process `pid` in nanoseconds, from schedstat, if readable.
+fn process_cpu_ns(pid: u32) -> Option<(u64, u64)> {
+    let (mut run, mut wait) = (0, 0);
     for t in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let s = fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-        sum += s.split_ascii_whitespace().next()?.parse::<u64>().ok()?;
+        let mut f = s.split_ascii_whitespace().map(|x| x.parse::<u64>().ok());
+        run += f.next()??;
+        wait += f.next()??;
     }
-    Some(sum)
+    Some((run, wait))
 }
 
 struct Snapshot {
     cpu: [CpuTimes; 2],
-    proc_ns: Option<u64>,
+    proc_ns: Option<(u64, u64)>,
 }
 
 fn snapshot(cfg: &Config, pid: u32) -> Result<Snapshot, Fail> {
@@ -606,6 +609,8 @@ struct Metrics {
     syscalls: Option<f64>,
     server_busy: f64,
     client_busy: f64,
+    /// Share of the window the server was runnable but waiting for its CPU (other tasks ran).
+    server_wait: Option<f64>,
 }
 
 // ---------------------------------------------------------------- perf
@@ -940,7 +945,11 @@ fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail>
         p99_us: m.p99 as f64 / 1000.0,
         core_us: busy0 / hz * 1e6 / rts,
         proc_us: match (s0.proc_ns, s1.proc_ns) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1000.0 / rts),
+            (Some(a), Some(b)) => Some(b.0.saturating_sub(a.0) as f64 / 1000.0 / rts),
+            _ => None,
+        },
+        server_wait: match (s0.proc_ns, s1.proc_ns) {
+            (Some(a), Some(b)) => Some(b.1.saturating_sub(a.1) as f64 / m.ns.max(1) as f64),
             _ => None,
         },
         syscalls,
@@ -1044,7 +1053,7 @@ fn print_row_table(
     for ((name, _), w) in COLUMNS.iter().zip(WIDTHS) {
         head.push_str(&format!("{name:<w$}"));
     }
-    head.push_str("busy srv/cli");
+    head.push_str("busy srv/cli, srv wait");
     println!("{head}");
     let mut stats: BTreeMap<Server, Vec<Option<Stat>>> = BTreeMap::new();
     for &server in &cfg.servers {
@@ -1062,7 +1071,8 @@ fn print_row_table(
                 let b1 = stat(&ms.iter().map(|m| Some(m.client_busy)).collect::<Vec<_>>());
                 let pct =
                     |s: Option<Stat>| s.map_or("?".into(), |s| format!("{:.0}%", s.med * 100.0));
-                line.push_str(&format!("{}/{}", pct(b0), pct(b1)));
+                let bw = stat(&ms.iter().map(|m| m.server_wait).collect::<Vec<_>>());
+                line.push_str(&format!("{}/{}, {}", pct(b0), pct(b1), pct(bw)));
                 if ms.len() < cfg.runs {
                     line.push_str(&format!("  ({} of {} runs)", ms.len(), cfg.runs));
                 }
@@ -1072,7 +1082,14 @@ fn print_row_table(
                 let why = problems
                     .get(&(ri, server))
                     .map_or("no result", String::as_str);
-                line.push_str(why.lines().next().unwrap_or(why));
+                // The most telling line: a loadgen or server error message, else the first.
+                let short = why
+                    .lines()
+                    .find(|l| l.contains("error:"))
+                    .map(|l| l.trim().trim_start_matches("loadgen stderr: "))
+                    .or_else(|| why.lines().next())
+                    .unwrap_or(why);
+                line.push_str(short);
             }
         }
         println!("{line}");
@@ -1107,6 +1124,17 @@ fn print_row_table(
     }
 }
 
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| {
+            l.split_ascii_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn host_line() -> String {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = fs::read_to_string("/proc/cpuinfo")
@@ -1118,7 +1146,9 @@ fn host_line() -> String {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_default();
-    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // SAFETY: sysconf is always safe to call. (available_parallelism would report the
+    // runner's own affinity, one CPU.)
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     format!("Linux {}, {cpu}, {n} CPUs", kernel.trim())
 }
 
@@ -1134,6 +1164,11 @@ impl Drop for TmpDir {
 }
 
 fn main() {
+    // Exit only after every guard (children, the temporary directory) has been dropped.
+    std::process::exit(run());
+}
+
+fn run() -> i32 {
     let cfg = parse_config();
     install_signal_handlers();
     let cpus = allowed_cpus();
@@ -1146,11 +1181,11 @@ fn main() {
              (set BENCH_SERVER_CPU / BENCH_CLIENT_CPU)",
             cfg.server_cpu, cfg.client_cpu
         );
-        std::process::exit(2);
+        return 2;
     }
     if let Err(e) = pin_to_cpu(0, cfg.client_cpu) {
         eprintln!("bench: cannot pin to CPU {}: {e}", cfg.client_cpu);
-        std::process::exit(2);
+        return 2;
     }
     if let Err(e) = raise_nofile_limit() {
         eprintln!("bench: cannot raise RLIMIT_NOFILE: {e}");
@@ -1161,13 +1196,13 @@ fn main() {
                 "bench: {} not found: build with `cargo build --release -p ringlet-bench` (or `make bench`)",
                 cfg.bin_dir.join(bin).display()
             );
-            std::process::exit(2);
+            return 2;
         }
     }
     let tmp = std::env::temp_dir().join(format!("ringlet-bench.{}", std::process::id()));
     if let Err(e) = fs::create_dir_all(&tmp) {
         eprintln!("bench: cannot create {}: {e}", tmp.display());
-        std::process::exit(2);
+        return 2;
     }
     let _tmp_guard = TmpDir(tmp.clone());
 
@@ -1196,6 +1231,7 @@ fn main() {
         cfg.server_cpu, cfg.client_cpu, cfg.runs, cfg.secs, cfg.warmup, cfg.count_secs
     );
     println!("ringlet echo: {}", cfg.echo.display());
+    println!("load average before the start: {}", loadavg());
     match &perf {
         Ok(()) => println!("syscalls/rt: perf stat -e raw_syscalls:sys_enter -p <server>"),
         Err(e) => println!("syscalls/rt: n/a: {e}"),
@@ -1251,14 +1287,17 @@ fn main() {
                 match run_one(&mut cx, server, row) {
                     Ok(m) => {
                         println!(
-                            "{} rt/s, p50 {} us, p99 {} us, core {} us/rt, syscalls/rt {}, busy {:.0}%/{:.0}%",
+                            "{} rt/s, p50 {} us, p99 {} us, core {} us/rt, proc {} us/rt, syscalls/rt {}, busy {:.0}%/{:.0}%, srv wait {}",
                             num(m.rt_per_s),
                             num(m.p50_us),
                             num(m.p99_us),
                             num(m.core_us),
+                            m.proc_us.map_or("n/a".into(), num),
                             m.syscalls.map_or("n/a".into(), num),
                             m.server_busy * 100.0,
-                            m.client_busy * 100.0
+                            m.client_busy * 100.0,
+                            m.server_wait
+                                .map_or("n/a".into(), |w| format!("{:.0}%", w * 100.0)),
                         );
                         results.entry((ri, server)).or_default().push(m);
                     }
@@ -1298,23 +1337,48 @@ fn main() {
 
     println!();
     println!(
-        "Results: median [min-max] over runs; round trips = echoed messages; latency per round trip \
-         (per batch for pipelined rows); core us/rt = busy time of the server CPU (user+nice+system+\
-         irq+softirq+steal) per round trip; proc us/rt = the server process's own CPU time; \
-         syscalls/rt from perf; busy = median utilisation of server/client CPU. Ratios are \
-         ringlet / peer of the medians (round trips/s: higher is better; the rest: lower is better)."
+        "Results: median [min-max] over {} run(s) per cell.
+  round trips/s  echoed messages per second (a pipelined batch of 16 counts 16)
+  p50/p99 us     latency per round trip (per batch in the pipelined row), from loadgen
+  core us/rt     busy time of the server CPU per round trip, /proc/stat
+                 (user+nice+system+irq+softirq+steal: everything that ran there)
+  proc us/rt     CPU time of the server process itself per round trip (schedstat)
+  syscalls/rt    system calls the server process entered per round trip (perf)
+  busy srv/cli   utilisation of the server CPU / the client CPU in the window
+  srv wait       share of the window the server was runnable but another task held its
+                 CPU: above a few percent the machine was busy and core us/rt is inflated
+  ratios         ringlet / peer of the medians (round trips/s: higher is better;
+                 every other column: lower is better)",
+        cfg.runs
     );
     for (ri, row) in cfg.rows.iter().enumerate() {
         print_row_table(&cfg, row, &results, &problems, ri);
+    }
+    let noisy = results
+        .values()
+        .flatten()
+        .filter(|m| m.server_wait.is_some_and(|w| w > 0.05))
+        .count();
+    if noisy > 0 {
+        println!();
+        println!(
+            "warning: in {noisy} of {} runs the server waited for its CPU more than 5% of the \
+             window: other tasks ran on CPU {} (load average now: {}). Prefer proc us/rt there, \
+             and rerun on a quieter machine for throughput and latency.",
+            results.values().map(Vec::len).sum::<usize>(),
+            cfg.server_cpu,
+            loadavg()
+        );
     }
     println!();
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     if interrupted {
         println!("interrupted: results above are partial");
-        std::process::exit(130);
+        return 130;
     }
     if failed {
         println!("some runs FAILED (see above)");
-        std::process::exit(1);
+        return 1;
     }
+    0
 }
