@@ -67,7 +67,7 @@ bench:
 		echo "$(CARGO) build --release --example echo"; \
 		$(CARGO) build --release --example echo; \
 	else \
-		echo "bench: examples/echo.rs does not exist yet: the ringlet rows will be skipped"; \
+		echo "bench: examples/echo.rs does not exist yet: the ringlet rows will be skipped (unless RINGLET_ECHO names an echo binary)"; \
 	fi
 	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/bench $(BENCH_ARGS)
 

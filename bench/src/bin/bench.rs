@@ -1284,7 +1284,18 @@ fn run() -> i32 {
                     round + 1
                 );
                 let _ = io::stdout().flush();
-                match run_one(&mut cx, server, row) {
+                // A start failure may be transient (the free port was taken meanwhile): one
+                // more try before the server is given up.
+                let mut res = run_one(&mut cx, server, row);
+                if let Err(Fail::Start(e)) = &res {
+                    print!(
+                        "start failed ({}), retrying: ",
+                        e.lines().next().unwrap_or("")
+                    );
+                    let _ = io::stdout().flush();
+                    res = run_one(&mut cx, server, row);
+                }
+                match res {
                     Ok(m) => {
                         println!(
                             "{} rt/s, p50 {} us, p99 {} us, core {} us/rt, proc {} us/rt, syscalls/rt {}, busy {:.0}%/{:.0}%, srv wait {}",

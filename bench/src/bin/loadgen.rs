@@ -228,6 +228,8 @@ struct Ctl {
     control: bool,
     depth: usize,
     start: Instant,
+    warmup: Duration,
+    duration: Duration,
     warmup_end: Option<Instant>,
     end: Instant,
     deadline: Instant,
@@ -254,6 +256,8 @@ impl Ctl {
             control: o.control,
             depth: o.depth,
             start: now,
+            warmup: secs(o.warmup),
+            duration: secs(o.duration),
             warmup_end: (!o.control).then(|| now + secs(o.warmup)),
             end: now + secs(o.warmup + o.duration),
             deadline: now + secs(o.max_secs),
@@ -263,6 +267,18 @@ impl Ctl {
             line: Vec::new(),
             quit: false,
         }
+    }
+
+    /// Traffic starts now (every connection is up): phases and the first window count from
+    /// here; the overall deadline stays where it was.
+    fn traffic_starts(&mut self) {
+        let now = Instant::now();
+        if !self.control {
+            self.warmup_end = Some(now + self.warmup);
+            self.end = now + self.warmup + self.duration;
+        }
+        self.window = Window::new(now);
+        self.last_progress = now;
     }
 
     fn record(&mut self, t0: Instant, now: Instant) {
@@ -422,8 +438,7 @@ fn run_uring(o: &Opts, ring: &mut IoUring, ctl: &mut Ctl) {
     if ctl.control {
         say("ready");
     }
-    ctl.window = Window::new(Instant::now());
-    ctl.last_progress = Instant::now();
+    ctl.traffic_starts();
 
     let ts = types::Timespec::new().nsec(100_000_000);
     let args = types::SubmitArgs::new().timespec(&ts);
@@ -589,9 +604,7 @@ fn run_epoll(o: &Opts, ctl: &mut Ctl) {
     if ctl.control {
         say("ready");
     }
-    let now = Instant::now();
-    ctl.window = Window::new(now);
-    ctl.last_progress = now;
+    ctl.traffic_starts();
     for c in &mut conns {
         c.start_batch();
         c.t0 = Instant::now();
