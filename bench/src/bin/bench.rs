@@ -797,8 +797,21 @@ struct Ctx<'a> {
     cfg: &'a Config,
     tmp: PathBuf,
     perf: Result<(), String>,
-    perf_warned: bool,
     runs_done: usize,
+    /// Notes to print after the current run's line, and the ones already printed once.
+    notes: Vec<String>,
+    noted: std::collections::BTreeSet<(Option<Server>, String)>,
+}
+
+impl Ctx<'_> {
+    /// A note about `server` (or the run), printed once per server and kind of message.
+    fn note(&mut self, server: Option<Server>, msg: String) {
+        let kind = msg.split(':').next().unwrap_or("").to_string();
+        if self.noted.insert((server, kind)) {
+            let who = server.map_or(String::new(), |s| format!("{}: ", s.name()));
+            self.notes.push(format!("  note: {who}{msg}"));
+        }
+    }
 }
 
 fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail> {
@@ -895,12 +908,7 @@ fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail>
         match counted {
             Ok(x) => syscalls = Some(x),
             Err(e) if e.starts_with("loadgen") => return Err(Fail::Run(e)),
-            Err(e) => {
-                if !cx.perf_warned {
-                    println!("  note: syscall count failed in this run: {e}");
-                    cx.perf_warned = true;
-                }
-            }
+            Err(e) => cx.note(None, format!("syscall count failed: {e}")),
         }
     }
 
@@ -915,16 +923,13 @@ fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail>
     }
     let (st, by_itself) = srv.stop(libc::SIGTERM, Duration::from_secs(3));
     if !by_itself {
-        println!(
-            "  note: {} did not exit within 3 s of SIGTERM; killed",
-            server.name()
-        );
+        let msg = "did not exit within 3 s of SIGTERM; killed".to_string();
+        cx.note(Some(server), msg);
     } else if !st.is_some_and(|s| s.success()) {
         let st = st.map_or("?".to_string(), |s| s.to_string());
-        println!(
-            "  note: {} exited with {st} on SIGTERM{}",
-            server.name(),
-            srv.stderr()
+        cx.note(
+            Some(server),
+            format!("exited with {st} on SIGTERM (not status 0)"),
         );
     }
 
@@ -1256,8 +1261,9 @@ fn run() -> i32 {
         cfg: &cfg,
         tmp: tmp.clone(),
         perf,
-        perf_warned: false,
         runs_done: 0,
+        notes: Vec::new(),
+        noted: Default::default(),
     };
     let mut results: BTreeMap<(usize, Server), Vec<Metrics>> = BTreeMap::new();
     let mut failed = false;
@@ -1328,6 +1334,9 @@ fn run() -> i32 {
                         problems.insert((ri, server), format!("FAILED: {e}"));
                     }
                 }
+                for n in cx.notes.drain(..) {
+                    println!("{n}");
+                }
                 if stopping() {
                     interrupted = true;
                     break 'rounds;
@@ -1357,7 +1366,8 @@ fn run() -> i32 {
   syscalls/rt    system calls the server process entered per round trip (perf)
   busy srv/cli   utilisation of the server CPU / the client CPU in the window
   srv wait       share of the window the server was runnable but another task held its
-                 CPU: above a few percent the machine was busy and core us/rt is inflated
+                 CPU (summed over the server's threads): above a few percent the machine
+                 was busy and core us/rt is inflated
   ratios         ringlet / peer of the medians (round trips/s: higher is better;
                  every other column: lower is better)",
         cfg.runs
