@@ -1361,7 +1361,8 @@ fn run() -> i32 {
   round trips/s  echoed messages per second (a pipelined batch of 16 counts 16)
   p50/p99 us     latency per round trip (per batch in the pipelined row), from loadgen
   core us/rt     busy time of the server CPU per round trip, /proc/stat
-                 (user+nice+system+irq+softirq+steal: everything that ran there)
+                 (user+nice+system+irq+softirq+steal: everything that ran there;
+                 tick-sampled, so low when that CPU idles often: see proc us/rt)
   proc us/rt     CPU time of the server process itself per round trip (schedstat)
   syscalls/rt    system calls the server process entered per round trip (perf)
   busy srv/cli   utilisation of the server CPU / the client CPU in the window
