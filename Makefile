@@ -2,11 +2,13 @@
 # `make nightly` adds the nightly pieces that miri and check-nostd need.
 
 CARGO ?= cargo
+# Where cargo puts its output (honours CARGO_TARGET_DIR).
+CARGO_TARGET_DIR_OR_DEFAULT = $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 NIGHTLY ?= +nightly
 # Bounded exhaustiveness for loom (see loom-tests/): preemption bound per model.
 LOOM_MAX_PREEMPTIONS ?= 3
 
-.PHONY: all build test lint fmt doc miri loom check-nostd probe nightly clean
+.PHONY: all build test lint fmt doc miri loom check-nostd probe bench nightly clean
 
 all: build
 
@@ -51,6 +53,23 @@ check-nostd:
 ## What this kernel's io_uring supports, and which backend Auto picks.
 probe:
 	$(CARGO) run --example probe
+
+## Echo benchmark: ringlet (io_uring and epoll backends) side by side with tokio and monoio echo
+## servers, server pinned to CPU 0 and load generator to CPU 1; prints a table with ratios.
+## Settings: BENCH_SECS, BENCH_RUNS, BENCH_WARMUP_SECS, BENCH_COUNT_SECS, BENCH_SERVERS, BENCH_ROWS,
+## RINGLET_ECHO (environment), or flags through BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
+## Needs `perf` for the syscall column (Debian: apt-get install linux-perf); see bench/README.md.
+bench:
+	@command -v perf >/dev/null 2>&1 || echo "bench: perf not found, the syscalls/rt column will be n/a (Debian: apt-get install linux-perf)"
+	@[ "$$(nproc)" -ge 2 ] || { echo "bench: needs at least 2 CPUs (server and load generator are pinned apart)"; exit 1; }
+	$(CARGO) build --release -p ringlet-bench
+	@if [ -f examples/echo.rs ]; then \
+		echo "$(CARGO) build --release --example echo"; \
+		$(CARGO) build --release --example echo; \
+	else \
+		echo "bench: examples/echo.rs does not exist yet: the ringlet rows will be skipped (unless RINGLET_ECHO names an echo binary)"; \
+	fi
+	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/bench $(BENCH_ARGS)
 
 ## Nightly toolchain pieces for miri and check-nostd.
 nightly:
