@@ -8,7 +8,9 @@
 //!
 //! - [`Slab`]: values addressed by generational [`Key`]s. A stale key (the value was removed,
 //!   the slot maybe reused) is a [`StaleKey`] error, never an alias of the new occupant.
-//! - [`BufPool`]: fixed-size receive buffers in two tiers, handed out as [`Lease`]s.
+//! - [`BufPool`]: fixed-size receive buffers in two tiers, handed out as [`Lease`]s, with
+//!   optional per-owner counts of the buffers out (a per-connection lease quota). The pool's
+//!   state lives in its storage; a `BufPool` is a `Copy` handle to it.
 //! - [`ByteRing`]: a connection's write slab.
 //!
 //! Every full container says so with an error (or hands the value back), never a panic, and the
@@ -39,12 +41,16 @@
 //!
 //! # Exactly once
 //!
-//! A [`Lease`] is a buffer id, a length and a borrow of its pool. It is not `Clone`, and it
+//! A [`Lease`] is a buffer id, a length and a handle to its pool. It is not `Clone`, and it
 //! returns its buffer exactly once: when dropped (or [`Lease::release`]d). The pool tracks a
 //! state per buffer (receive tier, user tier, leased, raw), so a buffer is never on two free
 //! lists, never published twice and never leased twice. [`Lease::into_raw`] detaches the buffer
 //! as a plain id (for the cross-thread return queue); [`BufPool::release_raw`] takes such an id
 //! back once and reports a second return as an error instead of corrupting the free lists.
+//!
+//! A pool with an owner table ([`BufPool::with_owners`]) charges a buffer to the owner a lease
+//! was made for ([`BufPool::lease_received_by`], [`BufPool::try_take_recv_by`]) and uncharges it
+//! exactly once, when the buffer comes back; a raw id stays charged until it is released.
 //!
 //! # Memory that outlives kernel operations
 //!
@@ -52,10 +58,11 @@
 //! provided-buffer ring and the buffers published in it (written by receives at any time), and
 //! the staged bytes of a [`ByteRing`] while a send is in flight. Hence:
 //!
-//! - The containers hold raw pointers into their storage (with a `PhantomData` borrow of it for
-//!   `'a`), and create Rust references only to memory the kernel is not using: a [`Lease`]'s
-//!   buffer (which left the receive tier through a completion) and a [`ByteRing`]'s free region.
-//!   No reference to the ring or to a receive-tier buffer is ever made.
+//! - The containers hold raw pointers into their storage (with a borrow of it for `'a`: a
+//!   `PhantomData`, or for a [`BufPool`] a reference to the header in the storage that holds
+//!   those pointers), and create Rust references only to memory the kernel is not using: a
+//!   [`Lease`]'s buffer (which left the receive tier through a completion) and a [`ByteRing`]'s
+//!   free region. No reference to the ring or to a receive-tier buffer is ever made.
 //! - The storage must outlive every kernel operation on it, which a borrow checker cannot see:
 //!   a pool's storage must stay valid while its ring is registered, and a write slab while a
 //!   send from it is in flight. The event loop takes `&'static mut` storage for this (see
@@ -87,6 +94,14 @@
 //! assert_eq!(lease.as_slice(), b"hello");
 //! drop(lease); // back to the pool, exactly once
 //! assert_eq!(pool.stats().leased, 0);
+//!
+//! // With per-connection counts (a lease quota): a lease charged to connection 1.
+//! let mut counts = [0u16; 64];
+//! let pool = BufPool::with_owners(&mut storage, config, &mut counts).unwrap();
+//! let lease = pool.try_take_recv_by(1).unwrap().expect("a free buffer");
+//! assert_eq!((lease.owner(), pool.owner_count(1)), (Some(1), 1));
+//! drop(lease);
+//! assert_eq!(pool.owner_count(1), 0);
 //!
 //! // A write slab: stage, send what `staged()` shows, consume what was sent.
 //! let mut slab = [0u8; 16];
