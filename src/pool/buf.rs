@@ -6,6 +6,8 @@ use core::ptr;
 use core::sync::atomic::{AtomicU16, Ordering};
 use core::{fmt, mem, slice};
 
+use super::zero::ZeroInit;
+
 /// The most buffers a pool may have: the kernel's limit on provided-buffer ring entries.
 pub const MAX_BUFFERS: usize = 32768;
 
@@ -161,6 +163,11 @@ impl Header {
 /// time rather than at start-up). The ring is present in free-list mode too (unused, `16 * N`
 /// bytes).
 ///
+/// All-zero bytes is a valid, empty storage ([`ZeroInit`]), the same value [`BufPoolStorage::new`]
+/// builds, so big storage can be placed in `.bss` with a [`StaticSlot`](super::StaticSlot), or
+/// made in place with [`init_zeroed`](super::init_zeroed) or
+/// `leak_zeroed` (feature `std`), never on the stack.
+///
 /// ```compile_fail
 /// // 3 is not a power of two: this does not build.
 /// let storage = ringlet::pool::BufPoolStorage::<3, 64>::new();
@@ -190,6 +197,13 @@ unsafe impl<const N: usize, const SIZE: usize> Send for BufPoolStorage<N, SIZE> 
 // the exclusive borrow; see the `Send` impl).
 unsafe impl<const N: usize, const SIZE: usize> Sync for BufPoolStorage<N, SIZE> {}
 
+// SAFETY: every field is valid as zero bytes: the ring entries, buffer bytes, owner tags and free
+// list are integers; `State` is `repr(u8)` with `Recv = 0`; the header holds raw pointers (null
+// is valid), integers, a `bool` and `Cell`s of integers. `BufPool::new` relies on nothing in the
+// storage: it writes the header, the owner tags, the states and the free lists itself, and
+// publishes ring entries field by field. Zero is also exactly what `new` builds (tested).
+unsafe impl<const N: usize, const SIZE: usize> ZeroInit for BufPoolStorage<N, SIZE> {}
+
 impl<const N: usize, const SIZE: usize> BufPoolStorage<N, SIZE> {
     const VALID: () = assert!(
         N.is_power_of_two() && N <= MAX_BUFFERS && SIZE > 0 && SIZE <= u32::MAX as usize,
@@ -198,6 +212,9 @@ impl<const N: usize, const SIZE: usize> BufPoolStorage<N, SIZE> {
 
     /// Zeroed storage (the same value as all-zero bytes). Fails to compile unless `N` is a power
     /// of two `<= 32768` and `SIZE` is in `1..=u32::MAX`.
+    ///
+    /// This builds the value where it is called (on the stack, unless in a `static`'s
+    /// initialiser); for big storage see [`ZeroInit`].
     pub const fn new() -> Self {
         let () = Self::VALID;
         BufPoolStorage {
@@ -991,7 +1008,7 @@ static_assertions::const_assert!(mem::size_of::<BufPool<'static>>() == mem::size
 static_assertions::assert_not_impl_any!(Lease<'static>: Send, Sync, Clone);
 static_assertions::assert_not_impl_any!(BufPool<'static>: Send, Sync);
 static_assertions::assert_impl_all!(BufPool<'static>: Copy);
-static_assertions::assert_impl_all!(BufPoolStorage<8, 64>: Send, Sync);
+static_assertions::assert_impl_all!(BufPoolStorage<8, 64>: Send, Sync, ZeroInit);
 
 impl<'a> Lease<'a> {
     /// The buffer id (the io_uring buffer id in ring mode).
@@ -1123,6 +1140,8 @@ impl fmt::Debug for Lease<'_> {
 mod tests {
     use super::*;
     use crate::pool::test_rng::XorShift;
+    use crate::pool::{StaticSlot, init_zeroed, leak_zeroed};
+    use core::mem::MaybeUninit;
     use std::boxed::Box;
     use std::collections::VecDeque;
     use std::string::ToString;
@@ -1637,6 +1656,131 @@ mod tests {
         );
         drop(lease);
         assert_eq!(pool.leased(), 0);
+    }
+
+    /// Every field of the storage zero (what zero bytes decode as).
+    fn assert_all_zero<const N: usize, const SIZE: usize>(s: &BufPoolStorage<N, SIZE>) {
+        for e in &s.ring.0 {
+            assert_eq!((e.addr, e.len, e.bid, e.resv), (0, 0, 0, 0));
+        }
+        assert!(s.bufs.iter().flatten().all(|b| *b == 0));
+        assert!(s.owner.iter().all(|o| *o == 0));
+        assert!(s.free.iter().all(|f| *f == 0));
+        assert!(s.state.iter().all(|st| *st == State::Recv));
+        let h = &s.header;
+        assert!(h.ring.is_null() && h.bufs.is_null() && h.free.is_null());
+        assert!(h.state.is_null() && h.owner.is_null() && h.counts.is_null());
+        assert_eq!(
+            (h.owners, h.total, h.buf_size, h.user_reserve),
+            (0, 0, 0, 0)
+        );
+        assert!(!h.ring_mode);
+        let cells = [
+            &h.user_len,
+            &h.recv_len,
+            &h.tail,
+            &h.leased,
+            &h.leased_high_water,
+        ];
+        assert!(cells.iter().all(|c| c.get() == 0));
+    }
+
+    #[test]
+    fn new_is_the_zero_value() {
+        assert_all_zero(&BufPoolStorage::<4, 3>::new());
+        assert_all_zero(&*new_storage::<8, 16>());
+        let mut slot = MaybeUninit::<BufPoolStorage<4, 3>>::uninit();
+        assert_all_zero(init_zeroed(&mut slot));
+    }
+
+    /// Uses a pool over `storage` fully, twice: in ring mode with owners (a simulated kernel
+    /// fills every published buffer), then in free-list mode over the same, used storage.
+    fn use_fully<const N: usize, const SIZE: usize>(storage: &mut BufPoolStorage<N, SIZE>) {
+        let reserve = (N / 4) as u16;
+        let config = BufPoolConfig {
+            recv_tier: RecvTier::ProvidedRing,
+            user_reserve: reserve,
+        };
+        let mut counts = [0u16; 4];
+        let pool = BufPool::with_owners(&mut *storage, config, &mut counts).unwrap();
+        let mut kernel = Kernel::new(0);
+        let mut leases = Vec::new();
+        while let Some(bid) = kernel.pick(&pool) {
+            let owner = u32::from(bid) % 4;
+            // SAFETY: picked by the simulated kernel.
+            let mut l = unsafe { pool.lease_received_by(bid, SIZE as u32, owner) }.unwrap();
+            l.as_mut_slice().fill(bid as u8);
+            leases.push(l);
+        }
+        while let Ok(mut l) = pool.try_lease_user() {
+            let id = l.id() as u8;
+            l.buf_mut().fill(id);
+            leases.push(l);
+        }
+        assert_eq!(leases.len(), N);
+        let charged: usize = (0..4).map(|o| usize::from(pool.owner_count(o))).sum();
+        assert_eq!(charged, N - usize::from(reserve));
+        for l in &mut leases {
+            let id = l.id() as u8;
+            assert!(l.buf_mut().iter().all(|b| *b == id), "buffer {id} shared");
+        }
+        drop(leases);
+        kernel.observe(&pool);
+        assert_eq!(kernel.published.len(), N - usize::from(reserve));
+        assert_eq!(counts, [0; 4]);
+
+        let config = BufPoolConfig {
+            recv_tier: RecvTier::FreeList,
+            user_reserve: 1,
+        };
+        let pool = BufPool::new(&mut *storage, config).unwrap();
+        assert_eq!(pool.stats().leased_high_water, 0, "reset");
+        let mut leases = Vec::new();
+        while let Some(l) = pool.try_take_recv() {
+            leases.push(l);
+        }
+        leases.push(pool.try_lease_user().unwrap());
+        assert_eq!(pool.leased(), N);
+        let mut ids: Vec<u16> = leases.iter().map(Lease::id).collect();
+        ids.sort_unstable();
+        assert!(ids.iter().copied().eq(0..N as u16));
+    }
+
+    #[test]
+    fn zeroed_storage_in_place() {
+        let mut slot = MaybeUninit::<BufPoolStorage<8, 32>>::uninit();
+        use_fully(init_zeroed(&mut slot));
+    }
+
+    #[test]
+    fn leaked_zeroed_storage() {
+        let storage = leak_zeroed::<BufPoolStorage<8, 32>>();
+        assert_eq!(
+            ptr::from_mut(storage).addr() % 4096,
+            0,
+            "aligned as the ring needs"
+        );
+        use_fully(storage);
+        // SAFETY: from `leak_zeroed` (the global allocator, with the layout of the type, as
+        // `Box` uses) and not used again; reclaiming keeps Miri's leak check on.
+        drop(unsafe { Box::from_raw(storage) });
+    }
+
+    #[test]
+    fn storage_from_a_static_slot() {
+        static STORAGE: StaticSlot<BufPoolStorage<8, 32>> = StaticSlot::new();
+        use_fully(STORAGE.take().unwrap());
+        assert!(STORAGE.take().is_none());
+    }
+
+    /// 16 MiB of buffers, never built on the stack.
+    #[test]
+    #[cfg_attr(miri, ignore = "large")]
+    fn big_zeroed_storage() {
+        let storage = leak_zeroed::<BufPoolStorage<4096, 4096>>();
+        use_fully(storage);
+        // SAFETY: as in `leaked_zeroed_storage`.
+        drop(unsafe { Box::from_raw(storage) });
     }
 
     /// The kernel's view of ring mode: every buffer it picks was published once, with the

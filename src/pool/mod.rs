@@ -3,8 +3,7 @@
 //! Nothing here allocates or makes a system call. Each container works over memory the caller
 //! hands in, sized by const generics on a *storage* type only ([`SlabStorage`],
 //! [`BufPoolStorage`], a plain `[u8; N]` for a [`ByteRing`]); the containers themselves work on
-//! slices and pointers, so capacities do not leak into every signature. The storage types have
-//! `const fn new`, so they can live in `static`s.
+//! slices and pointers, so capacities do not leak into every signature.
 //!
 //! - [`Slab`]: values addressed by generational [`Key`]s. A stale key (the value was removed,
 //!   the slot maybe reused) is a [`StaleKey`] error, never an alias of the new occupant.
@@ -12,6 +11,8 @@
 //!   optional per-owner counts of the buffers out (a per-connection lease quota). The pool's
 //!   state lives in its storage; a `BufPool` is a `Copy` handle to it.
 //! - [`ByteRing`]: a connection's write slab.
+//! - [`ZeroInit`], [`StaticSlot`], [`init_zeroed`] and (feature `std`) `leak_zeroed`: storage
+//!   made in place, never on the stack.
 //!
 //! Every full container says so with an error (or hands the value back), never a panic, and the
 //! errors name the capacity or setting to raise.
@@ -38,6 +39,17 @@
 //! returned buffer goes to the user tier while the user tier holds fewer than `user_reserve`
 //! free buffers, and to the receive tier otherwise. So the user tier is topped up first, up to
 //! its reserve, and everything beyond the reserve keeps the kernel supplied.
+//!
+//! # Storage in place
+//!
+//! The storage types have `const fn new`, so they can live in `static`s, but a `new()` value is
+//! built where it is called, and big storage (megabytes of buffers) overflows a stack. So every
+//! storage type is also [`ZeroInit`]: all-zero bytes is a valid, empty value, the same one
+//! `new()` builds, and the containers' constructors need nothing else. A
+//! `static StaticSlot<..>` is all-zero and lands in `.bss` (no bytes in the binary, no page
+//! touched until used), and [`StaticSlot::take`] hands out its `&'static mut` once, without
+//! `unsafe`; [`init_zeroed`] zero-fills memory the caller has; `leak_zeroed` (feature `std`)
+//! allocates zeroed memory once at start-up and leaks it.
 //!
 //! # Exactly once
 //!
@@ -115,6 +127,7 @@
 mod buf;
 mod byte_ring;
 mod slab;
+mod zero;
 
 pub use buf::{
     BufPool, BufPoolConfig, BufPoolStorage, BufRingEntry, Lease, MAX_BUFFERS, PoolError, PoolStats,
@@ -122,6 +135,9 @@ pub use buf::{
 };
 pub use byte_ring::{ByteRing, ByteRingFull, ConsumeError};
 pub use slab::{Iter, IterMut, Key, MAX_CAPACITY, Slab, SlabFull, SlabStorage, Slot, StaleKey};
+#[cfg(any(test, feature = "std"))]
+pub use zero::leak_zeroed;
+pub use zero::{StaticSlot, ZeroInit, init_zeroed};
 
 /// A tiny seeded PRNG for the property tests (no dependency, runs under Miri).
 #[cfg(test)]
