@@ -2,15 +2,17 @@
 //!
 //! Nothing here allocates or makes a system call. Each container works over memory the caller
 //! hands in, sized by const generics on a *storage* type only ([`SlabStorage`],
-//! [`BufPoolStorage`], a plain `[u8; N]` for a [`ByteRing`]); the containers themselves work on
-//! slices and pointers, so capacities do not leak into every signature.
+//! [`BufPoolStorage`], [`WriteSlabs`]; or a plain `[u8; N]` and a [`RingState`] for one
+//! [`ByteRing`]); the containers themselves work on slices and pointers, so capacities do not
+//! leak into every signature.
 //!
 //! - [`Slab`]: values addressed by generational [`Key`]s. A stale key (the value was removed,
 //!   the slot maybe reused) is a [`StaleKey`] error, never an alias of the new occupant.
 //! - [`BufPool`]: fixed-size receive buffers in two tiers, handed out as [`Lease`]s, with
 //!   optional per-owner counts of the buffers out (a per-connection lease quota). The pool's
 //!   state lives in its storage; a `BufPool` is a `Copy` handle to it.
-//! - [`ByteRing`]: a connection's write slab.
+//! - [`ByteRing`]: a connection's write slab; [`SlabArena`]: every connection's write slab in
+//!   one [`WriteSlabs`] storage.
 //! - [`ZeroInit`], [`StaticSlot`], [`init_zeroed`] and (feature `std`) `leak_zeroed`: storage
 //!   made in place, never on the stack.
 //!
@@ -74,7 +76,8 @@
 //!   `PhantomData`, or for a [`BufPool`] a reference to the header in the storage that holds
 //!   those pointers), and create Rust references only to memory the kernel is not using: a
 //!   [`Lease`]'s buffer (which left the receive tier through a completion) and a [`ByteRing`]'s
-//!   free region. No reference to the ring or to a receive-tier buffer is ever made.
+//!   free region. No reference to the ring, to a receive-tier buffer or to a whole write slab is
+//!   ever made.
 //! - The storage must outlive every kernel operation on it, which a borrow checker cannot see:
 //!   a pool's storage must stay valid while its ring is registered, and a write slab while a
 //!   send from it is in flight. The event loop takes `&'static mut` storage for this (see
@@ -86,7 +89,11 @@
 //! # Example
 //!
 //! ```
-//! use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, ByteRing, RecvTier, SlabStorage};
+//! use core::mem::MaybeUninit;
+//! use ringlet::pool::{
+//!     BufPool, BufPoolConfig, BufPoolStorage, ByteRing, RecvTier, RingState, SlabStorage,
+//!     WriteSlabs, init_zeroed,
+//! };
 //!
 //! // Connections in a slab: the key is known before the value is built.
 //! let mut conns = SlabStorage::<(u32, &str), 64>::new();
@@ -117,11 +124,19 @@
 //!
 //! // A write slab: stage, send what `staged()` shows, consume what was sent.
 //! let mut slab = [0u8; 16];
-//! let mut out = ByteRing::new(&mut slab);
+//! let mut state = RingState::new();
+//! let mut out = ByteRing::new(&mut slab, &mut state);
 //! out.append(b"PING\r\n").unwrap();
 //! assert_eq!(out.staged().0, b"PING\r\n");
 //! out.consume(6).unwrap();
 //! assert!(out.is_empty());
+//!
+//! // Every connection's write slab in one storage area, zeroed in place (a `static` would use
+//! // a `StaticSlot`): connection 3 stages a reply.
+//! let mut slabs = MaybeUninit::<WriteSlabs<8, 4096>>::uninit();
+//! let mut arena = init_zeroed(&mut slabs).arena();
+//! arena.ring(3).unwrap().append(b"+OK\r\n").unwrap();
+//! assert_eq!(arena.ring(3).unwrap().len(), 5);
 //! ```
 
 mod buf;
@@ -133,7 +148,9 @@ pub use buf::{
     BufPool, BufPoolConfig, BufPoolStorage, BufRingEntry, Lease, MAX_BUFFERS, PoolError, PoolStats,
     RecvTier,
 };
-pub use byte_ring::{ByteRing, ByteRingFull, ConsumeError};
+pub use byte_ring::{
+    ByteRing, ByteRingFull, ConsumeError, NoSuchSlab, RingState, SlabArena, WriteSlabs,
+};
 pub use slab::{Iter, IterMut, Key, MAX_CAPACITY, Slab, SlabFull, SlabStorage, Slot, StaleKey};
 #[cfg(any(test, feature = "std"))]
 pub use zero::leak_zeroed;

@@ -26,8 +26,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 ///
 /// "Empty" means: the value a fresh `new()` would produce (where the type has one), or at least
 /// a value the type's users accept as a starting point without any other initialisation: a
-/// [`Slab`](super::Slab) or a [`BufPool`](super::BufPool) can be built over zeroed storage
-/// directly.
+/// [`Slab`](super::Slab), a [`BufPool`](super::BufPool) or a [`SlabArena`](super::SlabArena)
+/// can be built over zeroed storage directly.
 ///
 /// Implemented for the pool's storage types, for the primitive integers and `bool`, and for
 /// arrays of `ZeroInit` types.
