@@ -2,13 +2,18 @@
 //! out as [`Lease`]s that return their buffer exactly once (see [`BufPool`]).
 
 use core::cell::Cell;
-use core::marker::PhantomData;
-use core::ptr::NonNull;
+use core::ptr;
 use core::sync::atomic::{AtomicU16, Ordering};
 use core::{fmt, mem, slice};
 
+use super::zero::ZeroInit;
+
 /// The most buffers a pool may have: the kernel's limit on provided-buffer ring entries.
 pub const MAX_BUFFERS: usize = 32768;
+
+/// The most owners a pool tracks: owner indices are `u32`, and a buffer stores `owner + 1`
+/// (0 meaning "no owner"), so `u32::MAX` itself is never an owner.
+const MAX_OWNERS: usize = u32::MAX as usize;
 
 /// Byte offset of the ring's tail: it overlaps `resv` of entry 0.
 const TAIL_OFFSET: usize = 14;
@@ -63,28 +68,105 @@ mod layout {
 struct RingMem<const N: usize>([BufRingEntry; N]);
 
 /// Where a buffer is (see the table in [`BufPool`]'s documentation).
+///
+/// `repr(u8)` with `Recv = 0`, so zeroed storage holds valid states; they mean nothing until
+/// [`BufPool::new`] sets every buffer's state.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 enum State {
     /// In the receive tier: published in the ring, or on the receive free list.
-    Recv,
+    Recv = 0,
     /// On the user free list.
-    UserFree,
+    UserFree = 1,
     /// Owned by a live [`Lease`].
-    Leased,
+    Leased = 2,
     /// Detached by [`Lease::into_raw`]; comes back through [`BufPool::release_raw`].
-    Raw,
+    Raw = 3,
 }
 
-/// Storage for a [`BufPool`] of `N` buffers of `SIZE` bytes, with a `const fn new` so it can
-/// live in a `static`.
+/// A pool's bookkeeping, inside its storage: [`BufPool::new`] fills it in, and every
+/// [`BufPool`] handle (and every [`Lease`], through its handle) is a shared reference to it.
+///
+/// The pointers point into the same storage (and at the owner counts lent to
+/// [`BufPool::with_owners`]). They are not borrows, so the storage is not self-referential: they
+/// are dereferenced only through a `BufPool<'a>`, and `'a` is the borrow of the storage (and of
+/// the counts) they were made from. All-zero (null pointers, zero counters) is the value in fresh
+/// storage and means "no pool yet"; nothing reads it before `BufPool::new` rewrites it.
+#[repr(C)]
+struct Header {
+    /// Entry 0 of the provided-buffer ring (`total` entries).
+    ring: *mut BufRingEntry,
+    /// The first byte of buffer 0; buffer `i` starts `i * buf_size` bytes later.
+    bufs: *mut u8,
+    /// The storage's two free-list stacks (`total` ids; see [`BufPoolStorage`]).
+    free: *const Cell<u16>,
+    /// The storage's per-buffer states (`total`).
+    state: *const Cell<State>,
+    /// The storage's per-buffer owner tags (`total`): 0 for none, `owner + 1` for a buffer
+    /// charged to `owner`.
+    owner: *const Cell<u32>,
+    /// The owner counts lent to [`BufPool::with_owners`] (`owners` of them); dangling when
+    /// `owners == 0`.
+    counts: *const Cell<u16>,
+    owners: usize,
+    /// `N`.
+    total: usize,
+    /// `SIZE`.
+    buf_size: usize,
+    user_reserve: u16,
+    /// [`RecvTier::ProvidedRing`] when true, [`RecvTier::FreeList`] otherwise (a `bool`, so that
+    /// zero is a valid header).
+    ring_mode: bool,
+    /// The user free list is `free[..user_len]`.
+    user_len: Cell<u16>,
+    /// Buffers in the receive tier. In free-list mode the receive free list is
+    /// `free[total - recv_len..]`; in ring mode these are in the ring.
+    recv_len: Cell<u16>,
+    /// The pool's copy of the ring tail (the last value stored).
+    tail: Cell<u16>,
+    leased: Cell<u16>,
+    leased_high_water: Cell<u16>,
+}
+
+impl Header {
+    /// The all-zero header (a function, not a `const`: it holds `Cell`s).
+    const fn zero() -> Header {
+        Header {
+            ring: ptr::null_mut(),
+            bufs: ptr::null_mut(),
+            free: ptr::null(),
+            state: ptr::null(),
+            owner: ptr::null(),
+            counts: ptr::null(),
+            owners: 0,
+            total: 0,
+            buf_size: 0,
+            user_reserve: 0,
+            ring_mode: false,
+            user_len: Cell::new(0),
+            recv_len: Cell::new(0),
+            tail: Cell::new(0),
+            leased: Cell::new(0),
+            leased_high_water: Cell::new(0),
+        }
+    }
+}
+
+/// Storage for a [`BufPool`] of `N` buffers of `SIZE` bytes: the buffers and everything the pool
+/// keeps about them.
 ///
 /// Holds the provided-buffer ring (`N` [`BufRingEntry`]s, page-aligned), the buffer bytes, the
-/// free-list index storage and the per-buffer state. `N` must be a power of two no larger than
-/// [`MAX_BUFFERS`], and `SIZE` must be in `1..=u32::MAX`: other values fail to compile when
-/// [`BufPoolStorage::new`] is instantiated (a post-monomorphization error, so the mistake shows
-/// at build time rather than at start-up). The ring is present in free-list mode too (unused,
-/// `16 * N` bytes).
+/// pool's header (counters, mode, ring tail), the free-list index storage, and per buffer its
+/// state and owner tag. `N` must be a power of two no larger than [`MAX_BUFFERS`], and `SIZE`
+/// must be in `1..=u32::MAX`: other values fail to compile when [`BufPoolStorage::new`] or
+/// [`BufPool::new`] is instantiated (a post-monomorphization error, so the mistake shows at build
+/// time rather than at start-up). The ring is present in free-list mode too (unused, `16 * N`
+/// bytes).
+///
+/// All-zero bytes is a valid, empty storage ([`ZeroInit`]), the same value [`BufPoolStorage::new`]
+/// builds, so big storage can be placed in `.bss` with a [`StaticSlot`](super::StaticSlot), or
+/// made in place with [`init_zeroed`](super::init_zeroed) or
+/// `leak_zeroed` (feature `std`), never on the stack.
 ///
 /// ```compile_fail
 /// // 3 is not a power of two: this does not build.
@@ -94,6 +176,8 @@ enum State {
 pub struct BufPoolStorage<const N: usize, const SIZE: usize> {
     ring: RingMem<N>,
     bufs: [[u8; SIZE]; N],
+    header: Header,
+    owner: [u32; N],
     /// Two stacks of buffer ids: the user free list grows up from index 0, the receive free
     /// list (free-list mode) grows down from index `N - 1`. They never meet: each buffer is on
     /// at most one.
@@ -101,21 +185,45 @@ pub struct BufPoolStorage<const N: usize, const SIZE: usize> {
     state: [State; N],
 }
 
+// SAFETY: the only non-`Send` parts are the header's raw pointers (into this storage and at the
+// lent owner counts) and its `Cell`s. They are used only through a `BufPool<'a>`, and every
+// `BufPool` holds the exclusive borrow of the storage that `BufPool::new` took; handles are
+// neither `Send` nor `Sync`. So while any handle exists, the storage cannot be reached from
+// another thread (not even to be moved), and while none exists, the pointers are inert data that
+// the next `BufPool::new` overwrites before any use.
+unsafe impl<const N: usize, const SIZE: usize> Send for BufPoolStorage<N, SIZE> {}
+// SAFETY: a shared `&BufPoolStorage` gives access to nothing (the fields are private and the
+// type has no `&self` methods), and none can exist while a pool uses the storage (the pool holds
+// the exclusive borrow; see the `Send` impl).
+unsafe impl<const N: usize, const SIZE: usize> Sync for BufPoolStorage<N, SIZE> {}
+
+// SAFETY: every field is valid as zero bytes: the ring entries, buffer bytes, owner tags and free
+// list are integers; `State` is `repr(u8)` with `Recv = 0`; the header holds raw pointers (null
+// is valid), integers, a `bool` and `Cell`s of integers. `BufPool::new` relies on nothing in the
+// storage: it writes the header, the owner tags, the states and the free lists itself, and
+// publishes ring entries field by field. Zero is also exactly what `new` builds (tested).
+unsafe impl<const N: usize, const SIZE: usize> ZeroInit for BufPoolStorage<N, SIZE> {}
+
 impl<const N: usize, const SIZE: usize> BufPoolStorage<N, SIZE> {
     const VALID: () = assert!(
         N.is_power_of_two() && N <= MAX_BUFFERS && SIZE > 0 && SIZE <= u32::MAX as usize,
         "BufPoolStorage: N must be a power of two <= 32768 and SIZE in 1..=u32::MAX"
     );
 
-    /// Zeroed storage. Fails to compile unless `N` is a power of two `<= 32768` and `SIZE` is
-    /// in `1..=u32::MAX`.
+    /// Zeroed storage (the same value as all-zero bytes). Fails to compile unless `N` is a power
+    /// of two `<= 32768` and `SIZE` is in `1..=u32::MAX`.
+    ///
+    /// This builds the value where it is called (on the stack, unless in a `static`'s
+    /// initialiser); for big storage see [`ZeroInit`].
     pub const fn new() -> Self {
         let () = Self::VALID;
         BufPoolStorage {
             ring: RingMem([const { BufRingEntry::ZERO }; N]),
             bufs: [[0; SIZE]; N],
+            header: Header::zero(),
+            owner: [0; N],
             free: [0; N],
-            state: [State::UserFree; N],
+            state: [State::Recv; N],
         }
     }
 }
@@ -194,6 +302,14 @@ pub enum PoolError {
         /// The id given.
         id: u16,
     },
+    /// An owner index outside the owner table given to [`BufPool::with_owners`] (a pool built by
+    /// [`BufPool::new`] has no table: every owner is outside it).
+    UnknownOwner {
+        /// The owner given.
+        owner: u32,
+        /// The number of owners the pool tracks (the table's length, the setting to raise).
+        owners: usize,
+    },
 }
 
 impl fmt::Display for PoolError {
@@ -232,6 +348,11 @@ impl fmt::Display for PoolError {
                 f,
                 "buffer {id} is not a raw lease: already returned, or owned by a live Lease"
             ),
+            PoolError::UnknownOwner { owner, owners } => write!(
+                f,
+                "owner {owner} out of range: the pool tracks {owners} owners; raise the length \
+                 of the owner table given to BufPool::with_owners"
+            ),
         }
     }
 }
@@ -254,17 +375,25 @@ pub struct PoolStats {
     pub leased_high_water: usize,
 }
 
-/// `N` buffers of `SIZE` bytes in caller memory, in a receive tier and a user tier.
+/// A handle to `N` buffers of `SIZE` bytes in caller memory, in a receive tier and a user tier.
 ///
 /// See the [`pool` module documentation](super) for the tiers, the refill policy and why the
 /// storage must outlive every kernel operation.
 ///
-/// Single-threaded: the pool uses `Cell`s, so it is neither `Sync` nor `Send`, and a [`Lease`]
-/// (which borrows it) is neither either.
+/// # A handle to state in the storage
+///
+/// Everything the pool keeps (counters, free lists, per-buffer state and owner, the ring tail)
+/// lives in its [`BufPoolStorage`]; a `BufPool<'a>` is one pointer to it and is `Copy`. All
+/// copies are the same pool, and a [`Lease<'a>`](Lease) holds a copy, so a lease depends only on
+/// the storage's borrow `'a`, not on a borrow of whoever holds the handle: an event loop that
+/// owns its `BufPool<'a>` by value can hand out `Lease<'a>`s that outlive a borrow of the loop.
+///
+/// Single-threaded: the state is in `Cell`s, so the handle is neither `Send` nor `Sync`, and a
+/// [`Lease`] (which holds one) is neither either.
 ///
 /// # Buffer states
 ///
-/// Every buffer is in exactly one state, kept per buffer in the pool:
+/// Every buffer is in exactly one state, kept per buffer in the storage:
 ///
 /// | state   | where                                          | who may touch the bytes      |
 /// |---------|------------------------------------------------|------------------------------|
@@ -278,6 +407,15 @@ pub struct PoolStats {
 /// buffer at any time: that is what makes [`Lease::as_mut_slice`] exclusive. A raw id goes back
 /// with [`BufPool::release_raw`], which accepts only *raw* buffers, so returning twice (or
 /// returning the buffer of a live lease) is an error, not corruption.
+///
+/// # Owners
+///
+/// A pool built with [`BufPool::with_owners`] also counts, per owner (the event loop's
+/// connection slot, say), the buffers charged to it, for a per-connection lease quota. A buffer
+/// is charged when a lease is made for an owner ([`BufPool::lease_received_by`],
+/// [`BufPool::try_take_recv_by`]), stays charged while it is *leased* or *raw*, and is
+/// uncharged exactly once, when it comes back to a free tier. [`BufPool::owner_count`] reads
+/// the count.
 ///
 /// # The provided-buffer ring
 ///
@@ -296,36 +434,24 @@ pub struct PoolStats {
 ///
 /// The pool cannot see the kernel's head, so it trusts the buffer ids completions name: that is
 /// the `unsafe` contract of [`BufPool::lease_received`].
+#[derive(Clone, Copy)]
 pub struct BufPool<'a> {
-    /// Entry 0 of the provided-buffer ring (`N` entries).
-    ring: NonNull<BufRingEntry>,
-    /// The first byte of buffer 0; buffer `i` starts `i * buf_size` bytes later.
-    bufs: NonNull<u8>,
-    buf_size: usize,
-    free: &'a [Cell<u16>],
-    state: &'a [Cell<State>],
-    mode: RecvTier,
-    user_reserve: u16,
-    /// The user free list is `free[..user_len]`.
-    user_len: Cell<u16>,
-    /// Buffers in the receive tier. In free-list mode the receive free list is
-    /// `free[total - recv_len..]`; in ring mode these are in the ring.
-    recv_len: Cell<u16>,
-    /// The pool's copy of the ring tail (the last value stored).
-    tail: Cell<u16>,
-    leased: Cell<u16>,
-    leased_high_water: Cell<u16>,
-    /// The pool has exclusive use of the storage (ring and bytes) for `'a`.
-    _storage: PhantomData<&'a mut [u8]>,
+    /// The header in the storage, which `BufPool::new` borrowed exclusively for `'a` (every
+    /// other part of the storage is reached through the header's pointers).
+    h: &'a Header,
 }
 
 impl<'a> BufPool<'a> {
     /// A pool over `storage`. The first `user_reserve` buffers go to the user tier, the rest to
     /// the receive tier (published to the ring at once in [`RecvTier::ProvidedRing`] mode).
     ///
-    /// The ring is reset: its tail starts at 0, matching the kernel's head when the ring is
+    /// Whatever the storage held is reset (it may be fresh, zeroed, or left by an earlier pool).
+    /// The ring is reset too: its tail starts at 0, matching the kernel's head when the ring is
     /// registered. Register the ring (see [`BufPool::ring_addr`]) only after the pool is built,
-    /// and unregister it before the pool is dropped.
+    /// and unregister it before the storage's borrow `'a` ends.
+    ///
+    /// The pool tracks no owners: the `_by` constructors fail with
+    /// [`PoolError::UnknownOwner`]. See [`BufPool::with_owners`].
     ///
     /// # Errors
     ///
@@ -334,14 +460,34 @@ impl<'a> BufPool<'a> {
         storage: &'a mut BufPoolStorage<N, SIZE>,
         config: BufPoolConfig,
     ) -> Result<BufPool<'a>, PoolError> {
-        Self::with_initial_tail(storage, config, 0)
+        Self::build(storage, config, &mut [], 0)
     }
 
-    /// [`BufPool::new`], with the ring's tail starting at `initial_tail` (tests start near the
-    /// `u16` wrap).
-    fn with_initial_tail<const N: usize, const SIZE: usize>(
+    /// [`BufPool::new`], plus per-owner lease accounting in `counts`: owner `i` is
+    /// `counts[i]`, for `i` below `counts.len()` (and below `u32::MAX`, whichever is smaller).
+    ///
+    /// `counts` is set to all zeros, then holds, for each owner, the number of the pool's
+    /// buffers charged to it (see [`BufPool`]'s Owners section); read it with
+    /// [`BufPool::owner_count`]. The pool borrows it for `'a`, like the storage, so nothing else
+    /// can change it. A count never exceeds `N`, so `u16` always suffices.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::ReserveTooLarge`] if `user_reserve > N`.
+    pub fn with_owners<const N: usize, const SIZE: usize>(
         storage: &'a mut BufPoolStorage<N, SIZE>,
         config: BufPoolConfig,
+        counts: &'a mut [u16],
+    ) -> Result<BufPool<'a>, PoolError> {
+        Self::build(storage, config, counts, 0)
+    }
+
+    /// Both constructors, with the ring's tail starting at `initial_tail` (tests start near the
+    /// `u16` wrap).
+    fn build<const N: usize, const SIZE: usize>(
+        storage: &'a mut BufPoolStorage<N, SIZE>,
+        config: BufPoolConfig,
+        counts: &'a mut [u16],
         initial_tail: u16,
     ) -> Result<BufPool<'a>, PoolError> {
         let () = BufPoolStorage::<N, SIZE>::VALID;
@@ -351,27 +497,39 @@ impl<'a> BufPool<'a> {
                 total: N,
             });
         }
+        counts.fill(0);
+        let owners = counts.len().min(MAX_OWNERS);
+        let counts: &'a [Cell<u16>] = Cell::from_mut(counts).as_slice_of_cells();
         let BufPoolStorage {
             ring,
             bufs,
+            header,
+            owner,
             free,
             state,
         } = storage;
-        let pool = BufPool {
-            ring: NonNull::from(&mut ring.0).cast(),
-            bufs: NonNull::from(bufs).cast(),
+        owner.fill(0);
+        // Every pointer comes from the exclusive borrow for 'a, one field each; none of these
+        // borrows is used again, so the pointers stay valid for 'a.
+        *header = Header {
+            ring: ring.0.as_mut_ptr(),
+            bufs: bufs.as_mut_ptr().cast::<u8>(),
+            free: Cell::from_mut(&mut free[..]).as_slice_of_cells().as_ptr(),
+            state: Cell::from_mut(&mut state[..]).as_slice_of_cells().as_ptr(),
+            owner: Cell::from_mut(&mut owner[..]).as_slice_of_cells().as_ptr(),
+            counts: counts.as_ptr(),
+            owners,
+            total: N,
             buf_size: SIZE,
-            free: Cell::from_mut(&mut free[..]).as_slice_of_cells(),
-            state: Cell::from_mut(&mut state[..]).as_slice_of_cells(),
-            mode: config.recv_tier,
             user_reserve: config.user_reserve,
+            ring_mode: config.recv_tier == RecvTier::ProvidedRing,
             user_len: Cell::new(0),
             recv_len: Cell::new(0),
             tail: Cell::new(initial_tail),
             leased: Cell::new(0),
             leased_high_water: Cell::new(0),
-            _storage: PhantomData,
         };
+        let pool = BufPool { h: header };
         // `N <= 32768`, so every id fits in a u16.
         for id in 0..N as u16 {
             if id < config.user_reserve {
@@ -386,38 +544,42 @@ impl<'a> BufPool<'a> {
 
     /// The receive-tier mode.
     pub fn recv_tier(&self) -> RecvTier {
-        self.mode
+        if self.h.ring_mode {
+            RecvTier::ProvidedRing
+        } else {
+            RecvTier::FreeList
+        }
     }
 
     /// The configured user reserve.
     pub fn user_reserve(&self) -> u16 {
-        self.user_reserve
+        self.h.user_reserve
     }
 
     /// The number of buffers (`N`).
     pub fn total(&self) -> usize {
-        self.state.len()
+        self.h.total
     }
 
     /// The size of each buffer in bytes (`SIZE`).
     pub fn buf_size(&self) -> usize {
-        self.buf_size
+        self.h.buf_size
     }
 
     /// Buffers in the receive tier: in ring mode, published and not yet answered by a
     /// completion; in free-list mode, ready for [`BufPool::try_take_recv`].
     pub fn recv_available(&self) -> usize {
-        usize::from(self.recv_len.get())
+        usize::from(self.h.recv_len.get())
     }
 
     /// Free buffers in the user tier, ready for [`BufPool::try_lease_user`].
     pub fn user_available(&self) -> usize {
-        usize::from(self.user_len.get())
+        usize::from(self.h.user_len.get())
     }
 
     /// Buffers out: live leases plus raw ids not yet returned.
     pub fn leased(&self) -> usize {
-        usize::from(self.leased.get())
+        usize::from(self.h.leased.get())
     }
 
     /// All counters at once.
@@ -427,8 +589,23 @@ impl<'a> BufPool<'a> {
             recv_tier: self.recv_available(),
             user_free: self.user_available(),
             leased: self.leased(),
-            leased_high_water: usize::from(self.leased_high_water.get()),
+            leased_high_water: usize::from(self.h.leased_high_water.get()),
         }
+    }
+
+    /// The number of owners the pool tracks: the length of the table given to
+    /// [`BufPool::with_owners`] (at most `u32::MAX`), 0 for a pool from [`BufPool::new`].
+    pub fn owners(&self) -> usize {
+        self.h.owners
+    }
+
+    /// The number of buffers charged to `owner`: its live leases plus its raw ids not yet
+    /// returned (see [`Lease::into_raw`]). 0 for an owner outside the table (nothing can be
+    /// charged to it).
+    pub fn owner_count(&self, owner: u32) -> u16 {
+        self.counts()
+            .get(owner as usize)
+            .map_or(0, |count| count.get())
     }
 
     /// The provided-buffer ring's address, for `IORING_REGISTER_PBUF_RING` (`ring_addr`). It is
@@ -437,11 +614,12 @@ impl<'a> BufPool<'a> {
     ///
     /// Only meaningful in [`RecvTier::ProvidedRing`] mode (in free-list mode nothing is ever
     /// published). Registration contract (for the `unsafe` registration code in `sys`): register
-    /// after building the pool and unregister before dropping it; the kernel reads entries and
-    /// writes into the buffers they name until then, which the storage's lifetime must cover.
-    /// The pool itself never creates a reference to the ring or to a buffer in the receive tier.
+    /// after building the pool and unregister before the storage's borrow ends; the kernel reads
+    /// entries and writes into the buffers they name until then, which the storage's lifetime
+    /// must cover. The pool itself never creates a reference to the ring or to a buffer in the
+    /// receive tier.
     pub fn ring_addr(&self) -> *mut BufRingEntry {
-        self.ring.as_ptr()
+        self.h.ring
     }
 
     /// The number of ring entries (`N`, a power of two), for `IORING_REGISTER_PBUF_RING`
@@ -452,7 +630,7 @@ impl<'a> BufPool<'a> {
 
     /// Takes the buffer a completion named (io_uring: the `bid` of a completion with
     /// `IORING_CQE_F_BUFFER`, `len` its byte count) out of the receive tier, as a lease of
-    /// `len` bytes.
+    /// `len` bytes charged to no owner.
     ///
     /// # Errors
     ///
@@ -469,52 +647,114 @@ impl<'a> BufPool<'a> {
     /// finished with: the buffer id of a completion from this ring, passed here once per
     /// completion. Otherwise the returned lease could hand out a reference to memory the kernel
     /// writes concurrently (undefined behaviour). Without a registration any `bid` is sound.
-    pub unsafe fn lease_received(&self, bid: u16, len: u32) -> Result<Lease<'_>, PoolError> {
-        if self.mode != RecvTier::ProvidedRing {
-            return Err(PoolError::WrongMode { mode: self.mode });
+    pub unsafe fn lease_received(&self, bid: u16, len: u32) -> Result<Lease<'a>, PoolError> {
+        // SAFETY: the caller upholds this function's contract, which is the callee's.
+        unsafe { self.lease_received_for(bid, len, None) }
+    }
+
+    /// [`BufPool::lease_received`], charging the buffer to `owner` (see [`BufPool`]'s Owners
+    /// section) until it comes back.
+    ///
+    /// # Errors
+    ///
+    /// As [`BufPool::lease_received`], plus [`PoolError::UnknownOwner`] if `owner` is outside
+    /// the owner table. Nothing changes on error.
+    ///
+    /// # Safety
+    ///
+    /// As [`BufPool::lease_received`]: while the ring is registered, `bid` must be the buffer id
+    /// of a completion from this ring, passed once per completion.
+    pub unsafe fn lease_received_by(
+        &self,
+        bid: u16,
+        len: u32,
+        owner: u32,
+    ) -> Result<Lease<'a>, PoolError> {
+        // SAFETY: the caller upholds this function's contract, which is the callee's.
+        unsafe { self.lease_received_for(bid, len, Some(owner)) }
+    }
+
+    /// Both `lease_received` flavours.
+    ///
+    /// # Safety
+    ///
+    /// As [`BufPool::lease_received`].
+    unsafe fn lease_received_for(
+        &self,
+        bid: u16,
+        len: u32,
+        owner: Option<u32>,
+    ) -> Result<Lease<'a>, PoolError> {
+        if !self.h.ring_mode {
+            return Err(PoolError::WrongMode {
+                mode: self.recv_tier(),
+            });
         }
         self.check_id(bid)?;
         self.check_len(len as usize)?;
-        if self.state[usize::from(bid)].get() != State::Recv {
+        if let Some(owner) = owner {
+            self.check_owner(owner)?;
+        }
+        if self.state()[usize::from(bid)].get() != State::Recv {
             return Err(PoolError::NotInRecvTier { id: bid });
         }
-        self.recv_len.set(self.recv_len.get() - 1);
-        Ok(self.lease(bid, len))
+        self.h.recv_len.set(self.h.recv_len.get() - 1);
+        Ok(self.lease(bid, len, owner))
     }
 
-    /// Takes a buffer from the receive free list (free-list mode), as a lease of length 0: fill
-    /// [`Lease::buf_mut`], then [`Lease::set_len`]. `None` when the receive tier is empty, and
-    /// always in ring mode (the kernel picks ring buffers; see [`BufPool::lease_received`]).
-    pub fn try_take_recv(&self) -> Option<Lease<'_>> {
-        if self.mode != RecvTier::FreeList || self.recv_len.get() == 0 {
-            return None;
+    /// Takes a buffer from the receive free list (free-list mode), as a lease of length 0
+    /// charged to no owner: fill [`Lease::buf_mut`], then [`Lease::set_len`]. `None` when the
+    /// receive tier is empty, and always in ring mode (the kernel picks ring buffers; see
+    /// [`BufPool::lease_received`]).
+    pub fn try_take_recv(&self) -> Option<Lease<'a>> {
+        self.take_recv(None)
+    }
+
+    /// [`BufPool::try_take_recv`], charging the buffer to `owner` (see [`BufPool`]'s Owners
+    /// section) until it comes back. `Ok(None)` exactly when `try_take_recv` would return
+    /// `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::UnknownOwner`] if `owner` is outside the owner table; nothing changes.
+    pub fn try_take_recv_by(&self, owner: u32) -> Result<Option<Lease<'a>>, PoolError> {
+        self.check_owner(owner)?;
+        Ok(self.take_recv(Some(owner)))
+    }
+
+    /// Both `try_take_recv` flavours (`owner`, if any, is checked).
+    fn take_recv(&self, owner: Option<u32>) -> Option<Lease<'a>> {
+        let n = self.h.recv_len.get();
+        if !self.h.ring_mode && n > 0 {
+            let id = self.free()[self.total() - usize::from(n)].get();
+            self.h.recv_len.set(n - 1);
+            Some(self.lease(id, 0, owner))
+        } else {
+            None
         }
-        let n = self.recv_len.get();
-        let id = self.free[self.total() - usize::from(n)].get();
-        self.recv_len.set(n - 1);
-        Some(self.lease(id, 0))
     }
 
     /// Takes a buffer from the user tier (pipe segments, reassembly, carry buffers), as a lease
-    /// of length 0.
+    /// of length 0 charged to no owner.
     ///
     /// # Errors
     ///
     /// [`PoolError::UserTierEmpty`] when every user-tier buffer is out; it names the setting to
     /// raise.
-    pub fn try_lease_user(&self) -> Result<Lease<'_>, PoolError> {
-        let n = self.user_len.get();
+    pub fn try_lease_user(&self) -> Result<Lease<'a>, PoolError> {
+        let n = self.h.user_len.get();
         if n == 0 {
             return Err(PoolError::UserTierEmpty {
-                user_reserve: self.user_reserve,
+                user_reserve: self.h.user_reserve,
             });
         }
-        let id = self.free[usize::from(n - 1)].get();
-        self.user_len.set(n - 1);
-        Ok(self.lease(id, 0))
+        let id = self.free()[usize::from(n - 1)].get();
+        self.h.user_len.set(n - 1);
+        Ok(self.lease(id, 0, None))
     }
 
-    /// Returns a buffer detached by [`Lease::into_raw`] to the tier the refill policy picks.
+    /// Returns a buffer detached by [`Lease::into_raw`] to the tier the refill policy picks,
+    /// uncharging its owner, if any.
     ///
     /// # Errors
     ///
@@ -527,20 +767,49 @@ impl<'a> BufPool<'a> {
         Ok(())
     }
 
-    /// Turns a buffer detached by [`Lease::into_raw`] back into a [`Lease`] of `len` bytes.
+    /// Turns a buffer detached by [`Lease::into_raw`] back into a [`Lease`] of `len` bytes. The
+    /// lease inherits the raw buffer's owner (the charge does not change).
     ///
     /// # Errors
     ///
     /// As [`BufPool::release_raw`], plus [`PoolError::LenTooLarge`].
-    pub fn lease_from_raw(&self, id: u16, len: u32) -> Result<Lease<'_>, PoolError> {
+    pub fn lease_from_raw(&self, id: u16, len: u32) -> Result<Lease<'a>, PoolError> {
         self.check_raw(id)?;
         self.check_len(len as usize)?;
-        self.state[usize::from(id)].set(State::Leased);
+        self.state()[usize::from(id)].set(State::Leased);
         Ok(Lease {
-            pool: self,
+            pool: *self,
             id,
             len,
         })
+    }
+
+    /// The storage's free-list array: `total` cells.
+    fn free(&self) -> &'a [Cell<u16>] {
+        // SAFETY: `build` set `free` to the storage's free-list array of `total` ids, from the
+        // exclusive borrow of the storage for 'a, which this handle carries. That memory is
+        // accessed only as these cells, through handles of this pool, which stay on one thread.
+        unsafe { slice::from_raw_parts(self.h.free, self.h.total) }
+    }
+
+    /// The storage's per-buffer states: `total` cells.
+    fn state(&self) -> &'a [Cell<State>] {
+        // SAFETY: as in `free`, for the storage's state array of `total` entries.
+        unsafe { slice::from_raw_parts(self.h.state, self.h.total) }
+    }
+
+    /// The storage's per-buffer owner tags: `total` cells.
+    fn owner_tags(&self) -> &'a [Cell<u32>] {
+        // SAFETY: as in `free`, for the storage's owner array of `total` entries.
+        unsafe { slice::from_raw_parts(self.h.owner, self.h.total) }
+    }
+
+    /// The owner counts: `owners` cells (none for a pool without a table).
+    fn counts(&self) -> &'a [Cell<u16>] {
+        // SAFETY: `build` set `counts` and `owners` from a slice borrowed exclusively for 'a
+        // (for a pool without a table, an empty one: its pointer is non-null and aligned), at
+        // most its length. It is accessed only as these cells, through handles of this pool.
+        unsafe { slice::from_raw_parts(self.h.counts, self.h.owners) }
     }
 
     fn check_id(&self, id: u16) -> Result<(), PoolError> {
@@ -555,49 +824,80 @@ impl<'a> BufPool<'a> {
     }
 
     fn check_len(&self, len: usize) -> Result<(), PoolError> {
-        if len <= self.buf_size {
+        if len <= self.h.buf_size {
             Ok(())
         } else {
             Err(PoolError::LenTooLarge {
                 len,
-                capacity: self.buf_size,
+                capacity: self.h.buf_size,
+            })
+        }
+    }
+
+    fn check_owner(&self, owner: u32) -> Result<(), PoolError> {
+        if (owner as usize) < self.h.owners {
+            Ok(())
+        } else {
+            Err(PoolError::UnknownOwner {
+                owner,
+                owners: self.h.owners,
             })
         }
     }
 
     fn check_raw(&self, id: u16) -> Result<(), PoolError> {
         self.check_id(id)?;
-        if self.state[usize::from(id)].get() == State::Raw {
+        if self.state()[usize::from(id)].get() == State::Raw {
             Ok(())
         } else {
             Err(PoolError::NotRaw { id })
         }
     }
 
-    /// Makes the lease for a buffer just taken off a free list or out of the ring.
-    fn lease(&self, id: u16, len: u32) -> Lease<'_> {
-        self.state[usize::from(id)].set(State::Leased);
-        let leased = self.leased.get() + 1;
-        self.leased.set(leased);
-        if leased > self.leased_high_water.get() {
-            self.leased_high_water.set(leased);
+    /// Makes the lease for a buffer just taken off a free list or out of the ring, charged to
+    /// `owner` (checked by the caller) if given.
+    fn lease(&self, id: u16, len: u32, owner: Option<u32>) -> Lease<'a> {
+        self.state()[usize::from(id)].set(State::Leased);
+        let leased = self.h.leased.get() + 1;
+        self.h.leased.set(leased);
+        if leased > self.h.leased_high_water.get() {
+            self.h.leased_high_water.set(leased);
+        }
+        if let Some(owner) = owner {
+            // `owner < owners <= u32::MAX` (checked), so `owner + 1` does not overflow and
+            // indexes the table. The tag was 0: a buffer is uncharged whenever it is free.
+            self.owner_tags()[usize::from(id)].set(owner + 1);
+            let count = &self.counts()[owner as usize];
+            // Counts only charged buffers, at most N <= 32768: no overflow.
+            count.set(count.get() + 1);
         }
         Lease {
-            pool: self,
+            pool: *self,
             id,
             len,
         }
     }
 
+    /// Uncharges buffer `id`'s owner, if it has one (once: the tag is cleared).
+    fn uncharge(&self, id: u16) {
+        let tag = self.owner_tags()[usize::from(id)].replace(0);
+        if let Some(owner) = tag.checked_sub(1) {
+            let count = &self.counts()[owner as usize];
+            // The buffer was counted when it was tagged, and only this clears the tag.
+            count.set(count.get() - 1);
+        }
+    }
+
     /// The refill policy: a returned buffer goes to the user tier while it holds fewer than
-    /// `user_reserve` free buffers, otherwise to the receive tier.
+    /// `user_reserve` free buffers, otherwise to the receive tier. Its owner is uncharged.
     fn give_back(&self, id: u16) {
         debug_assert!(matches!(
-            self.state[usize::from(id)].get(),
+            self.state()[usize::from(id)].get(),
             State::Leased | State::Raw
         ));
-        self.leased.set(self.leased.get() - 1);
-        if self.user_len.get() < self.user_reserve {
+        self.uncharge(id);
+        self.h.leased.set(self.h.leased.get() - 1);
+        if self.h.user_len.get() < self.h.user_reserve {
             self.push_user(id);
         } else {
             self.push_recv(id);
@@ -606,30 +906,31 @@ impl<'a> BufPool<'a> {
     }
 
     fn push_user(&self, id: u16) {
-        let n = self.user_len.get();
-        self.free[usize::from(n)].set(id);
-        self.user_len.set(n + 1);
-        self.state[usize::from(id)].set(State::UserFree);
+        let n = self.h.user_len.get();
+        self.free()[usize::from(n)].set(id);
+        self.h.user_len.set(n + 1);
+        self.state()[usize::from(id)].set(State::UserFree);
     }
 
     /// Puts `id` in the receive tier. In ring mode the entry is written but the kernel sees it
     /// only after [`BufPool::store_tail`].
     fn push_recv(&self, id: u16) {
-        let n = self.recv_len.get() + 1;
-        self.recv_len.set(n);
-        self.state[usize::from(id)].set(State::Recv);
-        match self.mode {
-            RecvTier::FreeList => self.free[self.total() - usize::from(n)].set(id),
-            RecvTier::ProvidedRing => self.write_entry(id),
+        let n = self.h.recv_len.get() + 1;
+        self.h.recv_len.set(n);
+        self.state()[usize::from(id)].set(State::Recv);
+        if self.h.ring_mode {
+            self.write_entry(id);
+        } else {
+            self.free()[self.total() - usize::from(n)].set(id);
         }
     }
 
     /// Writes `id`'s entry at the tail slot and advances the pool's copy of the tail.
     fn write_entry(&self, id: u16) {
-        let tail = self.tail.get();
+        let tail = self.h.tail.get();
         let slot = usize::from(tail) & (self.total() - 1);
         let addr = self.buf_ptr(id).expose_provenance() as u64;
-        let entry = self.ring.as_ptr().wrapping_add(slot);
+        let entry = self.h.ring.wrapping_add(slot);
         // SAFETY: `slot < N` and `ring` points to the N entries of the storage the pool borrows
         // exclusively for 'a, so `entry` is in bounds and valid for writes. No Rust reference to
         // the ring exists. The kernel reads only entries in [its head, published tail); this
@@ -638,62 +939,63 @@ impl<'a> BufPool<'a> {
         // [tail - N, tail) at most N - 1 are unanswered, at least one was answered by a
         // completion, and as the kernel reads positions in order it has read position
         // tail - N, this slot's previous use. (During `new` no kernel reads the ring yet: it is
-        // registered only after the pool is built.) Only `addr`, `len` and `bid` are written, never
-        // `resv`: in entry 0 those bytes are the tail, which is accessed only atomically.
+        // registered only after the pool is built.) Only `addr`, `len` and `bid` are written,
+        // never `resv`: in entry 0 those bytes are the tail, which is accessed only atomically.
         unsafe {
             (&raw mut (*entry).addr).write(addr);
-            (&raw mut (*entry).len).write(self.buf_size as u32);
+            (&raw mut (*entry).len).write(self.h.buf_size as u32);
             (&raw mut (*entry).bid).write(id);
         }
-        self.tail.set(tail.wrapping_add(1));
+        self.h.tail.set(tail.wrapping_add(1));
     }
 
     /// Publishes the entries written so far: stores the tail with `Release`, so a kernel that
     /// loads it with `Acquire` sees their contents.
     fn store_tail(&self) {
-        if self.mode != RecvTier::ProvidedRing {
+        if !self.h.ring_mode {
             return;
         }
-        self.tail_atomic().store(self.tail.get(), Ordering::Release);
+        self.tail_atomic()
+            .store(self.h.tail.get(), Ordering::Release);
     }
 
-    fn tail_atomic(&self) -> &AtomicU16 {
+    fn tail_atomic(&self) -> &'a AtomicU16 {
         // SAFETY: the tail is the u16 at byte offset 14 of entry 0 (checked against rustix's
-        // `buf_ring_tail_struct` in `layout`), inside the ring the pool borrows for 'a, which
-        // outlives `&self`; offset 14 of an 8-aligned entry is 2-aligned. Those bytes are
-        // accessed only through this `AtomicU16` while the pool exists (entries are written
-        // field by field, skipping `resv`), and by the kernel only atomically, so no
-        // non-atomic or mixed-size access races with it.
-        unsafe { AtomicU16::from_ptr(self.ring.as_ptr().byte_add(TAIL_OFFSET).cast::<u16>()) }
+        // `buf_ring_tail_struct` in `layout`), inside the ring the pool borrows for 'a; offset
+        // 14 of an 8-aligned entry is 2-aligned. Those bytes are accessed only through this
+        // `AtomicU16` while the pool exists (entries are written field by field, skipping
+        // `resv`), and by the kernel only atomically, so no non-atomic or mixed-size access
+        // races with it.
+        unsafe { AtomicU16::from_ptr(self.h.ring.byte_add(TAIL_OFFSET).cast::<u16>()) }
     }
 
     /// The first byte of buffer `id` (`id < N`).
     fn buf_ptr(&self, id: u16) -> *mut u8 {
         // `wrapping_add` keeps this safe; for `id < N` the result is in bounds of the storage.
-        self.bufs
-            .as_ptr()
-            .wrapping_add(usize::from(id) * self.buf_size)
+        self.h.bufs.wrapping_add(usize::from(id) * self.h.buf_size)
     }
 }
 
 impl fmt::Debug for BufPool<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BufPool")
-            .field("mode", &self.mode)
-            .field("buf_size", &self.buf_size)
+            .field("mode", &self.recv_tier())
+            .field("buf_size", &self.buf_size())
+            .field("owners", &self.owners())
             .field("stats", &self.stats())
             .finish()
     }
 }
 
-/// One leased buffer: an id, a length, and the pool it returns to.
+/// One leased buffer: an id, a length, and a handle to the pool it returns to.
 ///
 /// The lease has exclusive access to its buffer. Dropping it (or [`Lease::release`]) returns
-/// the buffer exactly once, to the tier the refill policy picks; [`Lease::into_raw`] detaches it
-/// instead. Forgetting a lease (`mem::forget`) leaks its buffer: it stays counted as leased.
-/// Not `Send` (its drop must run on the pool's thread; see [`BufPool`]).
+/// the buffer exactly once, to the tier the refill policy picks, and uncharges its owner, if
+/// any; [`Lease::into_raw`] detaches it instead. Forgetting a lease (`mem::forget`) leaks its
+/// buffer: it stays counted as leased (and charged to its owner). Not `Send` (its drop must run
+/// on the pool's thread; see [`BufPool`]).
 pub struct Lease<'a> {
-    pool: &'a BufPool<'a>,
+    pool: BufPool<'a>,
     len: u32,
     id: u16,
 }
@@ -702,8 +1004,11 @@ static_assertions::const_assert!(mem::size_of::<Lease<'static>>() <= 2 * mem::si
 static_assertions::const_assert!(
     mem::size_of::<Option<Lease<'static>>>() == mem::size_of::<Lease<'static>>()
 );
+static_assertions::const_assert!(mem::size_of::<BufPool<'static>>() == mem::size_of::<usize>());
 static_assertions::assert_not_impl_any!(Lease<'static>: Send, Sync, Clone);
 static_assertions::assert_not_impl_any!(BufPool<'static>: Send, Sync);
+static_assertions::assert_impl_all!(BufPool<'static>: Copy);
+static_assertions::assert_impl_all!(BufPoolStorage<8, 64>: Send, Sync, ZeroInit);
 
 impl<'a> Lease<'a> {
     /// The buffer id (the io_uring buffer id in ring mode).
@@ -723,7 +1028,19 @@ impl<'a> Lease<'a> {
 
     /// The buffer size.
     pub fn capacity(&self) -> usize {
-        self.pool.buf_size
+        self.pool.buf_size()
+    }
+
+    /// The owner the buffer is charged to, if any (see [`BufPool`]'s Owners section).
+    pub fn owner(&self) -> Option<u32> {
+        self.pool.owner_tags()[usize::from(self.id)]
+            .get()
+            .checked_sub(1)
+    }
+
+    /// The pool this lease returns to.
+    pub fn pool(&self) -> BufPool<'a> {
+        self.pool
     }
 
     /// The valid bytes (the first [`Lease::len`]).
@@ -765,9 +1082,14 @@ impl<'a> Lease<'a> {
     /// Detaches the buffer from the lease without returning it: the pool counts it as leased
     /// until [`BufPool::release_raw`] (or [`BufPool::lease_from_raw`]) is called with the id.
     /// Returns `(id, len)`.
+    ///
+    /// The buffer stays charged to its owner, if any: a raw id is still out of the pool (say, on
+    /// its way to another thread), so it still counts against the owner's quota.
+    /// [`BufPool::release_raw`] uncharges it; [`BufPool::lease_from_raw`] hands the charge to
+    /// the new lease.
     pub fn into_raw(self) -> (u16, u32) {
         let this = mem::ManuallyDrop::new(self);
-        this.pool.state[usize::from(this.id)].set(State::Raw);
+        this.pool.state()[usize::from(this.id)].set(State::Raw);
         (this.id, this.len)
     }
 
@@ -775,9 +1097,9 @@ impl<'a> Lease<'a> {
     /// and not accessed by anyone but this lease while it lives.
     ///
     /// Why: the pointer is in bounds because `id < N` (a lease is only made for a checked id)
-    /// and the pool borrows the storage's bytes exclusively for 'a, which this lease's borrow of
-    /// the pool cannot outlive. The buffer is in the *leased* state, entered only when this
-    /// lease was created and left only when it is dropped or turned raw, so no other lease
+    /// and the pool borrows the storage's bytes exclusively for 'a, which this lease (holding a
+    /// `BufPool<'a>`) cannot outlive. The buffer is in the *leased* state, entered only when
+    /// this lease was created and left only when it is dropped or turned raw, so no other lease
     /// names it; the pool itself never touches buffer bytes. It is not in the receive tier, so
     /// the kernel does not write into it: in ring mode it left the ring through a completion
     /// (the contract of [`BufPool::lease_received`]), or was never published.
@@ -809,6 +1131,7 @@ impl fmt::Debug for Lease<'_> {
         f.debug_struct("Lease")
             .field("id", &self.id)
             .field("len", &self.len)
+            .field("owner", &self.owner())
             .finish()
     }
 }
@@ -817,6 +1140,8 @@ impl fmt::Debug for Lease<'_> {
 mod tests {
     use super::*;
     use crate::pool::test_rng::XorShift;
+    use crate::pool::{StaticSlot, init_zeroed, leak_zeroed};
+    use core::mem::MaybeUninit;
     use std::boxed::Box;
     use std::collections::VecDeque;
     use std::string::ToString;
@@ -885,7 +1210,7 @@ mod tests {
                 assert_eq!(addr, pool.buf_ptr(bid).addr() as u64, "addr of bid {bid}");
                 assert_eq!(len as usize, pool.buf_size(), "len of bid {bid}");
                 assert!(!self.published.contains(&bid), "bid {bid} published twice");
-                assert_eq!(pool.state[usize::from(bid)].get(), State::Recv);
+                assert_eq!(pool.state()[usize::from(bid)].get(), State::Recv);
                 self.published.push_back(bid);
                 self.seen = self.seen.wrapping_add(1);
                 self.total_seen += 1;
@@ -1179,6 +1504,285 @@ mod tests {
         assert_eq!(mem::align_of::<BufPoolStorage<4, 3>>(), 4096);
     }
 
+    #[test]
+    fn owners_are_charged_and_uncharged_once() {
+        let mut storage = new_storage::<8, 16>();
+        let mut counts = [9u16; 3];
+        let pool = BufPool::with_owners(&mut *storage, LIST, &mut counts).unwrap();
+        assert_eq!(pool.owners(), 3);
+        assert!(
+            (0..3).all(|o| pool.owner_count(o) == 0),
+            "the table starts at zero"
+        );
+        let a = pool.try_take_recv_by(1).unwrap().unwrap();
+        let b = pool.try_take_recv_by(1).unwrap().unwrap();
+        let c = pool.try_take_recv_by(2).unwrap().unwrap();
+        let plain = pool.try_take_recv().unwrap();
+        let user = pool.try_lease_user().unwrap();
+        assert_eq!(
+            (a.owner(), c.owner(), plain.owner(), user.owner()),
+            (Some(1), Some(2), None, None)
+        );
+        assert_eq!(
+            [
+                pool.owner_count(0),
+                pool.owner_count(1),
+                pool.owner_count(2)
+            ],
+            [0, 2, 1]
+        );
+        // Owners outside the table: an error that changes nothing, and a count of 0.
+        let before = pool.stats();
+        let err = pool.try_take_recv_by(3).unwrap_err();
+        assert_eq!(
+            err,
+            PoolError::UnknownOwner {
+                owner: 3,
+                owners: 3
+            }
+        );
+        assert!(err.to_string().contains("BufPool::with_owners"), "{err}");
+        assert!(pool.try_take_recv_by(u32::MAX).is_err());
+        assert_eq!(pool.stats(), before);
+        assert_eq!((pool.owner_count(3), pool.owner_count(u32::MAX)), (0, 0));
+        // Dropped or released: uncharged.
+        drop(a);
+        assert_eq!(pool.owner_count(1), 1);
+        b.release();
+        assert_eq!(pool.owner_count(1), 0);
+        // Raw: still charged; back into a lease: the lease inherits the owner.
+        let (id, len) = c.into_raw();
+        assert_eq!(pool.owner_count(2), 1);
+        let c = pool.lease_from_raw(id, len).unwrap();
+        assert_eq!((c.owner(), pool.owner_count(2)), (Some(2), 1));
+        let (id, _) = c.into_raw();
+        pool.release_raw(id).unwrap();
+        assert_eq!(pool.owner_count(2), 0);
+        // A second return is refused and uncharges nothing twice.
+        assert!(pool.release_raw(id).is_err());
+        assert_eq!(pool.owner_count(2), 0);
+        // The buffer comes out again uncharged.
+        drop((plain, user));
+        let mut all = Vec::new();
+        while let Some(l) = pool.try_take_recv() {
+            assert_eq!(l.owner(), None);
+            all.push(l);
+        }
+        assert_eq!(
+            pool.try_take_recv_by(0).unwrap().map(|l| l.id()),
+            None,
+            "empty: Ok(None)"
+        );
+        drop(all);
+        assert!(std::format!("{pool:?}").contains("owners: 3"));
+        assert_eq!(counts, [0, 0, 0]);
+    }
+
+    #[test]
+    fn owners_in_ring_mode_and_without_a_table() {
+        let mut storage = new_storage::<4, 16>();
+        let mut counts = [0u16; 2];
+        let pool = BufPool::with_owners(&mut *storage, RING, &mut counts).unwrap();
+        assert_eq!(
+            pool.try_take_recv_by(0).unwrap().map(|l| l.id()),
+            None,
+            "ring mode: the kernel picks"
+        );
+        // SAFETY: no kernel has the ring registered (every call in this block).
+        unsafe {
+            assert_eq!(
+                pool.lease_received_by(2, 1, 2).unwrap_err(),
+                PoolError::UnknownOwner {
+                    owner: 2,
+                    owners: 2
+                }
+            );
+            assert_eq!(pool.recv_available(), 2, "refused before taking");
+            let l = pool.lease_received_by(2, 5, 1).unwrap();
+            assert_eq!((l.owner(), pool.owner_count(1)), (Some(1), 1));
+            // Other errors come first and charge nothing.
+            assert_eq!(
+                pool.lease_received_by(2, 5, 1).unwrap_err(),
+                PoolError::NotInRecvTier { id: 2 }
+            );
+            assert_eq!(pool.owner_count(1), 1);
+            drop(l);
+            assert_eq!(pool.owner_count(1), 0);
+        }
+
+        // A pool from `new` tracks no owners: every owner is outside its (empty) table.
+        let mut storage = new_storage::<4, 16>();
+        let pool = BufPool::new(&mut *storage, LIST).unwrap();
+        assert_eq!(pool.owners(), 0);
+        assert_eq!(
+            pool.try_take_recv_by(0).unwrap_err(),
+            PoolError::UnknownOwner {
+                owner: 0,
+                owners: 0
+            }
+        );
+        assert_eq!(pool.owner_count(0), 0);
+        assert_eq!(pool.recv_available(), 2);
+    }
+
+    /// The loop this is for: it owns its pool handle by value and hands out leases that live
+    /// on after the borrow of the loop ends, even after the loop value moves.
+    #[test]
+    fn leases_outlive_a_borrow_of_the_handle() {
+        struct EventLoop<'a> {
+            pool: BufPool<'a>,
+        }
+        impl<'a> EventLoop<'a> {
+            fn recv(&self) -> Lease<'a> {
+                let mut l = self.pool.try_take_recv().unwrap();
+                l.buf_mut()[0] = 7;
+                l.set_len(1).unwrap();
+                l
+            }
+        }
+        let mut storage = new_storage::<4, 8>();
+        let pool = BufPool::new(&mut *storage, LIST).unwrap();
+        let event_loop = EventLoop { pool };
+        let lease = {
+            let borrowed = &event_loop;
+            borrowed.recv()
+        };
+        let moved = event_loop;
+        assert_eq!(lease.as_slice(), [7]);
+        // Every copy of the handle is the same pool.
+        assert_eq!(
+            (pool.leased(), moved.pool.leased(), lease.pool().leased()),
+            (1, 1, 1)
+        );
+        drop(lease);
+        assert_eq!(pool.leased(), 0);
+    }
+
+    /// Every field of the storage zero (what zero bytes decode as).
+    fn assert_all_zero<const N: usize, const SIZE: usize>(s: &BufPoolStorage<N, SIZE>) {
+        for e in &s.ring.0 {
+            assert_eq!((e.addr, e.len, e.bid, e.resv), (0, 0, 0, 0));
+        }
+        assert!(s.bufs.iter().flatten().all(|b| *b == 0));
+        assert!(s.owner.iter().all(|o| *o == 0));
+        assert!(s.free.iter().all(|f| *f == 0));
+        assert!(s.state.iter().all(|st| *st == State::Recv));
+        let h = &s.header;
+        assert!(h.ring.is_null() && h.bufs.is_null() && h.free.is_null());
+        assert!(h.state.is_null() && h.owner.is_null() && h.counts.is_null());
+        assert_eq!(
+            (h.owners, h.total, h.buf_size, h.user_reserve),
+            (0, 0, 0, 0)
+        );
+        assert!(!h.ring_mode);
+        let cells = [
+            &h.user_len,
+            &h.recv_len,
+            &h.tail,
+            &h.leased,
+            &h.leased_high_water,
+        ];
+        assert!(cells.iter().all(|c| c.get() == 0));
+    }
+
+    #[test]
+    fn new_is_the_zero_value() {
+        assert_all_zero(&BufPoolStorage::<4, 3>::new());
+        assert_all_zero(&*new_storage::<8, 16>());
+        let mut slot = MaybeUninit::<BufPoolStorage<4, 3>>::uninit();
+        assert_all_zero(init_zeroed(&mut slot));
+    }
+
+    /// Uses a pool over `storage` fully, twice: in ring mode with owners (a simulated kernel
+    /// fills every published buffer), then in free-list mode over the same, used storage.
+    fn use_fully<const N: usize, const SIZE: usize>(storage: &mut BufPoolStorage<N, SIZE>) {
+        let reserve = (N / 4) as u16;
+        let config = BufPoolConfig {
+            recv_tier: RecvTier::ProvidedRing,
+            user_reserve: reserve,
+        };
+        let mut counts = [0u16; 4];
+        let pool = BufPool::with_owners(&mut *storage, config, &mut counts).unwrap();
+        let mut kernel = Kernel::new(0);
+        let mut leases = Vec::new();
+        while let Some(bid) = kernel.pick(&pool) {
+            let owner = u32::from(bid) % 4;
+            // SAFETY: picked by the simulated kernel.
+            let mut l = unsafe { pool.lease_received_by(bid, SIZE as u32, owner) }.unwrap();
+            l.as_mut_slice().fill(bid as u8);
+            leases.push(l);
+        }
+        while let Ok(mut l) = pool.try_lease_user() {
+            let id = l.id() as u8;
+            l.buf_mut().fill(id);
+            leases.push(l);
+        }
+        assert_eq!(leases.len(), N);
+        let charged: usize = (0..4).map(|o| usize::from(pool.owner_count(o))).sum();
+        assert_eq!(charged, N - usize::from(reserve));
+        for l in &mut leases {
+            let id = l.id() as u8;
+            assert!(l.buf_mut().iter().all(|b| *b == id), "buffer {id} shared");
+        }
+        drop(leases);
+        kernel.observe(&pool);
+        assert_eq!(kernel.published.len(), N - usize::from(reserve));
+        assert_eq!(counts, [0; 4]);
+
+        let config = BufPoolConfig {
+            recv_tier: RecvTier::FreeList,
+            user_reserve: 1,
+        };
+        let pool = BufPool::new(&mut *storage, config).unwrap();
+        assert_eq!(pool.stats().leased_high_water, 0, "reset");
+        let mut leases = Vec::new();
+        while let Some(l) = pool.try_take_recv() {
+            leases.push(l);
+        }
+        leases.push(pool.try_lease_user().unwrap());
+        assert_eq!(pool.leased(), N);
+        let mut ids: Vec<u16> = leases.iter().map(Lease::id).collect();
+        ids.sort_unstable();
+        assert!(ids.iter().copied().eq(0..N as u16));
+    }
+
+    #[test]
+    fn zeroed_storage_in_place() {
+        let mut slot = MaybeUninit::<BufPoolStorage<8, 32>>::uninit();
+        use_fully(init_zeroed(&mut slot));
+    }
+
+    #[test]
+    fn leaked_zeroed_storage() {
+        let storage = leak_zeroed::<BufPoolStorage<8, 32>>();
+        assert_eq!(
+            ptr::from_mut(storage).addr() % 4096,
+            0,
+            "aligned as the ring needs"
+        );
+        use_fully(storage);
+        // SAFETY: from `leak_zeroed` (the global allocator, with the layout of the type, as
+        // `Box` uses) and not used again; reclaiming keeps Miri's leak check on.
+        drop(unsafe { Box::from_raw(storage) });
+    }
+
+    #[test]
+    fn storage_from_a_static_slot() {
+        static STORAGE: StaticSlot<BufPoolStorage<8, 32>> = StaticSlot::new();
+        use_fully(STORAGE.take().unwrap());
+        assert!(STORAGE.take().is_none());
+    }
+
+    /// 16 MiB of buffers, never built on the stack.
+    #[test]
+    #[cfg_attr(miri, ignore = "large")]
+    fn big_zeroed_storage() {
+        let storage = leak_zeroed::<BufPoolStorage<4096, 4096>>();
+        use_fully(storage);
+        // SAFETY: as in `leaked_zeroed_storage`.
+        drop(unsafe { Box::from_raw(storage) });
+    }
+
     /// The kernel's view of ring mode: every buffer it picks was published once, with the
     /// right address and length, and comes back through the ring after its lease is dropped,
     /// across the wrap of the u16 tail.
@@ -1193,7 +1797,7 @@ mod tests {
             user_reserve: 1,
         };
         let mut storage = new_storage::<N, 16>();
-        let pool = BufPool::with_initial_tail(&mut *storage, config, start).unwrap();
+        let pool = BufPool::build(&mut *storage, config, &mut [], start).unwrap();
         let mut kernel = Kernel::new(start);
         kernel.observe(&pool);
         assert_eq!(kernel.published.len(), N - 1);
@@ -1261,7 +1865,7 @@ mod tests {
         let mut storage = new_storage::<N, SIZE>();
         let pool = BufPool::new(&mut *storage, config).unwrap();
         let ring = KernelPtr(pool.ring_addr());
-        let bufs = KernelPtr(pool.bufs.as_ptr());
+        let bufs = KernelPtr(pool.h.bufs);
         let (cqe_tx, cqe_rx) = std::sync::mpsc::channel::<(u16, u32)>();
         let kernel = std::thread::spawn(move || {
             let (ring, bufs) = (ring, bufs);
@@ -1317,13 +1921,16 @@ mod tests {
         model.iter().filter(|m| **m == owner).count()
     }
 
-    /// Random receives, user leases, drops, raw round trips and bad requests in both modes,
-    /// against a model of where each buffer is: every buffer is leased and returned exactly
-    /// once, the counters match, and everything comes back at the end.
+    /// Random receives (charged to random owners, to none, or to owners outside the table),
+    /// user leases, drops, raw round trips and bad requests in both modes, against a model of
+    /// where each buffer is and whom it is charged to: every buffer is leased and returned
+    /// exactly once, the counters match, every owner's count equals its live leases plus raw
+    /// ids, and everything comes back at the end.
     #[test]
     fn matches_a_model() {
         const N: usize = 8;
         const SIZE: usize = 16;
+        const OWNERS: usize = 3;
         let seeds = if cfg!(miri) { 3 } else { 40 };
         let steps = if cfg!(miri) { 150 } else { 2000 };
         for seed in 1..=seeds {
@@ -1335,9 +1942,12 @@ mod tests {
                     user_reserve: reserve,
                 };
                 let mut storage = new_storage::<N, SIZE>();
-                let pool = BufPool::new(&mut *storage, config).unwrap();
+                let mut counts = [u16::MAX; OWNERS];
+                let pool = BufPool::with_owners(&mut *storage, config, &mut counts).unwrap();
                 let mut kernel = Kernel::new(0);
                 let mut model = [Owner::Recv; N];
+                // Whom each buffer is charged to.
+                let mut charged: [Option<u32>; N] = [None; N];
                 for owner in &mut model[..usize::from(reserve)] {
                     *owner = Owner::User;
                 }
@@ -1345,15 +1955,17 @@ mod tests {
                 let mut raws: Vec<(u16, u32)> = Vec::new();
                 let mut returned: Vec<u16> = Vec::new();
                 let mut high_water = 0;
-                let give_back = |model: &mut [Owner; N], id: u16| {
-                    assert!(matches!(model[usize::from(id)], Owner::Leased | Owner::Raw));
-                    let user_free = model.iter().filter(|o| **o == Owner::User).count();
-                    model[usize::from(id)] = if user_free < usize::from(reserve) {
-                        Owner::User
-                    } else {
-                        Owner::Recv
+                let give_back =
+                    |model: &mut [Owner; N], charged: &mut [Option<u32>; N], id: u16| {
+                        assert!(matches!(model[usize::from(id)], Owner::Leased | Owner::Raw));
+                        charged[usize::from(id)] = None;
+                        let user_free = model.iter().filter(|o| **o == Owner::User).count();
+                        model[usize::from(id)] = if user_free < usize::from(reserve) {
+                            Owner::User
+                        } else {
+                            Owner::Recv
+                        };
                     };
-                };
                 let take = |model: &mut [Owner; N], lease: &mut Lease<'_>, from: Owner| {
                     let id = usize::from(lease.id());
                     assert_eq!(
@@ -1366,26 +1978,71 @@ mod tests {
                     lease.set_len(SIZE).unwrap();
                 };
                 for _ in 0..steps {
+                    // Some(0..OWNERS): a tracked owner; Some(OWNERS): outside the table; None:
+                    // the untagged call.
+                    let who = rng.below(OWNERS + 2);
+                    let owner = (who <= OWNERS).then_some(who as u32);
+                    let unknown = owner == Some(OWNERS as u32);
+                    let unknown_err = PoolError::UnknownOwner {
+                        owner: OWNERS as u32,
+                        owners: OWNERS,
+                    };
                     match rng.below(8) {
                         0 | 1 => match mode {
                             RecvTier::ProvidedRing => {
-                                if let Some(bid) = kernel.pick(&pool) {
-                                    let len = rng.below(SIZE + 1) as u32;
-                                    // SAFETY: picked by the simulated kernel.
-                                    let mut l = unsafe { pool.lease_received(bid, len) }.unwrap();
-                                    take(&mut model, &mut l, Owner::Recv);
-                                    leases.push(l);
-                                } else {
-                                    assert_eq!(count(&model, Owner::Recv), 0);
+                                kernel.observe(&pool);
+                                match kernel.published.front().copied() {
+                                    Some(bid) if unknown => {
+                                        // A buffer the kernel could have filled, refused for its
+                                        // owner alone: nothing changes.
+                                        let before = pool.stats();
+                                        // SAFETY: no real kernel; refused (asserted).
+                                        let e = unsafe {
+                                            pool.lease_received_by(bid, 1, OWNERS as u32)
+                                        };
+                                        assert_eq!(e.unwrap_err(), unknown_err);
+                                        assert_eq!(pool.stats(), before);
+                                    }
+                                    Some(_) => {
+                                        let bid = kernel.pick(&pool).unwrap();
+                                        let len = rng.below(SIZE + 1) as u32;
+                                        // SAFETY: picked by the simulated kernel.
+                                        let l = unsafe {
+                                            match owner {
+                                                Some(o) => pool.lease_received_by(bid, len, o),
+                                                None => pool.lease_received(bid, len),
+                                            }
+                                        };
+                                        let mut l = l.unwrap();
+                                        take(&mut model, &mut l, Owner::Recv);
+                                        charged[usize::from(bid)] = owner;
+                                        leases.push(l);
+                                    }
+                                    None => assert_eq!(count(&model, Owner::Recv), 0),
                                 }
                             }
-                            RecvTier::FreeList => match pool.try_take_recv() {
-                                Some(mut l) => {
-                                    take(&mut model, &mut l, Owner::Recv);
-                                    leases.push(l);
+                            RecvTier::FreeList => {
+                                let got = match owner {
+                                    Some(o) => pool.try_take_recv_by(o),
+                                    None => Ok(pool.try_take_recv()),
+                                };
+                                match got {
+                                    Ok(Some(mut l)) => {
+                                        assert!(!unknown);
+                                        take(&mut model, &mut l, Owner::Recv);
+                                        charged[usize::from(l.id())] = owner;
+                                        leases.push(l);
+                                    }
+                                    Ok(None) => {
+                                        assert!(!unknown);
+                                        assert_eq!(count(&model, Owner::Recv), 0);
+                                    }
+                                    Err(e) => {
+                                        assert!(unknown);
+                                        assert_eq!(e, unknown_err);
+                                    }
                                 }
-                                None => assert_eq!(count(&model, Owner::Recv), 0),
-                            },
+                            }
                         },
                         2 => match pool.try_lease_user() {
                             Ok(mut l) => {
@@ -1405,7 +2062,7 @@ mod tests {
                         3 | 4 if !leases.is_empty() => {
                             let l = leases.swap_remove(rng.below(leases.len()));
                             assert_eq!(l.as_slice(), [l.id() as u8; SIZE], "bytes intact");
-                            give_back(&mut model, l.id());
+                            give_back(&mut model, &mut charged, l.id());
                             returned.push(l.id());
                             if rng.below(2) == 0 {
                                 l.release()
@@ -1423,7 +2080,7 @@ mod tests {
                             let (id, len) = raws.swap_remove(rng.below(raws.len()));
                             if rng.below(2) == 0 {
                                 pool.release_raw(id).unwrap();
-                                give_back(&mut model, id);
+                                give_back(&mut model, &mut charged, id);
                                 returned.push(id);
                                 // A second return is refused.
                                 if model[usize::from(id)] != Owner::Raw {
@@ -1432,6 +2089,7 @@ mod tests {
                             } else {
                                 let l = pool.lease_from_raw(id, len).unwrap();
                                 model[usize::from(id)] = Owner::Leased;
+                                assert_eq!(l.owner(), charged[usize::from(id)], "inherited");
                                 leases.push(l);
                             }
                         }
@@ -1465,7 +2123,21 @@ mod tests {
                             Owner::Leased => State::Leased,
                             Owner::Raw => State::Raw,
                         };
-                        assert_eq!(pool.state[id].get(), want, "buffer {id}");
+                        assert_eq!(pool.state()[id].get(), want, "buffer {id}");
+                    }
+                    // Every owner's count is its live leases plus raw ids; owners outside the
+                    // table count nothing.
+                    for o in 0..OWNERS as u32 + 2 {
+                        let want = charged.iter().filter(|c| **c == Some(o)).count();
+                        assert_eq!(usize::from(pool.owner_count(o)), want, "owner {o}");
+                    }
+                    for l in &leases {
+                        assert_eq!(l.owner(), charged[usize::from(l.id())]);
+                    }
+                    for (id, c) in charged.iter().enumerate() {
+                        if c.is_some() {
+                            assert!(matches!(model[id], Owner::Leased | Owner::Raw));
+                        }
                     }
                     if mode == RecvTier::ProvidedRing {
                         kernel.observe(&pool);
@@ -1487,6 +2159,8 @@ mod tests {
                     assert_eq!(kernel.published.len(), s.recv_tier);
                 }
                 assert!(returned.len() + out >= s.leased_high_water);
+                assert!((0..OWNERS as u32).all(|o| pool.owner_count(o) == 0));
+                assert_eq!(counts, [0; OWNERS], "the counts table itself");
             }
         }
     }

@@ -2,14 +2,19 @@
 //!
 //! Nothing here allocates or makes a system call. Each container works over memory the caller
 //! hands in, sized by const generics on a *storage* type only ([`SlabStorage`],
-//! [`BufPoolStorage`], a plain `[u8; N]` for a [`ByteRing`]); the containers themselves work on
-//! slices and pointers, so capacities do not leak into every signature. The storage types have
-//! `const fn new`, so they can live in `static`s.
+//! [`BufPoolStorage`], [`WriteSlabs`]; or a plain `[u8; N]` and a [`RingState`] for one
+//! [`ByteRing`]); the containers themselves work on slices and pointers, so capacities do not
+//! leak into every signature.
 //!
 //! - [`Slab`]: values addressed by generational [`Key`]s. A stale key (the value was removed,
 //!   the slot maybe reused) is a [`StaleKey`] error, never an alias of the new occupant.
-//! - [`BufPool`]: fixed-size receive buffers in two tiers, handed out as [`Lease`]s.
-//! - [`ByteRing`]: a connection's write slab.
+//! - [`BufPool`]: fixed-size receive buffers in two tiers, handed out as [`Lease`]s, with
+//!   optional per-owner counts of the buffers out (a per-connection lease quota). The pool's
+//!   state lives in its storage; a `BufPool` is a `Copy` handle to it.
+//! - [`ByteRing`]: a connection's write slab; [`SlabArena`]: every connection's write slab in
+//!   one [`WriteSlabs`] storage.
+//! - [`ZeroInit`], [`StaticSlot`], [`init_zeroed`] and (feature `std`) `leak_zeroed`: storage
+//!   made in place, never on the stack.
 //!
 //! Every full container says so with an error (or hands the value back), never a panic, and the
 //! errors name the capacity or setting to raise.
@@ -37,14 +42,29 @@
 //! free buffers, and to the receive tier otherwise. So the user tier is topped up first, up to
 //! its reserve, and everything beyond the reserve keeps the kernel supplied.
 //!
+//! # Storage in place
+//!
+//! The storage types have `const fn new`, so they can live in `static`s, but a `new()` value is
+//! built where it is called, and big storage (megabytes of buffers) overflows a stack. So every
+//! storage type is also [`ZeroInit`]: all-zero bytes is a valid, empty value, the same one
+//! `new()` builds, and the containers' constructors need nothing else. A
+//! `static StaticSlot<..>` is all-zero and lands in `.bss` (no bytes in the binary, no page
+//! touched until used), and [`StaticSlot::take`] hands out its `&'static mut` once, without
+//! `unsafe`; [`init_zeroed`] zero-fills memory the caller has; `leak_zeroed` (feature `std`)
+//! allocates zeroed memory once at start-up and leaks it.
+//!
 //! # Exactly once
 //!
-//! A [`Lease`] is a buffer id, a length and a borrow of its pool. It is not `Clone`, and it
+//! A [`Lease`] is a buffer id, a length and a handle to its pool. It is not `Clone`, and it
 //! returns its buffer exactly once: when dropped (or [`Lease::release`]d). The pool tracks a
 //! state per buffer (receive tier, user tier, leased, raw), so a buffer is never on two free
 //! lists, never published twice and never leased twice. [`Lease::into_raw`] detaches the buffer
 //! as a plain id (for the cross-thread return queue); [`BufPool::release_raw`] takes such an id
 //! back once and reports a second return as an error instead of corrupting the free lists.
+//!
+//! A pool with an owner table ([`BufPool::with_owners`]) charges a buffer to the owner a lease
+//! was made for ([`BufPool::lease_received_by`], [`BufPool::try_take_recv_by`]) and uncharges it
+//! exactly once, when the buffer comes back; a raw id stays charged until it is released.
 //!
 //! # Memory that outlives kernel operations
 //!
@@ -52,10 +72,12 @@
 //! provided-buffer ring and the buffers published in it (written by receives at any time), and
 //! the staged bytes of a [`ByteRing`] while a send is in flight. Hence:
 //!
-//! - The containers hold raw pointers into their storage (with a `PhantomData` borrow of it for
-//!   `'a`), and create Rust references only to memory the kernel is not using: a [`Lease`]'s
-//!   buffer (which left the receive tier through a completion) and a [`ByteRing`]'s free region.
-//!   No reference to the ring or to a receive-tier buffer is ever made.
+//! - The containers hold raw pointers into their storage (with a borrow of it for `'a`: a
+//!   `PhantomData`, or for a [`BufPool`] a reference to the header in the storage that holds
+//!   those pointers), and create Rust references only to memory the kernel is not using: a
+//!   [`Lease`]'s buffer (which left the receive tier through a completion) and a [`ByteRing`]'s
+//!   free region. No reference to the ring, to a receive-tier buffer or to a whole write slab is
+//!   ever made.
 //! - The storage must outlive every kernel operation on it, which a borrow checker cannot see:
 //!   a pool's storage must stay valid while its ring is registered, and a write slab while a
 //!   send from it is in flight. The event loop takes `&'static mut` storage for this (see
@@ -67,7 +89,11 @@
 //! # Example
 //!
 //! ```
-//! use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, ByteRing, RecvTier, SlabStorage};
+//! use core::mem::MaybeUninit;
+//! use ringlet::pool::{
+//!     BufPool, BufPoolConfig, BufPoolStorage, ByteRing, RecvTier, RingState, SlabStorage,
+//!     WriteSlabs, init_zeroed,
+//! };
 //!
 //! // Connections in a slab: the key is known before the value is built.
 //! let mut conns = SlabStorage::<(u32, &str), 64>::new();
@@ -88,25 +114,47 @@
 //! drop(lease); // back to the pool, exactly once
 //! assert_eq!(pool.stats().leased, 0);
 //!
+//! // With per-connection counts (a lease quota): a lease charged to connection 1.
+//! let mut counts = [0u16; 64];
+//! let pool = BufPool::with_owners(&mut storage, config, &mut counts).unwrap();
+//! let lease = pool.try_take_recv_by(1).unwrap().expect("a free buffer");
+//! assert_eq!((lease.owner(), pool.owner_count(1)), (Some(1), 1));
+//! drop(lease);
+//! assert_eq!(pool.owner_count(1), 0);
+//!
 //! // A write slab: stage, send what `staged()` shows, consume what was sent.
 //! let mut slab = [0u8; 16];
-//! let mut out = ByteRing::new(&mut slab);
+//! let mut state = RingState::new();
+//! let mut out = ByteRing::new(&mut slab, &mut state);
 //! out.append(b"PING\r\n").unwrap();
 //! assert_eq!(out.staged().0, b"PING\r\n");
 //! out.consume(6).unwrap();
 //! assert!(out.is_empty());
+//!
+//! // Every connection's write slab in one storage area, zeroed in place (a `static` would use
+//! // a `StaticSlot`): connection 3 stages a reply.
+//! let mut slabs = MaybeUninit::<WriteSlabs<8, 4096>>::uninit();
+//! let mut arena = init_zeroed(&mut slabs).arena();
+//! arena.ring(3).unwrap().append(b"+OK\r\n").unwrap();
+//! assert_eq!(arena.ring(3).unwrap().len(), 5);
 //! ```
 
 mod buf;
 mod byte_ring;
 mod slab;
+mod zero;
 
 pub use buf::{
     BufPool, BufPoolConfig, BufPoolStorage, BufRingEntry, Lease, MAX_BUFFERS, PoolError, PoolStats,
     RecvTier,
 };
-pub use byte_ring::{ByteRing, ByteRingFull, ConsumeError};
+pub use byte_ring::{
+    ByteRing, ByteRingFull, ConsumeError, NoSuchSlab, RingState, SlabArena, WriteSlabs,
+};
 pub use slab::{Iter, IterMut, Key, MAX_CAPACITY, Slab, SlabFull, SlabStorage, Slot, StaleKey};
+#[cfg(any(test, feature = "std"))]
+pub use zero::leak_zeroed;
+pub use zero::{StaticSlot, ZeroInit, init_zeroed};
 
 /// A tiny seeded PRNG for the property tests (no dependency, runs under Miri).
 #[cfg(test)]

@@ -4,6 +4,8 @@ use core::fmt;
 use core::iter::{Enumerate, FusedIterator};
 use core::slice;
 
+use super::zero::ZeroInit;
+
 /// Sentinel index: the end of the free list.
 const NONE: u32 = u32::MAX;
 
@@ -110,26 +112,49 @@ impl core::error::Error for SlabFull {}
 /// The contents are private; a slot is only useful as an element of the slice a [`Slab`] works
 /// over. Values left in slots when a `Slab` is dropped stay in the storage (and are dropped with
 /// it, or by the next [`Slab::new`] over it).
+///
+/// All-zero bytes is a vacant slot at generation 0, the same value as [`Slot::new`]
+/// ([`ZeroInit`]).
 pub struct Slot<T> {
     generation: u32,
     entry: Entry<T>,
 }
 
+/// A slot's contents. `repr(u8)` gives it a defined layout (a `u8` tag, then the variant's
+/// fields), with the vacant variant at tag 0, so all-zero bytes is `Vacant(0)`.
+#[repr(u8)]
 enum Entry<T> {
-    /// A vacant slot: the index of the next vacant slot, or [`NONE`].
-    Vacant(u32),
-    Occupied(T),
+    /// A vacant slot: the index of the next vacant slot, or [`NONE`]. (Only meaningful while a
+    /// [`Slab`] links it; [`Slab::new`] relinks every slot.)
+    Vacant(u32) = 0,
+    Occupied(T) = 1,
 }
 
 impl<T> Slot<T> {
-    /// A vacant slot at generation 0.
+    /// A vacant slot at generation 0 (all-zero bytes).
     pub const fn new() -> Slot<T> {
         Slot {
             generation: 0,
-            entry: Entry::Vacant(NONE),
+            entry: Entry::Vacant(0),
         }
     }
 }
+
+// SAFETY: a slot is a `u32` generation and an `Entry<T>`. `Entry` is `repr(u8)`: its layout is a
+// `u8` tag followed by the fields of the variant the tag names, and tag 0 is `Vacant(u32)`. So
+// all-zero bytes is `Slot { generation: 0, entry: Entry::Vacant(0) }` whatever `T` is (the bytes
+// where an `Occupied` value would be are padding of the vacant variant), which is `Slot::new()`.
+// `Slab::new` needs nothing more: it reads only the tag (to drop occupied values) and relinks
+// every slot.
+unsafe impl<T> ZeroInit for Slot<T> {}
+
+/// All-zero bytes decode as `Slot::new()` (checked at compile time, for one `T`).
+const _: () = {
+    // SAFETY: `Slot<u64>: ZeroInit` (above); this checks that claim during const evaluation,
+    // which also rejects an invalid value.
+    let zero: Slot<u64> = unsafe { core::mem::MaybeUninit::zeroed().assume_init() };
+    assert!(zero.generation == 0 && matches!(zero.entry, Entry::Vacant(0)));
+};
 
 impl<T> Default for Slot<T> {
     fn default() -> Self {
@@ -148,10 +173,19 @@ impl<T> fmt::Debug for Slot<T> {
 
 /// Storage for a [`Slab`] of `N` values, with a `const fn new` so it can live in a `static`.
 ///
-/// `N` must be at most [`MAX_CAPACITY`] (checked when [`SlabStorage::new`] is instantiated).
+/// `N` must be at most [`MAX_CAPACITY`] (checked when [`SlabStorage::new`] is instantiated; a
+/// slab over longer zeroed storage uses the first `MAX_CAPACITY` slots).
+///
+/// All-zero bytes is valid, empty storage ([`ZeroInit`]), the same value as
+/// [`SlabStorage::new`], so big storage can be placed in `.bss` with a
+/// [`StaticSlot`](super::StaticSlot), or made in place with [`init_zeroed`](super::init_zeroed)
+/// or `leak_zeroed` (feature `std`), never on the stack.
 pub struct SlabStorage<T, const N: usize> {
     slots: [Slot<T>; N],
 }
+
+// SAFETY: an array of `Slot<T>`, each valid (and vacant) as zero bytes (see `Slot`'s impl).
+unsafe impl<T, const N: usize> ZeroInit for SlabStorage<T, N> {}
 
 impl<T, const N: usize> SlabStorage<T, N> {
     /// Empty storage: `N` vacant slots.
@@ -211,6 +245,9 @@ impl<'a, T> Slab<'a, T> {
     ///
     /// Values a previous slab left in `slots` are dropped here, and their slots' generations move
     /// on, so keys issued by the previous slab stay stale. This walks every slot once (O(N)).
+    ///
+    /// Any slots will do: fresh ([`Slot::new`]), zeroed ([`ZeroInit`]), or left by an earlier
+    /// slab. Only whether a slot is occupied is read; every link is rewritten.
     pub fn new(slots: &'a mut [Slot<T>]) -> Slab<'a, T> {
         let capacity = slots.len().min(MAX_CAPACITY);
         let slots = &mut slots[..capacity];
@@ -459,9 +496,12 @@ static_assertions::assert_eq_size!(Key, u64);
 mod tests {
     use super::*;
     use crate::pool::test_rng::XorShift;
+    use crate::pool::{StaticSlot, init_zeroed, leak_zeroed};
+    use core::mem::MaybeUninit;
+    use std::boxed::Box;
     use std::cell::Cell;
     use std::rc::Rc;
-    use std::string::ToString;
+    use std::string::{String, ToString};
     use std::sync::Mutex;
     use std::vec::Vec;
 
@@ -643,6 +683,107 @@ mod tests {
         let mut slab = guard.slab();
         let k = slab.try_insert(5).unwrap();
         assert_eq!(slab.get(k), Ok(&5));
+    }
+
+    /// Every slot vacant at generation 0: what `SlabStorage::new` builds and what zero bytes
+    /// decode as.
+    fn assert_all_zero<T, const N: usize>(storage: &SlabStorage<T, N>) {
+        for slot in &storage.slots {
+            assert_eq!(slot.generation, 0);
+            assert!(matches!(slot.entry, Entry::Vacant(0)));
+        }
+    }
+
+    #[test]
+    fn new_is_the_zero_value() {
+        assert_all_zero(&SlabStorage::<u64, 4>::new());
+        assert_all_zero(&SlabStorage::<String, 4>::new());
+        assert_all_zero(&SlabStorage::<[u8; 3], 4>::new());
+        let mut slot = MaybeUninit::<SlabStorage<String, 4>>::uninit();
+        assert_all_zero(init_zeroed(&mut slot));
+        let mut slot = MaybeUninit::<SlabStorage<u8, 4>>::uninit();
+        assert_all_zero(init_zeroed(&mut slot));
+    }
+
+    /// Uses a slab over `storage` to capacity and back: inserts until full, reads, removes
+    /// everything, checks stale keys, reuses a slot. Leaves one value in the storage.
+    fn use_fully<const N: usize>(storage: &mut SlabStorage<String, N>) {
+        let mut slab = storage.slab();
+        assert_eq!((slab.capacity(), slab.len()), (N, 0));
+        let keys: Vec<Key> = (0..N)
+            .map(|i| slab.try_insert(i.to_string()).unwrap())
+            .collect();
+        assert!(slab.is_full());
+        assert_eq!(slab.try_insert("x".to_string()), Err("x".to_string()));
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(slab.get(*key).unwrap(), &i.to_string());
+        }
+        for key in &keys {
+            slab.remove(*key).unwrap();
+        }
+        assert!(slab.is_empty());
+        assert!(keys.iter().all(|k| slab.get(*k).is_err()));
+        let key = slab.try_insert("again".to_string()).unwrap();
+        assert!(
+            key.generation() > 0 && !keys.contains(&key),
+            "a reused slot moved on"
+        );
+        slab.get_mut(key).unwrap().push('!');
+        assert_eq!(
+            slab.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+            ["again!"]
+        );
+    }
+
+    #[test]
+    fn zeroed_storage_in_place() {
+        let mut slot = MaybeUninit::<SlabStorage<String, 8>>::uninit();
+        let storage = init_zeroed(&mut slot);
+        use_fully(storage);
+        // Twice over the same storage: the second slab drops what the first left behind.
+        use_fully(storage);
+        // SAFETY: initialised by `init_zeroed` and used only through it; this drops the value
+        // the slab left in the storage (a `MaybeUninit` would not).
+        unsafe { slot.assume_init_drop() };
+    }
+
+    #[test]
+    fn leaked_zeroed_storage() {
+        let storage = leak_zeroed::<SlabStorage<String, 8>>();
+        use_fully(storage);
+        let mut slab = storage.slab();
+        assert!(slab.is_empty(), "a new slab drops the leftover");
+        slab.try_insert("left".to_string()).unwrap();
+        // SAFETY: `storage` came from `leak_zeroed` (the global allocator, with the layout of
+        // the type, as `Box` uses) and is not used again; reclaiming it (and the value left in
+        // it) keeps Miri's leak check on.
+        drop(unsafe { Box::from_raw(storage) });
+    }
+
+    #[test]
+    fn storage_from_a_static_slot() {
+        static STORAGE: StaticSlot<SlabStorage<String, 4>> = StaticSlot::new();
+        let storage = STORAGE.take().unwrap();
+        use_fully(storage);
+        storage.slab().clear();
+        assert!(STORAGE.take().is_none());
+    }
+
+    /// Megabytes of slots, never built on the stack.
+    #[test]
+    #[cfg_attr(miri, ignore = "large")]
+    fn big_zeroed_storage() {
+        const N: usize = 1 << 17;
+        let storage = leak_zeroed::<SlabStorage<u64, N>>();
+        assert!(core::mem::size_of_val(storage) >= 2 << 20);
+        let mut slab = storage.slab();
+        for i in 0..N as u64 {
+            slab.try_insert(i).unwrap();
+        }
+        assert!(slab.is_full());
+        assert_eq!(slab.get(Key::new(N as u32 - 1, 0)), Ok(&(N as u64 - 1)));
+        // SAFETY: from `leak_zeroed`, not used again (see `leaked_zeroed_storage`).
+        drop(unsafe { Box::from_raw(storage) });
     }
 
     /// Random insert / remove / stale lookups against a `Vec<Option<..>>` model.

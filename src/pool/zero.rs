@@ -1,0 +1,288 @@
+//! Zero-initialised storage: [`ZeroInit`], [`init_zeroed`], [`StaticSlot`] and (with the `std`
+//! feature) `leak_zeroed`.
+//!
+//! Pool storage is big (megabytes of buffers is normal), and a `const fn new()` value is built on
+//! the stack before it is moved anywhere, which overflows small stacks and costs a memcpy. Every
+//! storage type in [`pool`](super) is valid as all-zero bytes instead, so it can be created where
+//! it will live:
+//!
+//! - in a `static`, through [`StaticSlot`]: the static is all-zero, so it lands in `.bss` and
+//!   costs no bytes in the binary and no page until it is touched; [`StaticSlot::take`] hands
+//!   out the `&'static mut` once, without `unsafe` in user code;
+//! - in memory the caller already has (a `static` `MaybeUninit`, a `Box::new_uninit`, a mapped
+//!   region), through [`init_zeroed`];
+//! - on the heap, leaked once at start-up, through `leak_zeroed` (feature `std`; the library
+//!   itself never allocates).
+//!
+//! The storage types still have `const fn new()`, which produces the same (all-zero) value; the
+//! tests check that.
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// Types for which all-zero bytes is a valid, *empty* value.
+///
+/// "Empty" means: the value a fresh `new()` would produce (where the type has one), or at least
+/// a value the type's users accept as a starting point without any other initialisation: a
+/// [`Slab`](super::Slab), a [`BufPool`](super::BufPool) or a [`SlabArena`](super::SlabArena)
+/// can be built over zeroed storage directly.
+///
+/// Implemented for the pool's storage types, for the primitive integers and `bool`, and for
+/// arrays of `ZeroInit` types.
+///
+/// # Safety
+///
+/// Implementing this trait promises that a `Self` whose every byte (padding included) is zero
+/// is a valid value of `Self`: reading or using it as a `Self` is not undefined behaviour. This
+/// rules out, among others, references, `NonNull` and other non-nullable pointers, function
+/// pointers, `NonZero*` integers, and enums without a variant whose discriminant and fields are
+/// all zero (a Rust-layout enum has no defined discriminant at all: give it a `#[repr]`). Library
+/// invariants count too: a type whose safe methods rely on more than "all bytes zero" (say, a
+/// length field that must match a buffer) must not implement it unless zero satisfies them.
+pub unsafe trait ZeroInit {}
+
+// SAFETY: zero is a valid value of every primitive integer, and `false` is the zero byte.
+unsafe impl ZeroInit for u8 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for u16 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for u32 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for u64 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for u128 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for usize {}
+// SAFETY: as above.
+unsafe impl ZeroInit for i8 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for i16 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for i32 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for i64 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for i128 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for isize {}
+// SAFETY: `false` is represented by the byte 0.
+unsafe impl ZeroInit for bool {}
+// SAFETY: an array has no padding of its own; its bytes are its elements' bytes, each valid
+// when zero because `T: ZeroInit`.
+unsafe impl<T: ZeroInit, const N: usize> ZeroInit for [T; N] {}
+
+/// Zero-fills `slot` and returns it as an initialised `T`, in place (nothing is built on the
+/// stack).
+///
+/// Whatever `slot` held before is overwritten without being dropped (a `MaybeUninit` never drops
+/// its contents).
+///
+/// ```
+/// use core::mem::MaybeUninit;
+/// use ringlet::pool::{init_zeroed, SlabStorage};
+///
+/// let mut slot = MaybeUninit::<SlabStorage<u64, 16>>::uninit();
+/// let storage = init_zeroed(&mut slot);
+/// let mut slab = storage.slab();
+/// let key = slab.try_insert(7).unwrap();
+/// assert_eq!(slab.get(key), Ok(&7));
+/// ```
+pub fn init_zeroed<T: ZeroInit>(slot: &mut MaybeUninit<T>) -> &mut T {
+    // SAFETY: `slot` is valid for writes of one `T` (it is a `&mut MaybeUninit<T>`), so writing
+    // `size_of::<T>()` zero bytes stays in bounds. Afterwards every byte of the `T` is zero,
+    // which `T: ZeroInit` promises is a valid `T`, so `assume_init_mut` is sound.
+    unsafe {
+        slot.as_mut_ptr().write_bytes(0, 1);
+        slot.assume_init_mut()
+    }
+}
+
+/// A `static` that hands out `&'static mut T` to all-zero storage once, without `unsafe` in
+/// user code.
+///
+/// The slot is all-zero ([`StaticSlot::new`] is `const` and builds zero bytes only: an unset
+/// flag and a zeroed `T`), so a `static StaticSlot<..>` is placed in `.bss`: it takes no space
+/// in the binary, is never built on the stack, and its pages are not touched until the program
+/// uses them. Because `T: ZeroInit`, the zeroed bytes already are a valid, empty `T`, so
+/// [`StaticSlot::take`] does not write them again (writing would commit every page of a big
+/// storage at start-up).
+///
+/// ```
+/// use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, RecvTier, StaticSlot};
+///
+/// static POOL: StaticSlot<BufPoolStorage<64, 2048>> = StaticSlot::new();
+///
+/// let storage = POOL.take().expect("taken once at start-up");
+/// let config = BufPoolConfig { recv_tier: RecvTier::FreeList, user_reserve: 8 };
+/// let pool = BufPool::new(storage, config).unwrap();
+/// assert_eq!(pool.total(), 64);
+/// assert!(POOL.take().is_none(), "a second take gets nothing");
+/// ```
+pub struct StaticSlot<T> {
+    taken: AtomicBool,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+// SAFETY: through a shared `&StaticSlot<T>` the value is reachable only by `take`, which hands
+// out its `&mut T` at most once (the atomic swap of `taken` lets exactly one caller through).
+// So at most one thread ever accesses the `T`, whichever thread called `take` first: that is a
+// transfer of the `T` to that thread, sound when `T: Send`.
+unsafe impl<T: Send> Sync for StaticSlot<T> {}
+
+impl<T: ZeroInit> StaticSlot<T> {
+    /// An untaken slot holding an all-zero `T`.
+    pub const fn new() -> Self {
+        StaticSlot {
+            taken: AtomicBool::new(false),
+            value: UnsafeCell::new(MaybeUninit::zeroed()),
+        }
+    }
+
+    /// The storage, zero-initialised (an empty `T`), on the first call; `None` on every later
+    /// call, from any thread.
+    // A `&mut` from a shared borrow, which is sound because the flag lets it out only once.
+    #[allow(clippy::mut_from_ref)]
+    pub fn take(&'static self) -> Option<&'static mut T> {
+        // Only the first swap sees `false`. No other memory is published through the flag (the
+        // value's bytes were fixed when the static was built), so `Relaxed` suffices: a
+        // read-modify-write on one atomic is totally ordered.
+        if self.taken.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: this is the first and only call that gets here (see the swap), so no other
+        // reference to the value exists or will ever be made; `&'static self` makes the memory
+        // live forever. The value is all zero bytes (built by `MaybeUninit::zeroed` in `new`,
+        // the only constructor, and untouched since), which `T: ZeroInit` makes a valid `T`.
+        Some(unsafe { (*self.value.get()).assume_init_mut() })
+    }
+
+    /// Whether [`StaticSlot::take`] has handed the storage out.
+    pub fn is_taken(&self) -> bool {
+        self.taken.load(Ordering::Relaxed)
+    }
+}
+
+impl<T: ZeroInit> Default for StaticSlot<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> fmt::Debug for StaticSlot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticSlot")
+            .field("taken", &self.taken.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Allocates a zeroed `T` on the heap and leaks it: `&'static mut` storage built in place, for
+/// programs that size their storage at start-up or whose storage is too big for a `static`.
+///
+/// This is the only allocation ringlet offers, and only with the `std` feature; call it once per
+/// storage at start-up. The memory comes from `std::alloc::alloc_zeroed` (for big sizes the
+/// allocator maps fresh zero pages, so nothing is written and pages are committed only when
+/// used) and is never freed. A zero-sized `T` allocates nothing.
+///
+/// Allocation failure calls [`std::alloc::handle_alloc_error`] (which aborts by default), as
+/// `Box::new` does.
+///
+/// ```
+/// # #[cfg(feature = "std")] {
+/// use ringlet::pool::{leak_zeroed, BufPool, BufPoolConfig, BufPoolStorage, RecvTier};
+///
+/// // 16 MiB of receive buffers, never on the stack.
+/// let storage = leak_zeroed::<BufPoolStorage<4096, 4096>>();
+/// let config = BufPoolConfig { recv_tier: RecvTier::FreeList, user_reserve: 64 };
+/// let pool = BufPool::new(storage, config).unwrap();
+/// assert_eq!(pool.recv_available(), 4096 - 64);
+/// # }
+/// ```
+#[cfg(any(test, feature = "std"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub fn leak_zeroed<T: ZeroInit>() -> &'static mut T {
+    use core::ptr::NonNull;
+    use std::alloc::{Layout, alloc_zeroed, handle_alloc_error};
+
+    let layout = Layout::new::<T>();
+    if layout.size() == 0 {
+        // SAFETY: for a zero-sized `T`, a dangling, well-aligned, non-null pointer is valid for
+        // reads and writes of one `T` and never deallocated; a zero-sized `T` has no bytes, so
+        // it is trivially all-zero, which `T: ZeroInit` makes a valid value.
+        return unsafe { NonNull::<T>::dangling().as_mut() };
+    }
+    // SAFETY: `layout` has a non-zero size (checked above), as `alloc_zeroed` requires.
+    let ptr = unsafe { alloc_zeroed(layout) };
+    if ptr.is_null() {
+        handle_alloc_error(layout);
+    }
+    // SAFETY: `ptr` is non-null, allocated for `layout` (size and alignment of `T`) and never
+    // freed, so it is valid for `'static`, and no one else has it. All its bytes are zero,
+    // which `T: ZeroInit` makes a valid `T`.
+    unsafe { &mut *ptr.cast::<T>() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::boxed::Box;
+
+    #[test]
+    fn init_zeroed_overwrites_whatever_was_there() {
+        let mut slot = MaybeUninit::new([0xAAu32; 8]);
+        let arr = init_zeroed(&mut slot);
+        assert_eq!(*arr, [0; 8]);
+        arr[3] = 7;
+        assert_eq!(init_zeroed(&mut slot)[3], 0);
+    }
+
+    #[test]
+    fn static_slot_is_taken_once() {
+        static SLOT: StaticSlot<[u64; 4]> = StaticSlot::new();
+        assert!(!SLOT.is_taken());
+        let v = SLOT.take().unwrap();
+        assert_eq!(*v, [0; 4]);
+        v[0] = 9;
+        assert!(SLOT.is_taken());
+        assert!(SLOT.take().is_none());
+        assert!(SLOT.take().is_none());
+        assert_eq!(v[0], 9);
+        assert!(std::format!("{SLOT:?}").contains("taken: true"));
+    }
+
+    #[test]
+    fn static_slot_race_has_one_winner() {
+        static SLOT: StaticSlot<[u8; 64]> = StaticSlot::new();
+        let threads = if cfg!(miri) { 3 } else { 8 };
+        let handles: std::vec::Vec<_> = (0..threads)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    SLOT.take().map(|v| {
+                        // The winner owns the bytes; Miri would flag a second writer.
+                        v.fill(i as u8);
+                        v[0]
+                    })
+                })
+            })
+            .collect();
+        let winners: std::vec::Vec<u8> = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(winners.len(), 1);
+    }
+
+    #[test]
+    fn leak_zeroed_zero_sized_and_sized() {
+        let unit: &'static mut [u64; 0] = leak_zeroed();
+        assert!(unit.is_empty());
+        let v: &'static mut [u32; 5] = leak_zeroed();
+        assert_eq!(*v, [0; 5]);
+        v[4] = 1;
+        // SAFETY: `v` came from `leak_zeroed` (the global allocator, `Layout::new::<[u32; 5]>`,
+        // what `Box` uses) and is not used again: reclaiming it keeps Miri's leak check on.
+        drop(unsafe { Box::from_raw(v) });
+    }
+}
