@@ -13,6 +13,7 @@
 //! - [`clock`]: the monotonic clock.
 
 pub mod clock;
+pub mod driver;
 pub mod epoll;
 pub mod error;
 pub mod eventfd;

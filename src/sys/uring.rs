@@ -304,6 +304,18 @@ impl Sqe {
         sqe
     }
 
+    /// [`Sqe::recv_multishot`] that ends (without [`Cqe::more`]) once `max_bytes` in total
+    /// were received, so one connection cannot take more than its share of a shared buffer
+    /// group in one burst. `max_bytes == 0` means no cap. Kernels before the cap existed answer
+    /// `EINVAL`: fall back to the uncapped form.
+    pub fn recv_multishot_capped(socket: BorrowedFd<'_>, buf_group: u16, max_bytes: u32) -> Sqe {
+        let mut sqe = Sqe::recv_multishot(socket, buf_group);
+        // The total cap is `sqe->optlen`, the u32 at offset 44 that rustix names `file_index`
+        // (a union with `splice_fd_in` and `addr_len`). `sqe->len` would cap each receive.
+        sqe.0.splice_fd_in_or_file_index_or_addr_len.file_index = max_bytes;
+        sqe
+    }
+
     /// Single-shot receive with buffer select from group `buf_group`.
     pub fn recv_select(socket: BorrowedFd<'_>, buf_group: u16) -> Sqe {
         let mut sqe = Sqe::new(IoringOp::Recv, socket.as_raw_fd());
