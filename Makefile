@@ -13,24 +13,26 @@ LOOM_MAX_PREEMPTIONS ?= 3
 all: build
 
 build:
-	$(CARGO) build --workspace --all-targets
+	$(CARGO) build --all-targets
 
-## Unit, integration and doc tests of the whole workspace (real kernel, loopback only).
+## Unit, integration and doc tests of the library and loom-tests (real kernel, loopback only).
+## The bench crate (tokio, monoio peers) is built only by `make bench`.
 test:
-	$(CARGO) test --workspace
+	$(CARGO) test
+	$(CARGO) test --features std --lib
 
 ## Format check and clippy with warnings as errors.
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --workspace --all-targets --features std -- -D warnings
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features std -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
 ## API docs; warnings are errors.
 doc:
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
 ## The pool's tests under Miri (no kernel calls there, so all of them apply).
 miri:

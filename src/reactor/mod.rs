@@ -1,3 +1,1053 @@
-//! The event loop.
+//! The event loop: one single-threaded reactor over io_uring or epoll.
+//!
+//! A [`Reactor`] is built from caller-provided [`Resources`] (every buffer, slab and slot it
+//! will ever use) and a [`Config`]. It drives a [`Handler`]: callbacks for accepted
+//! connections, received bytes, finished flushes, timers and closes. Through the [`Context`]
+//! it is given, a handler writes to any connection (not only the one whose event it handles),
+//! flushes, closes, pauses and resumes receiving, arms timers and opens outbound connections.
+//!
+//! # The loop, turn by turn
+//!
+//! 1. Submit what the previous turn queued and wait for completions (io_uring, one
+//!    `io_uring_enter`) or readiness (epoll), bounded by the next timer.
+//! 2. Dispatch each event: accepts to [`Handler::on_accept`], received leases to
+//!    [`Handler::on_data`], finished sends to [`Handler::on_flushed`], ends to
+//!    [`Handler::on_close`].
+//! 3. Fire expired timers.
+//! 4. Resume connections whose leases came back, re-arm connections that ran out of receive
+//!    buffers (a bounded number per turn, and only above a free-buffer watermark, so they do not
+//!    all run dry again at once).
+//! 5. Queue the sends of every connection flushed during the turn: they go out with the next
+//!    turn's wait, in the same system call.
+//!
+//! # Memory and fairness
+//!
+//! Receive buffers come from one pool shared by all connections. A lease handed to
+//! [`Handler::on_data`] is the handler's until it drops it; while a connection's handler holds
+//! [`Config::lease_quota`] of them, that connection's receive is paused, so one slow consumer
+//! cannot take every buffer. When the pool itself runs dry, receiving pauses (nothing is lost:
+//! the kernel keeps the bytes) and resumes as buffers come back.
+//!
+//! Each connection has a fixed write slab. [`Context::write`] copies into it, all or nothing:
+//! a full slab is [`WriteError::WouldBlock`], never a partial write or a panic; wait for
+//! [`Handler::on_flushed`]. At most one send per connection is in flight.
+//!
+//! # Closing
+//!
+//! [`Context::close`] is graceful: receiving stops, what is staged is flushed (for at most
+//! [`Config::close_linger`]), then the socket is closed. [`Context::abort`] drops what is
+//! staged. Either way [`Handler::on_close`] runs once, after the last kernel operation on the
+//! connection has completed; after it the [`ConnId`] is stale and every [`Context`] call with
+//! it fails with [`ConnError::Stale`] (a new connection in the same slot has a new id).
 
 pub mod timer;
+
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::pool::{BufPoolConfig, Key, Lease, RecvTier, Slab};
+use crate::sys::driver::{Driver, IoEvent, LoopStorage, RecvStop};
+use crate::sys::socket::{ListenOptions, Shutdown, TcpListener};
+use crate::sys::uring::{Features, Uring, UringConfig};
+use crate::sys::{Error, clock};
+use crate::time::Instant;
+use timer::{TimerEntry, TimerError, TimerId, TimerWheel};
+
+pub use crate::sys::driver::{Backend, KernelCalls};
+
+/// Everything one reactor uses, sized by const generics: `CONNS` connections, `BUFS` receive
+/// buffers of `BUF_SIZE` bytes, a `SLAB`-byte write slab per connection, `TIMERS` timers.
+///
+/// Memory: about `CONNS * (SLAB + 200) + BUFS * (BUF_SIZE + 24) + TIMERS * 48` bytes. All-zero
+/// bytes is its empty state, so place it in a `static` through [`crate::pool::StaticSlot`]
+/// (it lands in `.bss`) or leak it once at start-up; never build it on the stack.
+pub type Resources<
+    const CONNS: usize,
+    const BUFS: usize,
+    const BUF_SIZE: usize,
+    const SLAB: usize,
+    const TIMERS: usize,
+> = LoopStorage<Conn, TimerEntry, CONNS, BUFS, BUF_SIZE, SLAB, TIMERS>;
+
+/// Which backend to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// io_uring when the kernel has provided-buffer rings and multishot receive (Linux 6.0+)
+    /// and io_uring is allowed; epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring, or an error.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+/// How a reactor behaves. Capacities are in [`Resources`]; these are the policies.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Which backend.
+    pub backend: BackendChoice,
+    /// io_uring queue sizes (size the completion queue for the worst case of receives between
+    /// two turns).
+    pub uring: UringConfig,
+    /// Receive buffers kept back from the kernel for user code (pipe segments, reassembly).
+    pub user_buffers: u16,
+    /// Leases one connection's handler may hold before that connection's receive pauses.
+    pub lease_quota: u16,
+    /// Free receive buffers needed before connections starved of buffers are re-armed.
+    pub rearm_watermark: u16,
+    /// Starved connections re-armed per turn at most.
+    pub rearm_per_turn: u16,
+    /// Listen backlog for [`Reactor::listen`].
+    pub backlog: u32,
+    /// Timer wheel resolution: timers fire at most this late.
+    pub timer_resolution: Duration,
+    /// How long a graceful close waits for staged bytes to leave before it aborts.
+    pub close_linger: Duration,
+    /// How long a graceful stop waits for connections to flush and close before it aborts
+    /// them.
+    pub stop_timeout: Duration,
+    /// Pause before accepting again after the process ran out of descriptors (EMFILE).
+    pub accept_backoff: Duration,
+    /// Set TCP_NODELAY on every connection.
+    pub nodelay: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backend: BackendChoice::Auto,
+            uring: UringConfig::default(),
+            user_buffers: 0,
+            lease_quota: 16,
+            rearm_watermark: 8,
+            rearm_per_turn: 64,
+            backlog: 1024,
+            timer_resolution: Duration::from_millis(1),
+            close_linger: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(5),
+            accept_backoff: Duration::from_millis(100),
+            nodelay: true,
+        }
+    }
+}
+
+/// A connection: a slot and its generation. Stale once [`Handler::on_close`] has run for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(Key);
+
+impl ConnId {
+    /// The slot index (below the reactor's connection capacity): handy for per-connection
+    /// tables in handlers.
+    pub fn index(self) -> usize {
+        self.0.index() as usize
+    }
+
+    /// The slot's generation.
+    pub fn generation(self) -> u32 {
+        self.0.generation()
+    }
+}
+
+/// A listener of a reactor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub u8);
+
+/// Why a connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The handler closed it ([`Context::close`] / [`Context::abort`]).
+    Local,
+    /// The peer closed its side and the handler (by default) closed ours.
+    PeerClosed,
+    /// A receive or send failed (reset, broken pipe, ...).
+    Error(Error),
+    /// An outbound connect failed.
+    ConnectFailed(Error),
+    /// A graceful close could not flush within [`Config::close_linger`].
+    LingerExpired,
+    /// The reactor stopped.
+    Stopped,
+}
+
+impl CloseReason {
+    fn counter(self) -> usize {
+        match self {
+            CloseReason::Local => 0,
+            CloseReason::PeerClosed => 1,
+            CloseReason::Error(_) => 2,
+            CloseReason::ConnectFailed(_) => 3,
+            CloseReason::LingerExpired => 4,
+            CloseReason::Stopped => 5,
+        }
+    }
+}
+
+/// Counters of a reactor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections refused because the connection table was full.
+    pub refused: u64,
+    /// Accept errors (EMFILE and friends), each followed by a back-off.
+    pub accept_errors: u64,
+    /// Closed connections by reason: local, peer closed, error, connect failed, linger
+    /// expired, stopped.
+    pub closed: [u64; 6],
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Receive buffers handed out now.
+    pub bufs_in_use: usize,
+    /// The most receive buffers ever handed out at once.
+    pub bufs_high_water: usize,
+    /// Times a connection's receive paused because the pool ran dry.
+    pub starvation_pauses: u64,
+    /// Times a connection's receive paused at its lease quota.
+    pub quota_pauses: u64,
+    /// Loop turns.
+    pub turns: u64,
+    /// Kernel calls by kind.
+    pub kernel: KernelCalls,
+}
+
+/// Errors of [`Context`] operations on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// The connection is closed (or closing) and its id is stale.
+    Stale,
+    /// The write slab has no room for the whole write; nothing was written. Flush and wait for
+    /// [`Handler::on_flushed`].
+    WouldBlock,
+    /// The write can never fit: it is larger than the whole slab.
+    TooLarge,
+    /// The kernel refused.
+    Os(Error),
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Stale => f.write_str("connection closed (stale id)"),
+            ConnError::WouldBlock => f.write_str("write slab full: flush and wait for on_flushed"),
+            ConnError::TooLarge => f.write_str("write larger than the write slab (raise SLAB)"),
+            ConnError::Os(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for ConnError {}
+
+/// Errors of writes, the same as [`ConnError`].
+pub type WriteError = ConnError;
+
+/// Errors building or configuring a reactor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReactorError {
+    /// io_uring was asked for and is unavailable or lacks what the backend needs.
+    UringUnavailable(Error),
+    /// The kernel refused something else.
+    Os(Error),
+    /// The configuration does not fit the resources (e.g. more user buffers than buffers).
+    Config(&'static str),
+    /// Every listener slot is in use (at most 8 listeners).
+    TooManyListeners,
+    /// Every timer is in use: raise the TIMERS capacity.
+    TimersFull,
+}
+
+impl From<Error> for ReactorError {
+    fn from(e: Error) -> Self {
+        ReactorError::Os(e)
+    }
+}
+
+impl fmt::Display for ReactorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReactorError::UringUnavailable(e) => write!(f, "io_uring unavailable: {e}"),
+            ReactorError::Os(e) => write!(f, "{e}"),
+            ReactorError::Config(what) => write!(f, "configuration: {what}"),
+            ReactorError::TooManyListeners => f.write_str("all 8 listener slots are in use"),
+            ReactorError::TimersFull => f.write_str("all timers are in use: raise TIMERS"),
+        }
+    }
+}
+
+impl core::error::Error for ReactorError {}
+
+/// The per-connection state of the loop (opaque: it is the slot type of [`Resources`]).
+pub struct Conn {
+    read_closed: bool,
+    user_paused: bool,
+    quota_paused: bool,
+    flush_waiting: bool,
+    closing: bool,
+    reason: Option<CloseReason>,
+    linger: Option<TimerId>,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            read_closed: false,
+            user_paused: false,
+            quota_paused: false,
+            flush_waiting: false,
+            closing: false,
+            reason: None,
+            linger: None,
+        }
+    }
+}
+
+/// Timer tokens at or above this are the loop's own.
+const INTERNAL: u64 = 1 << 63;
+const INTERNAL_LINGER: u64 = INTERNAL | (1 << 62);
+const INTERNAL_ACCEPT: u64 = INTERNAL | (1 << 61);
+
+/// The callbacks of a reactor. Every method but [`Handler::on_data`] has a default.
+pub trait Handler<'r> {
+    /// A listener accepted `conn`. Its receive is already armed.
+    fn on_accept(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, listener: ListenerId) {
+        let _ = (cx, conn, listener);
+    }
+
+    /// An outbound connection from [`Context::connect`] finished connecting (or failed; it is
+    /// then closed with [`CloseReason::ConnectFailed`]).
+    fn on_connect(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, result: Result<(), Error>) {
+        let _ = (cx, conn, result);
+    }
+
+    /// Bytes arrived on `conn`. The lease is the handler's: keep it as long as needed (it
+    /// counts against the connection's lease quota) or drop it to return the buffer.
+    fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>);
+
+    /// The peer closed its sending side. By default the connection is closed gracefully;
+    /// override to keep writing on a half-closed connection.
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
+        cx.close(conn);
+    }
+
+    /// Everything staged on `conn` before [`Context::flush`] has been sent.
+    fn on_flushed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
+        let _ = (cx, conn);
+    }
+
+    /// A timer armed with [`Context::set_timer`] fired.
+    fn on_timer(&mut self, cx: &mut Context<'_, 'r>, timer: TimerId, token: u64) {
+        let _ = (cx, timer, token);
+    }
+
+    /// `conn` is closed and its id is now stale.
+    fn on_close(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, reason: CloseReason) {
+        let _ = (cx, conn, reason);
+    }
+}
+
+struct Core<'r> {
+    driver: Driver<'r>,
+    conns: Slab<'r, Conn>,
+    timers: TimerWheel<'r>,
+    paused: crate::sys::driver::IndexQueue<'r>,
+    config: Config,
+    stats: Stats,
+    now: Instant,
+    stopping: Option<Instant>,
+    stopped: bool,
+    listeners_backing_off: u8,
+}
+
+/// What a handler acts through. See the module docs.
+pub struct Context<'c, 'r> {
+    core: &'c mut Core<'r>,
+}
+
+/// The event loop. See the module docs.
+pub struct Reactor<'r> {
+    core: Core<'r>,
+}
+
+impl Reactor<'static> {
+    /// A reactor over `resources`, which it uses for the rest of the program (the kernel writes
+    /// into them asynchronously, so they must outlive every operation: hence `'static`).
+    ///
+    /// # Errors
+    ///
+    /// [`ReactorError::UringUnavailable`] when io_uring was asked for and cannot be used;
+    /// [`ReactorError::Config`] when the configuration does not fit the resources;
+    /// [`ReactorError::Os`] when the kernel refuses to set up epoll or io_uring.
+    pub fn new<
+        const CONNS: usize,
+        const BUFS: usize,
+        const BUF_SIZE: usize,
+        const SLAB: usize,
+        const TIMERS: usize,
+    >(
+        resources: &'static mut Resources<CONNS, BUFS, BUF_SIZE, SLAB, TIMERS>,
+        config: Config,
+    ) -> Result<Reactor<'static>, ReactorError> {
+        if usize::from(config.user_buffers) >= BUFS {
+            return Err(ReactorError::Config(
+                "user_buffers must be below the buffer count",
+            ));
+        }
+        if config.lease_quota == 0 {
+            return Err(ReactorError::Config("lease_quota must be at least 1"));
+        }
+        let ring = match config.backend {
+            BackendChoice::Epoll => None,
+            choice => match Uring::new(&config.uring) {
+                Ok(r) if r.features().supports_uring_backend() => Some(r),
+                Ok(_) if choice == BackendChoice::Auto => None,
+                Ok(_) => return Err(ReactorError::UringUnavailable(Error::Unsupported)),
+                Err(_) if choice == BackendChoice::Auto => None,
+                Err(e) => return Err(ReactorError::UringUnavailable(e)),
+            },
+        };
+        let recv_tier = if ring.is_some() {
+            RecvTier::ProvidedRing
+        } else {
+            RecvTier::FreeList
+        };
+        let parts = resources
+            .split(BufPoolConfig {
+                recv_tier,
+                user_reserve: config.user_buffers,
+            })
+            .map_err(|_| ReactorError::Config("buffer pool configuration"))?;
+        let now = clock::now();
+        let driver = Driver::new(
+            ring,
+            parts.pool,
+            parts.slabs,
+            parts.driver,
+            config.nodelay,
+            config.lease_quota,
+        )?;
+        let timers = TimerWheel::new(parts.timers, parts.wheel, config.timer_resolution, now)
+            .map_err(|_| ReactorError::Config("timer wheel"))?;
+        Ok(Reactor {
+            core: Core {
+                driver,
+                conns: Slab::new(parts.conns),
+                timers,
+                paused: crate::sys::driver::IndexQueue::new(parts.paused_queue),
+                config,
+                stats: Stats::default(),
+                now,
+                stopping: None,
+                stopped: false,
+                listeners_backing_off: 0,
+            },
+        })
+    }
+}
+
+impl<'r> Reactor<'r> {
+    /// Listen on `addr` (TCP, IPv4 or IPv6; port 0 picks a free port, see
+    /// [`Reactor::listener_addr`]).
+    ///
+    /// # Errors
+    ///
+    /// What the kernel says (address in use, ...), or [`ReactorError::TooManyListeners`].
+    pub fn listen(&mut self, addr: SocketAddr) -> Result<ListenerId, ReactorError> {
+        let opts = ListenOptions {
+            backlog: self.core.config.backlog,
+            ..ListenOptions::DEFAULT
+        };
+        let sock = TcpListener::bind(addr, opts)?;
+        self.add_listener(sock)
+    }
+
+    /// Serve an already bound and listening socket (e.g. with SO_REUSEPORT set by the caller).
+    ///
+    /// # Errors
+    ///
+    /// As [`Reactor::listen`].
+    pub fn add_listener(&mut self, sock: TcpListener) -> Result<ListenerId, ReactorError> {
+        match self.core.driver.add_listener(sock)? {
+            Some(i) => Ok(ListenerId(i)),
+            None => Err(ReactorError::TooManyListeners),
+        }
+    }
+
+    /// The local address of a listener.
+    pub fn listener_addr(&self, id: ListenerId) -> Option<SocketAddr> {
+        self.core.driver.listener_addr(id.0)
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.core.driver.backend()
+    }
+
+    /// The io_uring features found, when the backend is io_uring.
+    pub fn uring_features(&self) -> Option<&Features> {
+        self.core.driver.uring().map(Uring::features)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// The receive-buffer pool (for user-tier leases and its counters).
+    pub fn pool(&self) -> crate::pool::BufPool<'r> {
+        self.core.driver.pool()
+    }
+
+    /// Open connections (closing ones included).
+    pub fn connections(&self) -> usize {
+        self.core.conns.len()
+    }
+
+    /// A context outside any callback: to write, connect or arm timers before the loop runs.
+    pub fn context(&mut self) -> Context<'_, 'r> {
+        Context {
+            core: &mut self.core,
+        }
+    }
+
+    /// Begin a graceful stop: stop accepting, flush and close every connection (aborting those
+    /// still open after [`Config::stop_timeout`]); [`Reactor::run`] returns when all are
+    /// closed, and [`Reactor::is_stopped`] becomes true.
+    pub fn stop(&mut self) {
+        self.core.begin_stop();
+    }
+
+    /// True once a stop has completed.
+    pub fn is_stopped(&self) -> bool {
+        self.core.stopped
+    }
+
+    /// Run until stopped (by [`Context::stop`] or [`Reactor::stop`]).
+    ///
+    /// # Errors
+    ///
+    /// A kernel failure of the loop itself (not of a connection).
+    pub fn run<H: Handler<'r>>(&mut self, handler: &mut H) -> Result<(), ReactorError> {
+        while !self.core.stopped {
+            self.turn(handler, None)?;
+        }
+        Ok(())
+    }
+
+    /// One turn of the loop, waiting at most `timeout` for events (`None`: until an event or
+    /// the next timer). For programs that drive the loop themselves.
+    ///
+    /// # Errors
+    ///
+    /// A kernel failure of the loop itself (not of a connection).
+    pub fn turn<H: Handler<'r>>(
+        &mut self,
+        handler: &mut H,
+        timeout: Option<Duration>,
+    ) -> Result<(), ReactorError> {
+        let core = &mut self.core;
+        core.stats.turns += 1;
+        // 1. Wait, bounded by the next timer.
+        let now = clock::now();
+        let mut wait = timeout;
+        if let Some(deadline) = core.timers.next_deadline() {
+            let until = deadline.saturating_duration_since(now);
+            wait = Some(wait.map_or(until, |w| w.min(until)));
+        }
+        if core.stopped {
+            wait = Some(Duration::ZERO);
+        }
+        core.driver.wait(wait)?;
+        core.now = clock::now();
+        // 2. Events.
+        while let Some(ev) = core.driver.next_event() {
+            core.dispatch(handler, ev)?;
+        }
+        // 3. Timers.
+        while let Some((id, token)) = core.timers.pop_expired(core.now) {
+            core.on_timer(handler, id, token)?;
+        }
+        // 4. Resume and re-arm.
+        core.resume_paused()?;
+        core.driver.rearm_starved(
+            usize::from(core.config.rearm_per_turn),
+            usize::from(core.config.rearm_watermark),
+        )?;
+        core.progress_stop();
+        // 5. Queue the sends.
+        core.driver.submit_flushes()?;
+        Ok(())
+    }
+}
+
+impl<'r> Core<'r> {
+    fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        let pool = self.driver.pool().stats();
+        s.bufs_in_use = pool.leased;
+        s.bufs_high_water = pool.leased_high_water;
+        s.kernel = self.driver.kernel_calls();
+        s.starvation_pauses = self.driver.starvation_pauses();
+        s
+    }
+
+    fn id(&self, slot: u32) -> Option<ConnId> {
+        let key = Key::new(slot, self.driver.generation(slot)?);
+        self.conns.contains(key).then_some(ConnId(key))
+    }
+
+    fn dispatch<H: Handler<'r>>(&mut self, h: &mut H, ev: IoEvent<'r>) -> Result<(), ReactorError> {
+        match ev {
+            IoEvent::Accepted { listener, stream } => {
+                if self.stopping.is_some() {
+                    return Ok(()); // dropping the stream closes it
+                }
+                let Ok(key) = self.conns.try_insert(Conn::new()) else {
+                    self.stats.refused += 1;
+                    return Ok(());
+                };
+                if let Err(e) = self.driver.open(key.index(), key.generation(), stream) {
+                    let _ = self.conns.remove(key);
+                    self.stats.accept_errors += 1;
+                    return Err(ReactorError::Os(e));
+                }
+                self.stats.accepted += 1;
+                self.driver.arm_recv(key.index())?;
+                h.on_accept(
+                    &mut Context { core: self },
+                    ConnId(key),
+                    ListenerId(listener),
+                );
+            }
+            IoEvent::AcceptFailed { listener, error } => {
+                self.stats.accept_errors += 1;
+                // Back off (EMFILE: descriptors may come back as connections close), then
+                // accept again; never spin on a failing accept.
+                let _ = error;
+                let token = INTERNAL_ACCEPT | u64::from(listener);
+                let backoff = self.config.accept_backoff;
+                if self.timers.insert(self.now, backoff, None, token).is_err() {
+                    // No timer free: accept again at once rather than never.
+                    self.driver.arm_accept(listener)?;
+                } else {
+                    self.listeners_backing_off |= 1 << listener;
+                }
+            }
+            IoEvent::Data { slot, lease } => {
+                let Some(id) = self.id(slot) else {
+                    return Ok(());
+                };
+                self.stats.bytes_in += lease.len() as u64;
+                h.on_data(&mut Context { core: self }, id, lease);
+                self.check_quota(id)?;
+            }
+            IoEvent::RecvStopped { slot, why } => {
+                let Some(id) = self.id(slot) else {
+                    return Ok(());
+                };
+                match why {
+                    RecvStop::Eof => {
+                        if let Ok(c) = self.conns.get_mut(id.0) {
+                            c.read_closed = true;
+                        }
+                        h.on_read_closed(&mut Context { core: self }, id);
+                    }
+                    RecvStop::Error(e) => self.abort(id, CloseReason::Error(e))?,
+                }
+            }
+            IoEvent::Sent { slot, result } => {
+                let Some(id) = self.id(slot) else {
+                    return Ok(());
+                };
+                match result {
+                    Ok(n) => {
+                        self.stats.bytes_out += u64::from(n);
+                        if self.driver.staged(slot) == 0 {
+                            let c = self.conns.get_mut(id.0).map_err(|_| Error::NotFound)?;
+                            if c.closing {
+                                self.driver.close(slot)?;
+                            } else if core::mem::take(&mut c.flush_waiting) {
+                                h.on_flushed(&mut Context { core: self }, id);
+                            }
+                        }
+                    }
+                    Err(e) => self.abort(id, CloseReason::Error(e))?,
+                }
+            }
+            IoEvent::Connected { slot, result } => {
+                let Some(id) = self.id(slot) else {
+                    return Ok(());
+                };
+                h.on_connect(&mut Context { core: self }, id, result);
+                if let Err(e) = result {
+                    self.abort(id, CloseReason::ConnectFailed(e))?;
+                }
+            }
+            IoEvent::Released { slot } => {
+                let Some(gn) = self.driver.generation(slot) else {
+                    return Ok(());
+                };
+                let key = Key::new(slot, gn);
+                if let Ok(c) = self.conns.remove(key) {
+                    if let Some(t) = c.linger {
+                        let _ = self.timers.cancel(t);
+                    }
+                    let reason = c.reason.unwrap_or(CloseReason::Local);
+                    self.stats.closed[reason.counter()] += 1;
+                    h.on_close(&mut Context { core: self }, ConnId(key), reason);
+                }
+            }
+            IoEvent::Wake => {}
+        }
+        Ok(())
+    }
+
+    fn on_timer<H: Handler<'r>>(
+        &mut self,
+        h: &mut H,
+        id: TimerId,
+        token: u64,
+    ) -> Result<(), ReactorError> {
+        if token & INTERNAL == 0 {
+            h.on_timer(&mut Context { core: self }, id, token);
+        } else if token & INTERNAL_ACCEPT == INTERNAL_ACCEPT {
+            let listener = (token & 0xff) as u8;
+            self.listeners_backing_off &= !(1 << listener);
+            if self.stopping.is_none() {
+                self.driver.arm_accept(listener)?;
+            }
+        } else if token & INTERNAL_LINGER == INTERNAL_LINGER {
+            let Some(conn) = self.id((token & 0x00ff_ffff) as u32) else {
+                return Ok(());
+            };
+            let Ok(c) = self.conns.get_mut(conn.0) else {
+                return Ok(());
+            };
+            if c.linger == Some(id) {
+                c.linger = None;
+                self.abort(conn, CloseReason::LingerExpired)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_quota(&mut self, id: ConnId) -> Result<(), Error> {
+        let slot = id.0.index();
+        let held = self.driver.pool().owner_count(slot);
+        let Ok(c) = self.conns.get_mut(id.0) else {
+            return Ok(());
+        };
+        if held >= self.config.lease_quota && !c.quota_paused && !c.closing {
+            c.quota_paused = true;
+            self.stats.quota_pauses += 1;
+            self.paused.push(slot);
+            self.driver.pause_recv(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Resume connections paused at their quota whose handler gave leases back (below half
+    /// the quota, so a connection does not flap at the boundary).
+    fn resume_paused(&mut self) -> Result<(), Error> {
+        for _ in 0..self.paused.len() {
+            let Some(slot) = self.paused.pop() else { break };
+            let Some(id) = self.id(slot) else { continue };
+            let held = self.driver.pool().owner_count(slot);
+            let Ok(c) = self.conns.get_mut(id.0) else {
+                continue;
+            };
+            if !c.quota_paused {
+                continue;
+            }
+            if held <= self.config.lease_quota / 2 {
+                c.quota_paused = false;
+                if !c.user_paused && !c.closing && !c.read_closed {
+                    self.driver.arm_recv(slot)?;
+                }
+            } else {
+                self.paused.push(slot);
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, id: ConnId, reason: CloseReason) -> Result<(), ConnError> {
+        let slot = id.0.index();
+        let c = self.conns.get_mut(id.0).map_err(|_| ConnError::Stale)?;
+        if c.closing {
+            return Ok(());
+        }
+        c.closing = true;
+        c.reason.get_or_insert(reason);
+        self.driver.pause_recv(slot).map_err(ConnError::Os)?;
+        if self.driver.staged(slot) == 0 {
+            self.driver.close(slot).map_err(ConnError::Os)?;
+        } else {
+            self.driver.flush(slot);
+            // The token names the slot; the timer id stored in the connection tells a stale
+            // linger timer from the current one.
+            let token = INTERNAL_LINGER | u64::from(slot);
+            if let (Ok(t), Ok(c)) = (
+                self.timers
+                    .insert(self.now, self.config.close_linger, None, token),
+                self.conns.get_mut(id.0),
+            ) {
+                c.linger = Some(t);
+            }
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, id: ConnId, reason: CloseReason) -> Result<(), Error> {
+        let slot = id.0.index();
+        let Ok(c) = self.conns.get_mut(id.0) else {
+            return Ok(());
+        };
+        c.closing = true;
+        if c.reason.is_none() || reason == CloseReason::LingerExpired {
+            c.reason = Some(reason);
+        }
+        self.driver.close(slot)
+    }
+
+    fn begin_stop(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(self.now + self.config.stop_timeout);
+        let _ = self.driver.close_listeners();
+        for index in 0..self.conns.capacity() as u32 {
+            if let Some(id) = self.id(index) {
+                let _ = self.close(id, CloseReason::Stopped);
+            }
+        }
+    }
+
+    fn progress_stop(&mut self) {
+        let Some(deadline) = self.stopping else {
+            return;
+        };
+        if self.conns.is_empty() {
+            self.stopped = true;
+            return;
+        }
+        if self.now >= deadline {
+            for index in 0..self.conns.capacity() as u32 {
+                if let Some(id) = self.id(index) {
+                    let _ = self.abort(id, CloseReason::Stopped);
+                }
+            }
+        }
+    }
+}
+
+impl<'r> Context<'_, 'r> {
+    fn live(&mut self, id: ConnId) -> Result<&mut Conn, ConnError> {
+        match self.core.conns.get_mut(id.0) {
+            Ok(c) if !c.closing => Ok(c),
+            _ => Err(ConnError::Stale),
+        }
+    }
+
+    /// Copy `bytes` into `conn`'s write slab, all or nothing. Nothing is sent until
+    /// [`Context::flush`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::WouldBlock`] when the slab has no room for all of it (nothing written),
+    /// [`ConnError::TooLarge`] when it is larger than the slab, [`ConnError::Stale`] for a
+    /// closed connection.
+    pub fn write(&mut self, conn: ConnId, bytes: &[u8]) -> Result<(), ConnError> {
+        self.live(conn)?;
+        let mut slab = self
+            .core
+            .driver
+            .slab(conn.0.index())
+            .ok_or(ConnError::Stale)?;
+        if bytes.len() > slab.capacity() {
+            return Err(ConnError::TooLarge);
+        }
+        slab.append(bytes).map_err(|_| ConnError::WouldBlock)
+    }
+
+    /// Free bytes in `conn`'s write slab (0 for a closed connection).
+    pub fn write_capacity(&mut self, conn: ConnId) -> usize {
+        if self.live(conn).is_err() {
+            return 0;
+        }
+        self.core
+            .driver
+            .slab(conn.0.index())
+            .map_or(0, |s| s.free())
+    }
+
+    /// Bytes staged on `conn` and not yet sent.
+    pub fn staged(&mut self, conn: ConnId) -> usize {
+        if self.core.conns.contains(conn.0) {
+            self.core.driver.staged(conn.0.index())
+        } else {
+            0
+        }
+    }
+
+    /// Send what is staged on `conn` (at the end of this turn, batched with every other
+    /// flush). [`Handler::on_flushed`] runs when all of it has been sent.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::Stale`] for a closed connection.
+    pub fn flush(&mut self, conn: ConnId) -> Result<(), ConnError> {
+        let c = self.live(conn)?;
+        c.flush_waiting = true;
+        self.core.driver.flush(conn.0.index());
+        Ok(())
+    }
+
+    /// Close `conn` gracefully: stop receiving, flush what is staged (at most
+    /// [`Config::close_linger`]), then close. Closing a closed connection does nothing.
+    pub fn close(&mut self, conn: ConnId) {
+        let reason = match self.core.conns.get(conn.0) {
+            Ok(c) if c.read_closed => CloseReason::PeerClosed,
+            _ => CloseReason::Local,
+        };
+        let _ = self.core.close(conn, reason);
+    }
+
+    /// Close `conn` at once, dropping what is staged.
+    pub fn abort(&mut self, conn: ConnId) {
+        let _ = self.core.abort(conn, CloseReason::Local);
+    }
+
+    /// Shut down one direction of `conn` (e.g. `Write` after the last response).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::Stale`] for a closed connection, or the kernel's error.
+    pub fn shutdown(&mut self, conn: ConnId, how: Shutdown) -> Result<(), ConnError> {
+        self.live(conn)?;
+        self.core
+            .driver
+            .shutdown(conn.0.index(), how)
+            .map_err(ConnError::Os)
+    }
+
+    /// Stop receiving on `conn` (backpressure) until [`Context::resume`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::Stale`] for a closed connection.
+    pub fn pause(&mut self, conn: ConnId) -> Result<(), ConnError> {
+        self.live(conn)?.user_paused = true;
+        self.core
+            .driver
+            .pause_recv(conn.0.index())
+            .map_err(ConnError::Os)
+    }
+
+    /// Resume receiving on `conn` after [`Context::pause`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::Stale`] for a closed connection.
+    pub fn resume(&mut self, conn: ConnId) -> Result<(), ConnError> {
+        let c = self.live(conn)?;
+        c.user_paused = false;
+        if c.quota_paused || c.read_closed {
+            return Ok(());
+        }
+        self.core
+            .driver
+            .arm_recv(conn.0.index())
+            .map_err(ConnError::Os)
+    }
+
+    /// Open an outbound connection to `addr`; [`Handler::on_connect`] reports the result.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::WouldBlock`] when the connection table is full, or the kernel's error.
+    pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, ConnError> {
+        let key = self
+            .core
+            .conns
+            .try_insert(Conn::new())
+            .map_err(|_| ConnError::WouldBlock)?;
+        if let Err(e) = self
+            .core
+            .driver
+            .connect(key.index(), key.generation(), addr)
+        {
+            let _ = self.core.conns.remove(key);
+            return Err(ConnError::Os(e));
+        }
+        self.core
+            .driver
+            .arm_recv(key.index())
+            .map_err(ConnError::Os)?;
+        Ok(ConnId(key))
+    }
+
+    /// Arm a timer: [`Handler::on_timer`] runs after `delay`, then every `period` if given.
+    /// `token` (below 2^63) comes back with it.
+    ///
+    /// # Errors
+    ///
+    /// [`ReactorError::TimersFull`] when every timer is in use; [`ReactorError::Config`] for
+    /// a zero period or a token of 2^63 or more.
+    pub fn set_timer(
+        &mut self,
+        delay: Duration,
+        period: Option<Duration>,
+        token: u64,
+    ) -> Result<TimerId, ReactorError> {
+        if token & INTERNAL != 0 {
+            return Err(ReactorError::Config("timer tokens must be below 2^63"));
+        }
+        let now = clock::now();
+        self.core
+            .timers
+            .insert(now, delay, period, token)
+            .map_err(|e| match e {
+                TimerError::Full { .. } => ReactorError::TimersFull,
+                _ => ReactorError::Config("timer period must not be zero"),
+            })
+    }
+
+    /// Cancel a timer; returns its token.
+    ///
+    /// # Errors
+    ///
+    /// The timer fired (one-shot) or was cancelled already: its id is stale.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> Result<u64, TimerError> {
+        self.core.timers.cancel(timer)
+    }
+
+    /// Begin a graceful stop (see [`Reactor::stop`]).
+    pub fn stop(&mut self) {
+        self.core.begin_stop();
+    }
+
+    /// The time of this turn.
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// The receive-buffer pool.
+    pub fn pool(&self) -> crate::pool::BufPool<'r> {
+        self.core.driver.pool()
+    }
+
+    /// True while `conn` is open and not closing.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.core.conns.get(conn.0).is_ok_and(|c| !c.closing)
+    }
+}

@@ -1658,3 +1658,30 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod far_periodic {
+    use super::*;
+    use crate::pool::Slot;
+
+    #[test]
+    fn periodic_beyond_one_revolution_fires_once_per_period() {
+        let mut entries: [Slot<TimerEntry>; 4] = core::array::from_fn(|_| Slot::new());
+        let mut wheel = [0u32; 512];
+        let res = Duration::from_millis(1);
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let mut w = TimerWheel::new(&mut entries, &mut wheel, res, t0).unwrap();
+        w.insert(t0, Duration::from_secs(1), Some(Duration::from_secs(1)), 0)
+            .unwrap();
+        let mut fired = 0;
+        let mut now = t0;
+        // Step 10 s in 7 ms increments, like a loop woken by other traffic.
+        while now < t0 + Duration::from_secs(10) {
+            now = now + Duration::from_millis(7);
+            while w.pop_expired(now).is_some() {
+                fired += 1;
+            }
+        }
+        assert_eq!(fired, 10, "a 1 s periodic timer fires 10 times in 10 s");
+    }
+}

@@ -1,0 +1,193 @@
+//! Shared helpers for reactor tests: resources without building them on the stack, a server
+//! thread that runs a reactor with a handler, and client helpers.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ringlet::pool::{ZeroInit, init_zeroed};
+use ringlet::reactor::{Backend, BackendChoice, Config, Handler, Reactor, Stats};
+
+/// Storage leaked once, zeroed by the allocator (never built on the stack).
+pub fn leak<T: ZeroInit>() -> &'static mut T {
+    let b: Box<MaybeUninit<T>> = Box::new_zeroed();
+    init_zeroed(Box::leak(b))
+}
+
+/// Both backends, for tests that run on each.
+pub fn backends() -> [BackendChoice; 2] {
+    [BackendChoice::Uring, BackendChoice::Epoll]
+}
+
+/// What a server thread reports when it ends: counters, and what the test's `summary` took
+/// from its handler (handlers holding leases are not `Send`, so they stay on their thread).
+pub struct Report<H> {
+    pub stats: Stats,
+    pub handler: H,
+    pub backend: Backend,
+    pub connections_left: usize,
+    pub pool_leased: usize,
+}
+
+/// A reactor running a handler on its own thread.
+pub struct Server<H> {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    live: Arc<AtomicUsize>,
+    join: Option<JoinHandle<Report<H>>>,
+}
+
+impl<H: Send + 'static> Server<H> {
+    /// Open connections as of the server's last turn.
+    pub fn connections(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Wait (at most 5 s) until the server has `n` open connections.
+    pub fn wait_connections(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.connections() != n {
+            assert!(
+                Instant::now() < deadline,
+                "{} connections open, waited for {n}",
+                self.connections()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Ask for a graceful stop and wait for the thread (bounded: 10 s).
+    pub fn stop(mut self) -> Report<H> {
+        self.stop.store(true, Ordering::SeqCst);
+        let join = self.join.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !join.is_finished() {
+            assert!(Instant::now() < deadline, "server did not stop within 10 s");
+            thread::sleep(Duration::from_millis(5));
+        }
+        join.join().expect("server thread panicked")
+    }
+}
+
+impl<H> Drop for Server<H> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Start a server: `make` builds the reactor (from its own resources) and `handler` the
+/// handler, both on the server thread; at the end `summary` turns the handler into what the
+/// test checks.
+pub fn serve<H, R, M, F, S>(config: Config, make: M, handler: F, summary: S) -> Server<R>
+where
+    H: Handler<'static>,
+    R: Send + 'static,
+    M: FnOnce(Config) -> Reactor<'static> + Send + 'static,
+    F: FnOnce() -> H + Send + 'static,
+    S: FnOnce(H) -> R + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let live = Arc::new(AtomicUsize::new(0));
+    let live2 = live.clone();
+    let (tx, rx) = mpsc::channel();
+    let join = thread::spawn(move || {
+        let mut handler = handler();
+        let mut reactor = make(config);
+        let l = reactor
+            .listen("127.0.0.1:0".parse().unwrap())
+            .expect("listen");
+        tx.send(reactor.listener_addr(l).unwrap()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !reactor.is_stopped() {
+            assert!(Instant::now() < deadline, "server ran for 60 s: test hung");
+            if stop2.load(Ordering::SeqCst) {
+                reactor.stop();
+            }
+            reactor
+                .turn(&mut handler, Some(Duration::from_millis(20)))
+                .expect("turn");
+            live2.store(reactor.connections(), Ordering::SeqCst);
+        }
+        Report {
+            stats: reactor.stats(),
+            backend: reactor.backend(),
+            connections_left: reactor.connections(),
+            pool_leased: reactor.pool().leased(),
+            handler: summary(handler),
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server started");
+    Server {
+        addr,
+        stop,
+        live,
+        join: Some(join),
+    }
+}
+
+/// A config on `backend` with small, test-friendly defaults.
+pub fn config(backend: BackendChoice) -> Config {
+    Config {
+        backend,
+        ..Config::default()
+    }
+}
+
+/// Connect with a read timeout so a hung test fails instead of hanging.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Read exactly `n` bytes.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).expect("read_exact");
+    buf
+}
+
+/// Read until EOF.
+pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read_to_end");
+    buf
+}
+
+/// Deterministic pseudo-random bytes.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Write all of `data`.
+pub fn send(s: &mut TcpStream, data: &[u8]) {
+    s.write_all(data).expect("write_all");
+}
