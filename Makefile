@@ -8,7 +8,7 @@ NIGHTLY ?= +nightly
 # Bounded exhaustiveness for loom (see loom-tests/): preemption bound per model.
 LOOM_MAX_PREEMPTIONS ?= 3
 
-.PHONY: all build test lint fmt doc miri loom check-nostd probe bench nightly clean
+.PHONY: all build test lint fmt doc miri loom check-nostd echo probe bench nightly clean
 
 all: build
 
@@ -51,6 +51,11 @@ check-nostd:
 	$(CARGO) $(NIGHTLY) build -Zbuild-std=core,compiler_builtins \
 		--target x86_64-unknown-linux-gnu --lib --no-default-features \
 		-p ringlet --target-dir target/nostd
+
+## The echo server (the main job until the broker lands).
+ARGS ?=
+echo:
+	$(CARGO) run --release --example echo -- --addr 127.0.0.1:7000 $(ARGS)
 
 ## What this kernel's io_uring supports, and which backend Auto picks.
 probe:

@@ -610,10 +610,16 @@ impl<'r> Core<'r> {
                     self.stats.refused += 1;
                     return Ok(());
                 };
-                if let Err(e) = self.driver.open(key.index(), key.generation(), stream) {
+                if self
+                    .driver
+                    .open(key.index(), key.generation(), stream)
+                    .is_err()
+                {
+                    // This connection could not be registered (its stream is closed): refuse
+                    // it and keep serving the others.
                     let _ = self.conns.remove(key);
                     self.stats.accept_errors += 1;
-                    return Err(ReactorError::Os(e));
+                    return Ok(());
                 }
                 self.stats.accepted += 1;
                 self.driver.arm_recv(key.index())?;
@@ -642,6 +648,10 @@ impl<'r> Core<'r> {
                     return Ok(());
                 };
                 self.stats.bytes_in += lease.len() as u64;
+                if self.conns.get(id.0).is_ok_and(|c| c.closing) {
+                    // Late bytes for a connection the handler closed: straight back to the pool.
+                    return Ok(());
+                }
                 h.on_data(&mut Context { core: self }, id, lease);
                 self.check_quota(id)?;
             }
@@ -895,15 +905,21 @@ impl<'r> Context<'_, 'r> {
     }
 
     /// Send what is staged on `conn` (at the end of this turn, batched with every other
-    /// flush). [`Handler::on_flushed`] runs when all of it has been sent.
+    /// flush). [`Handler::on_flushed`] runs when all of it has been sent (not at all when
+    /// nothing was staged).
     ///
     /// # Errors
     ///
     /// [`ConnError::Stale`] for a closed connection.
     pub fn flush(&mut self, conn: ConnId) -> Result<(), ConnError> {
-        let c = self.live(conn)?;
-        c.flush_waiting = true;
-        self.core.driver.flush(conn.0.index());
+        self.live(conn)?;
+        let slot = conn.0.index();
+        if self.core.driver.staged(slot) > 0 {
+            if let Ok(c) = self.core.conns.get_mut(conn.0) {
+                c.flush_waiting = true;
+            }
+            self.core.driver.flush(slot);
+        }
         Ok(())
     }
 

@@ -21,10 +21,13 @@
 //! # The epoll half
 //!
 //! Sockets are registered edge-triggered. An edge only says "something changed", so the driver
-//! reads until `WouldBlock` before it waits for another edge; when it stops early (the
-//! connection is paused, out of buffers, or has had its share of reads this round) it
-//! remembers that data may be waiting and reads again when the connection is resumed, without
-//! waiting for an edge that will not come. `EPOLLOUT` is registered only while a slab holds
+//! reads until the socket is drained before it waits for another edge: until `WouldBlock`, or
+//! until a read returns less than a whole buffer (the receive queue was empty at that moment,
+//! and bytes arriving later raise a new edge; this saves the read that would only say
+//! `WouldBlock`). Once an event reported the peer's FIN, it reads on to the EOF. When it stops
+//! early (the connection is paused, out of buffers, or has had its share of reads this round)
+//! it remembers that data may be waiting and reads again when the connection is resumed,
+//! without waiting for an edge that will not come. `EPOLLOUT` is registered only while a slab holds
 //! bytes the socket did not take. Writes happen in the flush phase, synchronously; their
 //! results are reported as events in the next round, like io_uring completions.
 
@@ -191,6 +194,9 @@ pub struct IoSlot {
     recv_done: bool,
     /// epoll: the last read did not hit WouldBlock, data may be waiting.
     readable: bool,
+    /// epoll: an event reported the peer's FIN (RDHUP/HUP/ERR): read on to EOF, never stop
+    /// at a short read.
+    read_closed: bool,
     /// Bytes of the send in flight (uring) — 0 when none.
     sending: u32,
     /// A send has been requested (queued in the flush queue).
@@ -1313,6 +1319,9 @@ impl<'r> Driver<'r> {
                         }
                     }
                     let s = &mut self.slots[index as usize];
+                    if ev.is_read_closed() || ev.is_hup() || ev.is_error() {
+                        s.read_closed = true;
+                    }
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         s.readable = true;
                         if s.recv == Recv::Armed && !s.connecting {
@@ -1433,8 +1442,15 @@ impl<'r> Driver<'r> {
                 )
             }
             Ok(n) => {
+                // A short read drained the socket: with edge-triggered epoll, bytes arriving
+                // later raise a new edge, so the read that would only say WouldBlock is saved.
+                // Not once the peer's FIN was reported: then read on until EOF.
+                let more = n == lease.capacity() || s.read_closed;
+                if !more {
+                    s.readable = false;
+                }
                 let _ = lease.set_len(n);
-                ReadStep::Event(IoEvent::Data { slot, lease }, true)
+                ReadStep::Event(IoEvent::Data { slot, lease }, more)
             }
             Err(Error::WouldBlock) => {
                 s.readable = false;
@@ -1493,6 +1509,7 @@ impl IoSlot {
             starved: false,
             recv_done: false,
             readable: false,
+            read_closed: false,
             sending: 0,
             flush_queued: false,
             connecting: false,
