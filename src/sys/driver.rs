@@ -827,36 +827,14 @@ impl<'r> Driver<'r> {
                             let _ = ring.consume(n);
                             let left = ring.len();
                             s.sent_result = n as i64;
-                            if left > 0 && !s.want_out {
+                            if left > 0 {
                                 // The socket took less than offered: wait for EPOLLOUT.
-                                let interest = Interest::READABLE
-                                    .add(Interest::READ_CLOSED)
-                                    .add(Interest::WRITABLE)
-                                    .edge_triggered();
-                                ep.modify(
-                                    s.fd(),
-                                    pack(user_data::CONN, slot, s.generation),
-                                    interest,
-                                )?;
-                                self.calls.epoll_ctls += 1;
-                                s.want_out = true;
+                                set_want_out(ep, &mut self.calls, s, slot, true)?;
                             }
                         }
                         Err(Error::WouldBlock) => {
                             s.sent_result = 0;
-                            if !s.want_out {
-                                let interest = Interest::READABLE
-                                    .add(Interest::READ_CLOSED)
-                                    .add(Interest::WRITABLE)
-                                    .edge_triggered();
-                                ep.modify(
-                                    s.fd(),
-                                    pack(user_data::CONN, slot, s.generation),
-                                    interest,
-                                )?;
-                                self.calls.epoll_ctls += 1;
-                                s.want_out = true;
-                            }
+                            set_want_out(ep, &mut self.calls, s, slot, true)?;
                             continue;
                         }
                         Err(e) => s.sent_result = -i64::from(e.raw_os_error()),
@@ -1344,12 +1322,7 @@ impl<'r> Driver<'r> {
             Ok(Some(e)) | Err(e) => Err(e),
         };
         s.connecting = false;
-        s.want_out = false;
-        let interest = Interest::READABLE
-            .add(Interest::READ_CLOSED)
-            .edge_triggered();
-        let _ = ep.modify(s.fd(), pack(user_data::CONN, slot, s.generation), interest);
-        self.calls.epoll_ctls += 1;
+        let _ = set_want_out(ep, &mut self.calls, s, slot, false);
         if result.is_ok() {
             if s.want_recv {
                 let _ = self.arm_recv(slot);
@@ -1367,12 +1340,7 @@ impl<'r> Driver<'r> {
             return;
         };
         let s = &mut self.slots[slot as usize];
-        s.want_out = false;
-        let interest = Interest::READABLE
-            .add(Interest::READ_CLOSED)
-            .edge_triggered();
-        let _ = ep.modify(s.fd(), pack(user_data::CONN, slot, s.generation), interest);
-        self.calls.epoll_ctls += 1;
+        let _ = set_want_out(ep, &mut self.calls, s, slot, false);
         self.flush(slot);
     }
 
@@ -1481,6 +1449,31 @@ impl<'r> Driver<'r> {
     pub fn is_busy(&self, slot: u32) -> bool {
         self.slots.get(slot as usize).is_some_and(|s| s.open)
     }
+}
+
+/// epoll: register (`on`) or drop interest in EPOLLOUT for a connection; a no-op when it is
+/// already so. EPOLLOUT is wanted only while a slab holds bytes the socket did not take (or a
+/// connect is pending).
+fn set_want_out(
+    ep: &Epoll,
+    calls: &mut KernelCalls,
+    s: &mut IoSlot,
+    slot: u32,
+    on: bool,
+) -> Result<()> {
+    if s.want_out == on {
+        return Ok(());
+    }
+    let mut interest = Interest::READABLE
+        .add(Interest::READ_CLOSED)
+        .edge_triggered();
+    if on {
+        interest = interest.add(Interest::WRITABLE);
+    }
+    ep.modify(s.fd(), pack(user_data::CONN, slot, s.generation), interest)?;
+    calls.epoll_ctls += 1;
+    s.want_out = on;
+    Ok(())
 }
 
 /// The kinds of notification the driver queues for a slot outside completions.
