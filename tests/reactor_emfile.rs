@@ -24,34 +24,57 @@ mod echo {
     }
 }
 
-fn open_fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd").unwrap().count() as u64
+/// Fill every hole in the descriptor table (new descriptors take the lowest free number) and
+/// return the holders and the number one past the highest open descriptor: with the limit set
+/// there, no new descriptor can be made.
+fn fill_descriptor_table() -> (Vec<std::fs::File>, u64) {
+    let open = || -> Vec<u64> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    let top = open().into_iter().max().unwrap();
+    let mut holders = Vec::new();
+    while (open().len() as u64) < top + 1 {
+        holders.push(std::fs::File::open("/dev/null").unwrap());
+    }
+    (holders, open().into_iter().max().unwrap() + 1)
 }
 
 fn emfile(b: BackendChoice) {
     let make = |c| Reactor::new(leak::<Resources<64, 64, 1024, 4096, 8>>(), c).unwrap();
     let mut cfg = config(b);
     cfg.accept_backoff = Duration::from_millis(50);
-    let server = serve(cfg, make, || echo::Echo, |_| ());
+    // How many descriptors a server needs for itself (ring or epoll, listener): a dry run.
+    let (holders, before) = fill_descriptor_table();
+    let dry = serve(cfg, make, || echo::Echo, |_| ());
+    let (more, after) = fill_descriptor_table();
+    let own = after - before;
+    dry.stop();
+    drop((holders, more));
+
     // Sockets made now, connected later: connecting needs no new descriptor.
+    let target = "127.0.0.1:0".parse().unwrap();
     let pending: Vec<RawStream> = (0..3)
-        .map(|_| RawStream::socket_for(server.addr).unwrap())
+        .map(|_| RawStream::socket_for(target).unwrap())
         .collect();
+    // Room for the server's own descriptors and nothing more. The limit must be in force
+    // before the server arms its accept: io_uring takes the limit when an accept is prepared.
     let orig = getrlimit(Resource::Nofile);
-    // No descriptor to spare: the server's accepts fail with EMFILE.
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(open_fds()),
-            maximum: orig.maximum,
-        },
-    )
-    .unwrap();
+    let (holders, top) = fill_descriptor_table();
+    let limit = Rlimit {
+        current: Some(top + own),
+        maximum: orig.maximum,
+    };
+    setrlimit(Resource::Nofile, limit).unwrap();
+    let server = serve(cfg, make, || echo::Echo, |_| ());
     for s in &pending {
         let _ = rustix::net::connect(s, &server.addr);
     }
     std::thread::sleep(Duration::from_millis(300));
     setrlimit(Resource::Nofile, orig).unwrap();
+    drop(holders);
     // The backlog is accepted once descriptors are back, and served.
     let mut c = connect(server.addr);
     send(&mut c, b"after");
