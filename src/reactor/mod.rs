@@ -112,6 +112,11 @@ pub struct Config {
     pub accept_backoff: Duration,
     /// Set TCP_NODELAY on every connection.
     pub nodelay: bool,
+    /// io_uring on Linux 6.12+: after a turn that sent, the next wait holds out this long for
+    /// the sends' completions plus one more event, so one system call collects both. It delays
+    /// a send's completion ([`Handler::on_flushed`]) by at most this much when nothing else
+    /// happens. Zero disables it.
+    pub batch_wait: Duration,
 }
 
 impl Default for Config {
@@ -129,6 +134,7 @@ impl Default for Config {
             stop_timeout: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(100),
             nodelay: true,
+            batch_wait: Duration::from_micros(20),
         }
     }
 }
@@ -422,7 +428,7 @@ impl Reactor<'static> {
             })
             .map_err(|_| ReactorError::Config("buffer pool configuration"))?;
         let now = clock::now();
-        let driver = Driver::new(
+        let mut driver = Driver::new(
             ring,
             parts.pool,
             parts.slabs,
@@ -430,6 +436,7 @@ impl Reactor<'static> {
             config.nodelay,
             config.lease_quota,
         )?;
+        driver.set_batch_wait(config.batch_wait);
         let timers = TimerWheel::new(parts.timers, parts.wheel, config.timer_resolution, now)
             .map_err(|_| ReactorError::Config("timer wheel"))?;
         Ok(Reactor {

@@ -374,6 +374,10 @@ pub struct Driver<'r> {
     quota: u16,
     /// The kernel honours a byte cap on multishot receives (cleared on the first EINVAL).
     recv_cap: bool,
+    /// io_uring: sends queued since the last wait, and how long a wait may hold out for their
+    /// completions plus one more (see [`Uring::submit_and_wait_batch`]).
+    sends_queued: u32,
+    batch_wait: Duration,
     calls: KernelCalls,
     starvation_pauses: u64,
 }
@@ -439,9 +443,17 @@ impl<'r> Driver<'r> {
             nodelay,
             quota: quota.max(1),
             recv_cap: true,
+            sends_queued: 0,
+            batch_wait: Duration::ZERO,
             calls: KernelCalls::default(),
             starvation_pauses: 0,
         })
+    }
+
+    /// How long an io_uring wait that follows sends may hold out for their completions plus
+    /// one more, so one system call collects both (zero: never hold out).
+    pub fn set_batch_wait(&mut self, wait: Duration) {
+        self.batch_wait = wait;
     }
 
     /// The backend in use.
@@ -805,6 +817,7 @@ impl<'r> Driver<'r> {
                     // the msghdr lives in the slot, which is not reused while `sending` > 0.
                     unsafe { uring.push(&sqe.user_data(ud)) }?;
                     s.sending = len.max(1);
+                    self.sends_queued += 1;
                 }
                 Kind::Epoll { ep, .. } => {
                     self.calls.writes += 1;
@@ -970,12 +983,20 @@ impl<'r> Driver<'r> {
         match &mut self.kind {
             Kind::Uring { ring } => {
                 self.calls.enters += 1;
-                let want = if timeout == Some(Duration::ZERO) {
-                    0
+                let sends = core::mem::take(&mut self.sends_queued);
+                let r = if timeout == Some(Duration::ZERO) {
+                    ring.submit_and_wait(0, timeout)
+                } else if sends >= 2 {
+                    // Sends complete at once; hold out briefly for one more completion so the
+                    // next receives come back in this same system call. Only with several
+                    // connections active: with one, the minimum-wait timer costs a wake-up per
+                    // round trip and there is nothing to batch (measured: make bench, 1
+                    // connection, server CPU per round trip +50%).
+                    ring.submit_and_wait_batch(sends + 1, timeout, self.batch_wait)
                 } else {
-                    1
+                    ring.submit_and_wait(1, timeout)
                 };
-                match ring.submit_and_wait(want, timeout) {
+                match r {
                     Ok(_) => Ok(()),
                     // The CQ is full: reap first; the queued SQEs go with the next enter.
                     Err(Error::Busy) | Err(Error::WouldBlock) => Ok(()),

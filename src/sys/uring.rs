@@ -79,6 +79,8 @@ pub const INTERNAL_TIMEOUT_USER_DATA: u64 = u64::MAX;
 const OP_MSG_RING: u8 = 40;
 const OP_SOCKET: u8 = 45;
 const OP_SEND_ZC: u8 = 47;
+/// `IORING_FEAT_MIN_TIMEOUT` (rustix 1.1 has no name for it).
+const FEAT_MIN_TIMEOUT: u32 = 1 << 15;
 
 /// What to ask of [`Uring::new`].
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +120,9 @@ pub struct Features {
     pub nodrop: bool,
     /// `IORING_FEAT_FAST_POLL`: socket operations poll internally instead of using workers.
     pub fast_poll: bool,
+    /// `IORING_FEAT_MIN_TIMEOUT` (6.12): a wait can hold out for a batch of completions for a
+    /// short minimum time before returning with fewer (see [`Uring::submit_and_wait_batch`]).
+    pub min_timeout: bool,
     /// Provided-buffer rings (`IORING_REGISTER_PBUF_RING`, 5.19).
     pub provided_buf_ring: bool,
     /// Multishot accept (5.19).
@@ -157,6 +162,7 @@ impl fmt::Display for Features {
         writeln!(f, "EXT_ARG waits       {}", yes(self.ext_arg))?;
         writeln!(f, "NODROP              {}", yes(self.nodrop))?;
         writeln!(f, "FAST_POLL           {}", yes(self.fast_poll))?;
+        writeln!(f, "MIN_TIMEOUT waits   {}", yes(self.min_timeout))?;
         writeln!(f, "provided buf rings  {}", yes(self.provided_buf_ring))?;
         writeln!(f, "multishot accept    {}", yes(self.multishot_accept))?;
         writeln!(f, "multishot recv      {}", yes(self.multishot_recv))?;
@@ -714,6 +720,7 @@ impl Uring {
             ext_arg: p.features.contains(IoringFeatureFlags::EXT_ARG),
             nodrop: p.features.contains(IoringFeatureFlags::NODROP),
             fast_poll: p.features.contains(IoringFeatureFlags::FAST_POLL),
+            min_timeout: p.features.bits() & FEAT_MIN_TIMEOUT != 0,
             provided_buf_ring: has(OP_SOCKET),
             multishot_accept: has(OP_SOCKET),
             multishot_recv: has(OP_SEND_ZC),
@@ -806,7 +813,7 @@ impl Uring {
 
     /// Submit queued SQEs without waiting. Returns how many the kernel consumed.
     pub fn submit(&mut self) -> Result<u32> {
-        self.enter(0, None)
+        self.enter(0, None, Duration::ZERO)
     }
 
     /// Submit queued SQEs and wait until at least `want` completions are available or
@@ -817,10 +824,27 @@ impl Uring {
     /// Without `IORING_FEAT_EXT_ARG` the timeout is an internal TIMEOUT operation tagged
     /// [`INTERNAL_TIMEOUT_USER_DATA`]; its completion is consumed by [`Uring::completions`].
     pub fn submit_and_wait(&mut self, want: u32, timeout: Option<Duration>) -> Result<u32> {
-        self.enter(want, timeout)
+        self.enter(want, timeout, Duration::ZERO)
     }
 
-    fn enter(&mut self, want: u32, timeout: Option<Duration>) -> Result<u32> {
+    /// [`Uring::submit_and_wait`] that holds out for `want` completions for at most
+    /// `min_wait`, then returns as soon as any completion is there (still bounded by
+    /// `timeout`). A loop that just submitted `n` sends, which complete at once, can wait for
+    /// `n + 1` and so collect the next receives in the same system call. Without
+    /// [`Features::min_timeout`] this is [`Uring::submit_and_wait`] for one completion.
+    pub fn submit_and_wait_batch(
+        &mut self,
+        want: u32,
+        timeout: Option<Duration>,
+        min_wait: Duration,
+    ) -> Result<u32> {
+        if !self.features.min_timeout || !self.features.ext_arg || min_wait.is_zero() {
+            return self.enter(want.min(1), timeout, Duration::ZERO);
+        }
+        self.enter(want, timeout, min_wait)
+    }
+
+    fn enter(&mut self, want: u32, timeout: Option<Duration>, min_wait: Duration) -> Result<u32> {
         let mut flags = IoringEnterFlags::empty();
         // With DEFER_TASKRUN completions are only produced when we ask for events; with
         // TASKRUN_FLAG the kernel tells us it has work for us; an overflow is flushed on enter.
@@ -834,6 +858,15 @@ impl Uring {
         let ts;
         let mut arg = io_uring_getevents_arg::default();
         let mut use_arg = false;
+        if !min_wait.is_zero() && want > 0 {
+            // Only reached with MIN_TIMEOUT and EXT_ARG (see submit_and_wait_batch).
+            arg.min_wait_usec = u32::try_from(min_wait.as_micros())
+                .unwrap_or(u32::MAX)
+                .max(1);
+            arg.sigmask_sz = 8;
+            use_arg = true;
+            flags |= IoringEnterFlags::EXT_ARG;
+        }
         if let (Some(t), true) = (timeout, want > 0) {
             ts = Timespec {
                 tv_sec: t.as_secs() as i64,
