@@ -382,23 +382,23 @@ pub struct Driver<'r> {
     starvation_pauses: u64,
 }
 
-impl<'r> Driver<'r> {
+impl Driver<'static> {
     /// A driver over the given storage, on the io_uring instance `ring` (its pool must be in
     /// provided-ring mode; the ring is registered here) or, with `None`, on epoll (the pool in
     /// free-list mode).
     ///
-    /// `pool` must have been built over storage that outlives every operation: the reactor
-    /// obtains it from `'static` storage. `quota` is the number of leases one connection may
+    /// The storage must outlive every operation the kernel may still complete, also if the
+    /// driver is leaked with `mem::forget`: hence `'static` (a `static`, or memory leaked once). `quota` is the number of leases one connection may
     /// hold: the io_uring receive of a connection is capped to the room it has left, so one
     /// burst cannot empty the shared buffer ring (see [`Sqe::recv_multishot_capped`]).
     pub fn new(
         ring: Option<Uring>,
-        pool: BufPool<'r>,
-        slabs: SlabArena<'r>,
-        parts: DriverParts<'r>,
+        pool: BufPool<'static>,
+        slabs: SlabArena<'static>,
+        parts: DriverParts<'static>,
         nodelay: bool,
         quota: u16,
-    ) -> Result<Driver<'r>> {
+    ) -> Result<Driver<'static>> {
         let n = parts.slots.len();
         if n > user_data::MAX_INDEX as usize
             || slabs.len() < n
@@ -411,8 +411,8 @@ impl<'r> Driver<'r> {
         }
         let kind = match ring {
             Some(ring) => {
-                // SAFETY: the pool's ring and buffers live in storage that outlives `'r`, and
-                // the driver never outlives `'r` (see the module docs).
+                // SAFETY: the pool's ring and buffers live in 'static storage, so they outlive every
+                // operation the kernel may complete, whatever happens to the driver.
                 unsafe {
                     ring.register_buf_ring(pool.ring_addr().cast(), pool.ring_entries(), BUF_GROUP)
                 }?;
@@ -449,7 +449,9 @@ impl<'r> Driver<'r> {
             starvation_pauses: 0,
         })
     }
+}
 
+impl<'r> Driver<'r> {
     /// How long an io_uring wait that follows sends may hold out for their completions plus
     /// one more, so one system call collects both (zero: never hold out).
     pub fn set_batch_wait(&mut self, wait: Duration) {
