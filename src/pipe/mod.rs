@@ -142,6 +142,8 @@ mod conn;
 mod duplex;
 mod ends;
 mod read_side;
+#[cfg(test)]
+mod tests;
 
 use core::fmt;
 
