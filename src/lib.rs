@@ -14,8 +14,12 @@
 //!   [`pool::ByteRing`], the per-connection write slab. `pool` makes no system calls; it only
 //!   knows the memory layout of io_uring's provided-buffer ring.
 //! - [`time`] is an OS-independent instant type, so protocol cores can take time as a value.
+//! - [`reactor`] is the event loop: one thread, io_uring or epoll, callbacks through a
+//!   [`reactor::Handler`].
+//! - [`pipe`] is a producer/consumer byte pipe over pool buffers with segmented, zero-copy
+//!   read views and partial consumption, and a reader over a connection's receive leases.
 //!
-//! The event loop, streams, pipe, framing codecs and broker are built on these layers.
+//! Streams, framing codecs and the broker are built on these layers.
 //!
 //! # Memory
 //!
@@ -34,6 +38,7 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod pipe;
 #[allow(unsafe_code)]
 pub mod pool;
 pub mod reactor;
