@@ -15,6 +15,10 @@
 //!   knows the memory layout of io_uring's provided-buffer ring.
 //! - [`time`] is an OS-independent instant type, so protocol cores can take time as a value.
 //!
+//! - [`broker`] is the NATS core protocol as a sans-IO core: the client-operation parser,
+//!   subjects, the subscription index, CONNECT options and the server's protocol lines. It
+//!   takes bytes and returns results; the network glue binds it to the reactor.
+//!
 //! The event loop, streams, pipe, framing codecs and broker are built on these layers.
 //!
 //! # Memory
@@ -34,6 +38,7 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod broker;
 #[allow(unsafe_code)]
 pub mod pool;
 pub mod reactor;
