@@ -211,10 +211,11 @@ impl core::error::Error for ParseError {}
 /// next call to the parser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op<'a> {
-    /// `CONNECT`: the JSON text (parse it with `connect::parse_connect`).
+    /// `CONNECT`: the JSON text (parse it with [`super::connect::parse_connect`]).
     Connect(&'a [u8]),
     /// `INFO` from a client: the JSON text. The reference ignores it when it is valid JSON and
-    /// closes the connection (without `-ERR`) when it is not.
+    /// closes the connection (without `-ERR`) when it is not
+    /// ([`super::connect::validate_json_object`]).
     Info(&'a [u8]),
     /// `PING`: answer `PONG`.
     Ping,
