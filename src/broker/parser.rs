@@ -40,13 +40,18 @@
 //! Payloads are never copied: after an [`Op::Pub`], the payload arrives as [`Op::Headers`] and
 //! [`Op::Payload`] chunks that borrow the input slice, split where the input is split and at
 //! the header/body boundary, and then [`Op::PayloadEnd`] once the `\r\n` after it has been
-//! checked. The broker copies each chunk once, into each subscriber's write slab. A control
-//! line wholly inside one slice is borrowed from it too; only a line split across slices is
-//! gathered in the parser's fixed buffer (at most [`MAX_CONTROL_LINE`] + 1 bytes).
+//! checked. A control line wholly inside one slice is borrowed from it too; only a line split
+//! across slices is gathered in the parser's fixed buffer (at most [`MAX_CONTROL_LINE`] + 1
+//! bytes).
 //!
-//! A message is complete only at [`Op::PayloadEnd`]: if the stream ends or fails before it (a
-//! wrong trailer, a closed connection), the reference server delivers nothing, so the broker
-//! must be able to drop what it staged for that message.
+//! A message is complete only at [`Op::PayloadEnd`]: if the stream fails or ends before it (a
+//! wrong trailer, a closed connection), the reference delivers nothing. So the broker keeps the
+//! chunks' receive buffers (a chunk is a range of one of them) until [`Op::PayloadEnd`], then
+//! writes, for each target, the MSG line, the chunks and `\r\n` into its write slab: one copy
+//! per target, nothing to take back on failure, and a connection with several matching
+//! subscriptions gets whole messages one after the other (chunks streamed into its slab as
+//! they arrive would interleave them). [`Parser::payload_remaining`] tells how much more to
+//! expect.
 //!
 //! # The rules (nats-server 2.9.10, `server/parser.go` and `client.go`)
 //!
