@@ -373,17 +373,22 @@ impl<'s> Broker<'s> {
             }
             O::Err(_) => self.close(c),
             O::Sub(subject, queue, sid) => {
-                if self.clients[c].subs.iter().any(|(s, _)| *s == sid) {
-                    return;
-                }
-                let sid_num: u32 = std::str::from_utf8(&sid).unwrap().parse().unwrap();
-                match self
-                    .sublist
-                    .insert(&subject, queue.as_deref(), (c, sid_num))
-                {
-                    Ok(k) => self.clients[c].subs.push((sid, k)),
-                    Err(InsertError::InvalidSubject) => self.err(c, ServerError::InvalidSubject),
-                    Err(_) => self.err(c, ServerError::MaxSubscriptionsExceeded),
+                // A SUB reusing a sid is ignored (but still acknowledged).
+                if !self.clients[c].subs.iter().any(|(s, _)| *s == sid) {
+                    let sid_num: u32 = std::str::from_utf8(&sid)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    match self
+                        .sublist
+                        .insert(&subject, queue.as_deref(), (c, sid_num))
+                    {
+                        Ok(k) => self.clients[c].subs.push((sid, k)),
+                        Err(InsertError::InvalidSubject) => {
+                            return self.err(c, ServerError::InvalidSubject);
+                        }
+                        Err(_) => return self.err(c, ServerError::MaxSubscriptionsExceeded),
+                    }
                 }
                 if self.clients[c].opts.verbose {
                     self.clients[c].out.extend_from_slice(proto::OK);
@@ -394,6 +399,9 @@ impl<'s> Broker<'s> {
                 if let Some(i) = cl.subs.iter().position(|(s, _)| *s == sid) {
                     let (_, k) = cl.subs.remove(i);
                     self.sublist.remove(k).unwrap();
+                }
+                if self.clients[c].opts.verbose {
+                    self.clients[c].out.extend_from_slice(proto::OK);
                 }
             }
             O::Pub(subject, reply, header_len, total) => {
@@ -554,10 +562,7 @@ fn mini_broker_protocol_errors() {
     let mut storage = Box::new(SublistStorage::<Subscriber, 8, 16, 32, 4>::new());
     let mut broker = Broker::new(storage.sublist(1).unwrap(), 4);
     broker.feed(0, b"SUB foo..bar 1\r\nSUB ok 2\r\n");
-    assert_eq!(
-        broker.clients[0].out,
-        b"-ERR 'Invalid Subject'\r\n+OK\r\n+OK\r\n"
-    );
+    assert_eq!(broker.clients[0].out, b"-ERR 'Invalid Subject'\r\n+OK\r\n");
     assert!(!broker.clients[0].closed);
     broker.feed(1, b"CONNECT {\"protocol\":2}\r\n");
     assert_eq!(broker.clients[1].out, b"-ERR 'invalid client protocol'\r\n");
@@ -569,6 +574,236 @@ fn mini_broker_protocol_errors() {
     );
     broker.feed(3, b"CONNECT {\"verbose\":tru}\r\n");
     assert!(broker.clients[3].closed && broker.clients[3].out.is_empty());
+}
+
+/// What nats-server 2.9.10 (Debian's package) answered on this machine to each input, sent on
+/// a fresh connection after its INFO: the bytes it sent back and whether it closed.
+#[test]
+fn matches_reference_server() {
+    let long = |n: usize| {
+        let mut v = b"PUB ".to_vec();
+        v.extend(std::iter::repeat_n(b's', n - 2));
+        v.extend_from_slice(b" 0\r\n\r\nPING\r\n");
+        v
+    };
+    let mut lone_cr = b"SUB ".to_vec();
+    lone_cr.extend(std::iter::repeat_n(b'a', 4094));
+    lone_cr.extend_from_slice(b" 1\r\rPING\r\n");
+    let cases: Vec<(&str, Vec<u8>, &[u8], bool)> = vec![
+        (
+            "connect-nl-first",
+            b"CONNECT\n{}\nPING\r\n".to_vec(),
+            b"+OK\r\nPONG\r\n",
+            false,
+        ),
+        (
+            "pub-nl-first",
+            b"PUB \nfoo 1\r\nx\r\nPING\r\n".to_vec(),
+            b"+OK\r\nPONG\r\n",
+            false,
+        ),
+        (
+            "blank-line",
+            b"PING\r\n\r\n".to_vec(),
+            b"PONG\r\n-ERR 'Unknown Protocol Operation'\r\n",
+            true,
+        ),
+        ("cl-4096", long(4096), b"+OK\r\nPONG\r\n", false),
+        (
+            "cl-4097",
+            long(4097),
+            b"-ERR 'maximum control line exceeded'\r\n",
+            true,
+        ),
+        (
+            "hpub-no-headers",
+            b"HPUB foo 1 1\r\nx\r\nPING\r\n".to_vec(),
+            b"",
+            true,
+        ),
+        (
+            "unsub-bad-max",
+            b"SUB a 1\r\nUNSUB 1 x\r\nPING\r\n".to_vec(),
+            b"+OK\r\n+OK\r\nPONG\r\n",
+            false,
+        ),
+        (
+            "pub-10-digits",
+            b"PUB foo 1234567890\r\nPING\r\n".to_vec(),
+            b"",
+            true,
+        ),
+        (
+            "msg",
+            b"MSG foo 1 0\r\n\r\nPING\r\n".to_vec(),
+            b"-ERR 'Unknown Protocol Operation'\r\n",
+            true,
+        ),
+        (
+            "hmsg",
+            b"HMSG foo 1 2 3\r\nPING\r\n".to_vec(),
+            b"-ERR 'Unknown Protocol Operation'\r\n",
+            true,
+        ),
+        (
+            "protocol-2",
+            b"CONNECT {\"protocol\":2}\r\nPING\r\n".to_vec(),
+            b"-ERR 'invalid client protocol'\r\n",
+            true,
+        ),
+        (
+            "verbose-string",
+            b"CONNECT {\"verbose\":\"x\"}\r\nPING\r\n".to_vec(),
+            b"",
+            true,
+        ),
+        (
+            "key-case",
+            b"CONNECT {\"VERBOSE\":false}\r\nPING\r\n".to_vec(),
+            b"PONG\r\n",
+            false,
+        ),
+        (
+            "kelvin-key",
+            "CONNECT {\"\u{212a}ey\":1,\"verbo\u{17f}e\":false}\r\nPING\r\n"
+                .as_bytes()
+                .to_vec(),
+            b"PONG\r\n",
+            false,
+        ),
+        (
+            "protocol-float",
+            b"CONNECT {\"protocol\":1.0}\r\nPING\r\n".to_vec(),
+            b"",
+            true,
+        ),
+        (
+            "trailing-garbage",
+            b"CONNECT {\"name\":\"a\"} x\r\nPING\r\n".to_vec(),
+            b"",
+            true,
+        ),
+        (
+            "connect-null",
+            b"CONNECT null\r\nPING\r\n".to_vec(),
+            b"+OK\r\nPONG\r\n",
+            false,
+        ),
+        (
+            "connect-array",
+            b"CONNECT []\r\nPING\r\n".to_vec(),
+            b"",
+            true,
+        ),
+        ("connect-empty", b"CONNECT \r\nPING\r\n".to_vec(), b"", true),
+        (
+            "ok-info",
+            b"+OK\r\nINFO {}\r\nPING\r\n".to_vec(),
+            b"PONG\r\n",
+            false,
+        ),
+        ("info-bad", b"INFO x\r\nPING\r\n".to_vec(), b"", true),
+        (
+            "bad-trailer",
+            b"PUB foo 5\r\nhelloX\r\nPING\r\n".to_vec(),
+            b"-ERR 'Unknown Protocol Operation'\r\n",
+            true,
+        ),
+        (
+            "pingx",
+            b"PINGX\r\nPONG whatever\r\n+OK junk\r\nPING\r\n".to_vec(),
+            b"PONG\r\nPONG\r\n",
+            false,
+        ),
+        (
+            "pub-cr-mid",
+            b"PUB fo\ro 0\r\n\r\nPING\r\n".to_vec(),
+            b"+OK\r\nPONG\r\n",
+            false,
+        ),
+        ("client-err", b"-ERR 'x'\r\nPING\r\n".to_vec(), b"", true),
+        (
+            "no-resp-no-hdr",
+            b"CONNECT {\"no_responders\":true}\r\nPING\r\n".to_vec(),
+            b"-ERR 'no responders requires headers support'\r\n",
+            true,
+        ),
+        (
+            "sub-invalid",
+            b"SUB foo..bar 1\r\nPING\r\n".to_vec(),
+            b"-ERR 'Invalid Subject'\r\nPONG\r\n",
+            false,
+        ),
+        (
+            "pedantic",
+            b"PUB foo.* 0\r\n\r\nPING\r\n".to_vec(),
+            b"-ERR 'Invalid Publish Subject'\r\n+OK\r\nPONG\r\n",
+            false,
+        ),
+        (
+            "maxpayload",
+            b"PUB foo 1048577\r\n".to_vec(),
+            b"-ERR 'Maximum Payload Violation'\r\n",
+            true,
+        ),
+        (
+            "hpub-hdr-gt",
+            b"CONNECT {\"headers\":true,\"verbose\":false}\r\nHPUB foo 10 5\r\nPING\r\n".to_vec(),
+            b"",
+            true,
+        ),
+        (
+            "tab-sep",
+            b"PUB\tfoo\t0\r\n\r\nPING\r\n".to_vec(),
+            b"+OK\r\nPONG\r\n",
+            false,
+        ),
+        (
+            "pubfoo",
+            b"PUBfoo 0\r\n\r\nPING\r\n".to_vec(),
+            b"-ERR 'Unknown Protocol Operation'\r\n",
+            true,
+        ),
+        (
+            "connect-nospace",
+            b"CONNECT{\"verbose\":false}\r\nPING\r\n".to_vec(),
+            b"PONG\r\n",
+            false,
+        ),
+        (
+            "dup-null",
+            b"CONNECT {\"verbose\":false,\"verbose\":null}\r\nPING\r\n".to_vec(),
+            b"PONG\r\n",
+            false,
+        ),
+        (
+            "lone-cr-limit",
+            lone_cr,
+            b"-ERR 'maximum control line exceeded'\r\n",
+            true,
+        ),
+    ];
+    for (name, input, want, closes) in cases {
+        for split in [input.len(), 1] {
+            let mut storage = Box::new(SublistStorage::<Subscriber, 8, 16, 64, 4>::new());
+            let mut broker = Broker::new(storage.sublist(1).unwrap(), 1);
+            for seg in input.chunks(split) {
+                broker.feed(0, seg);
+            }
+            let got = &broker.clients[0];
+            assert_eq!(
+                (String::from_utf8_lossy(&got.out), got.closed),
+                (String::from_utf8_lossy(want), closes),
+                "{name} (segments of {split})"
+            );
+        }
+    }
+    // The one documented difference: 2.9.10 accepts a form feed in a SUB subject (its sublist
+    // does not check whitespace); ringlet applies IsValidSubject in full.
+    let mut storage = Box::new(SublistStorage::<Subscriber, 8, 16, 64, 4>::new());
+    let mut broker = Broker::new(storage.sublist(1).unwrap(), 1);
+    broker.feed(0, b"SUB a\x0cb 1\r\nPING\r\n");
+    assert_eq!(broker.clients[0].out, b"-ERR 'Invalid Subject'\r\nPONG\r\n");
 }
 
 // ---------------------------------------------------------------------------------------

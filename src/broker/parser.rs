@@ -77,8 +77,8 @@
 //!   that does not start with `C` is [`ParseError::AuthorizationViolation`] at its first byte.
 //! - An unparsable UNSUB max is reported as 0 (the reference then unsubscribes at once).
 //!
-//! nats-server accepts `HMSG` from a client and then misreads what follows; ringlet treats it
-//! as an unknown operation, like `MSG`.
+//! nats-server's parser takes an `HMSG` line from a client and fails on what follows it
+//! (`Unknown Protocol Operation` all the same); ringlet reports it at the `M`, like `MSG`.
 //!
 //! After an error the parser stays failed and returns that error for any further input.
 //! Nothing here allocates or panics.

@@ -569,7 +569,7 @@ impl Info<'_> {
         version: "2.9.10",
         proto: 1,
         git_commit: "",
-        go: "go1.19.5",
+        go: "go1.19.8",
         host: "0.0.0.0",
         port: 4222,
         headers: true,
@@ -700,7 +700,7 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "INFO {\"server_id\":\"NCXX\",\"server_name\":\"NCXX\",\"version\":\"2.9.10\",\
-             \"proto\":1,\"go\":\"go1.19.5\",\"host\":\"0.0.0.0\",\"port\":4222,\
+             \"proto\":1,\"go\":\"go1.19.8\",\"host\":\"0.0.0.0\",\"port\":4222,\
              \"headers\":true,\"max_payload\":1048576,\"client_id\":5,\
              \"client_ip\":\"127.0.0.1\"} \r\n"
         );
