@@ -8,7 +8,7 @@ NIGHTLY ?= +nightly
 # Bounded exhaustiveness for loom (see loom-tests/): preemption bound per model.
 LOOM_MAX_PREEMPTIONS ?= 3
 
-.PHONY: all build test lint fmt doc miri loom check-nostd echo probe bench nightly clean
+.PHONY: all build test lint fmt doc miri loom check-nostd echo probe bench nightly clean fuzz
 
 all: build
 
@@ -77,6 +77,13 @@ bench:
 		echo "bench: examples/echo.rs does not exist yet: the ringlet rows will be skipped (unless RINGLET_ECHO names an echo binary)"; \
 	fi
 	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/bench $(BENCH_ARGS)
+
+## Fuzz the broker's parsers (needs `cargo install cargo-fuzz` and nightly):
+## make fuzz FUZZ_TARGET=parser|connect|subject FUZZ_SECS=60
+FUZZ_TARGET ?= parser
+FUZZ_SECS ?= 60
+fuzz:
+	cd fuzz && $(CARGO) $(NIGHTLY) fuzz run $(FUZZ_TARGET) -- -max_total_time=$(FUZZ_SECS)
 
 ## Nightly toolchain pieces for miri and check-nostd.
 nightly:

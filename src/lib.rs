@@ -19,7 +19,11 @@
 //! - [`pipe`] is a producer/consumer byte pipe over pool buffers with segmented, zero-copy
 //!   read views and partial consumption, and a reader over a connection's receive leases.
 //!
-//! Streams, framing codecs and the broker are built on these layers.
+//! - [`broker`] is the NATS core protocol as a sans-IO core: the client-operation parser,
+//!   subjects, the subscription index, CONNECT options and the server's protocol lines. It
+//!   takes bytes and returns results; the network glue binds it to the reactor.
+//!
+//! Streams and framing codecs are still to come on these layers.
 //!
 //! # Memory
 //!
@@ -38,6 +42,7 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod broker;
 pub mod pipe;
 #[allow(unsafe_code)]
 pub mod pool;

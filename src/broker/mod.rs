@@ -1,0 +1,50 @@
+//! The NATS core protocol, sans IO: parsing what clients send, validating subjects, indexing
+//! subscriptions and writing what the server sends, with no socket, clock or allocation.
+//!
+//! - [`connect`]: CONNECT's JSON options, parsed without allocation, and the options a client
+//!   keeps.
+//! - [`parser`]: the resumable, zero-copy parser of client operations.
+//! - [`subject`]: tokens, subject validation and wildcard matching.
+//! - [`sublist`]: the subscription index (trie with `*`, `>`, queue groups and a match cache).
+//! - [`proto`]: what the server sends: INFO, MSG/HMSG, `+OK`, PING/PONG, every `-ERR`.
+//!
+//! The behaviour follows nats-server 2.9.10 byte for byte where clients can see it (see
+//! `shared/NATS-NOTES.md` in the project, and the `matches_reference_server` test, which pins
+//! that server's answers); where ringlet differs, the item's documentation says so.
+//!
+//! # What the network glue does with these pieces
+//!
+//! Per connection it keeps a [`parser::Parser`], a [`connect::ClientOptions`] and its
+//! subscriptions (sid to [`sublist::SubKey`], with the delivered count and UNSUB max), and:
+//!
+//! - on accept, writes [`proto::Info`] (with `client_id`, `client_ip`, `auth_required`), and
+//!   with auth configured calls [`parser::Parser::set_awaiting_auth`] and arms the auth timer
+//!   (`Authentication Timeout`);
+//! - feeds every received segment to [`parser::Parser::parse`] until it is used up; on
+//!   [`parser::ParseError`] writes its [`parser::ParseError::server_error`] (if any) and closes;
+//! - on CONNECT: [`connect::ClientOptions::update`] (error: close silently), authenticate
+//!   against the borrowed strings and refuse [`connect::ClientOptions::account_requested`]
+//!   (`Authorization Violation`), [`connect::ClientOptions::check`], then
+//!   [`parser::Parser::set_headers`] with [`connect::ClientOptions::headers_enabled`],
+//!   clear awaiting-auth, and `+OK` if verbose;
+//! - on SUB: ignore a reused sid, else [`sublist::Sublist::insert`] (invalid subject:
+//!   `Invalid Subject`; full: `maximum subscriptions exceeded`; both keep the connection),
+//!   `+OK` if verbose; on UNSUB: remove now or record the max, `+OK` if verbose;
+//! - on PUB/HPUB: `Invalid Publish Subject` if pedantic and
+//!   [`subject::is_valid_literal_subject`] fails; hold the payload chunks (their receive
+//!   buffers) until [`parser::Op::PayloadEnd`]; then [`sublist::Sublist::match_into`] with an
+//!   eligibility predicate (echo, closed, auto-unsubscribe limit) and, per target, write the
+//!   MSG/HMSG line ([`proto::write_msg_line`]; HMSG only when the target negotiated headers and
+//!   the header block is not empty, else MSG with the headers left out), the chunks and `\r\n`
+//!   into its write slab; count deliveries and remove subscriptions that reached their max;
+//!   answer no-responders ([`proto::write_no_responders`]) when asked for and nobody got it;
+//!   `+OK` to a verbose publisher;
+//! - on PING: `PONG`; on PONG: reset the outstanding-ping count; on client `-ERR`: close; on
+//!   client INFO: close unless [`connect::validate_json_object`] accepts it;
+//! - on close: remove every subscription of the connection from the sublist.
+
+pub mod connect;
+pub mod parser;
+pub mod proto;
+pub mod subject;
+pub mod sublist;
