@@ -38,10 +38,14 @@ doc:
 miri:
 	MIRIFLAGS="-Zmiri-strict-provenance" $(CARGO) $(NIGHTLY) miri test --lib -- pool::
 
-## loom models of the cross-thread path (release build, --cfg loom).
+## loom models of the cross-thread path (release build, --cfg loom), exhaustive up to
+## LOOM_MAX_PREEMPTIONS preemptions per execution; each prints its execution count and time
+## (loom-tests/README.md has the numbers). RUST_BACKTRACE=0: with backtraces on, a failing
+## model's panic inside a loom thread overflows loom's coroutine stack and hangs instead of
+## failing. loom-tests/weaken.sh checks that each model fails when its ordering is weakened.
 loom:
-	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$(LOOM_MAX_PREEMPTIONS) \
-		$(CARGO) test --release -p loom-tests --target-dir target/loom
+	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=$(LOOM_MAX_PREEMPTIONS) RUST_BACKTRACE=0 \
+		$(CARGO) test --release -p loom-tests --target-dir target/loom -- --nocapture
 
 ## Proves the library builds without std: against a sysroot that has only `core` (and
 ## compiler_builtins), so any use of std or alloc anywhere in the library, rustix's system-call

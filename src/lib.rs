@@ -13,6 +13,11 @@
 //!   two-tier receive-buffer pool whose [`pool::Lease`]s return their buffer exactly once, and
 //!   [`pool::ByteRing`], the per-connection write slab. `pool` makes no system calls; it only
 //!   knows the memory layout of io_uring's provided-buffer ring.
+//! - [`sync`] is the one cross-thread mechanism: an atomics facade (`core`, or `loom` under
+//!   `--cfg loom`, so loom checks this very code) and the wake protocol by which other threads
+//!   hand the loop work without losing a wake-up ([`sync::WakeSignal`], [`sync::Wake`]). Buffers
+//!   travel to other threads as [`pool::SendLease`]s and come back through a lock-free
+//!   [`pool::ReturnQueue`]; `sys::eventfd::WakeFd` is the eventfd that wakes the loop.
 //! - [`time`] is an OS-independent instant type, so protocol cores can take time as a value.
 //! - [`reactor`] is the event loop: one thread, io_uring or epoll, callbacks through a
 //!   [`reactor::Handler`].
@@ -47,6 +52,7 @@ pub mod pipe;
 #[allow(unsafe_code)]
 pub mod pool;
 pub mod reactor;
+pub mod sync;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod time;

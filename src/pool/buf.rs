@@ -82,6 +82,9 @@ enum State {
     Leased = 2,
     /// Detached by [`Lease::into_raw`]; comes back through [`BufPool::release_raw`].
     Raw = 3,
+    /// Owned by a live [`SendLease`](super::SendLease) (possibly on another thread); comes back
+    /// only through its return queue, drained by [`ReturnHandle::drain`](super::ReturnHandle).
+    Sent = 4,
 }
 
 /// A pool's bookkeeping, inside its storage: [`BufPool::new`] fills it in, and every
@@ -297,10 +300,19 @@ pub enum PoolError {
         user_reserve: u16,
     },
     /// The buffer is not detached by [`Lease::into_raw`]: it was already returned, or a live
-    /// [`Lease`] owns it.
+    /// [`Lease`] or [`SendLease`](super::SendLease) owns it.
     NotRaw {
         /// The id given.
         id: u16,
+    },
+    /// A return queue with room for fewer ids than the pool has buffers (at
+    /// [`ReturnHandle::new`](super::ReturnHandle::new)): a push could not be guaranteed to fit.
+    ReturnQueueTooSmall {
+        /// The queue's capacity (the `N` of its
+        /// [`ReturnQueueStorage`](super::ReturnQueueStorage), the setting to raise).
+        capacity: usize,
+        /// The number of buffers in the pool.
+        total: usize,
     },
     /// An owner index outside the owner table given to [`BufPool::with_owners`] (a pool built by
     /// [`BufPool::new`] has no table: every owner is outside it).
@@ -346,7 +358,13 @@ impl fmt::Display for PoolError {
             ),
             PoolError::NotRaw { id } => write!(
                 f,
-                "buffer {id} is not a raw lease: already returned, or owned by a live Lease"
+                "buffer {id} is not a raw lease: already returned, or owned by a live Lease or \
+                 SendLease"
+            ),
+            PoolError::ReturnQueueTooSmall { capacity, total } => write!(
+                f,
+                "return queue capacity {capacity} is below the pool size {total}; raise the N of \
+                 ReturnQueueStorage to at least {total}"
             ),
             PoolError::UnknownOwner { owner, owners } => write!(
                 f,
@@ -369,7 +387,7 @@ pub struct PoolStats {
     pub recv_tier: usize,
     /// Free buffers in the user tier.
     pub user_free: usize,
-    /// Buffers out: live leases plus raw ids not yet returned.
+    /// Buffers out: live leases, send leases and raw ids not yet returned.
     pub leased: usize,
     /// The most buffers ever out at once.
     pub leased_high_water: usize,
@@ -401,19 +419,26 @@ pub struct PoolStats {
 /// | user    | on the user free list                          | nobody                       |
 /// | leased  | owned by exactly one live [`Lease`]            | that lease                   |
 /// | raw     | detached from its lease by [`Lease::into_raw`] | nobody through the pool      |
+/// | sent    | owned by exactly one live [`SendLease`]        | that send lease (any thread) |
 ///
 /// A buffer enters *leased* only when a `Lease` for it is created, and leaves it only when that
 /// lease is dropped (or released, or turned into a raw id), so at most one `Lease` names a
 /// buffer at any time: that is what makes [`Lease::as_mut_slice`] exclusive. A raw id goes back
 /// with [`BufPool::release_raw`], which accepts only *raw* buffers, so returning twice (or
-/// returning the buffer of a live lease) is an error, not corruption.
+/// returning the buffer of a live lease) is an error, not corruption. A *sent* buffer comes back
+/// only through the return queue its [`SendLease`] pushes it onto (see
+/// [`ReturnHandle`](super::ReturnHandle)): neither `release_raw` nor `lease_from_raw` accepts
+/// it, so nothing on the loop's thread can hand out or republish a buffer another thread is
+/// using.
+///
+/// [`SendLease`]: super::SendLease
 ///
 /// # Owners
 ///
 /// A pool built with [`BufPool::with_owners`] also counts, per owner (the event loop's
 /// connection slot, say), the buffers charged to it, for a per-connection lease quota. A buffer
 /// is charged when a lease is made for an owner ([`BufPool::lease_received_by`],
-/// [`BufPool::try_take_recv_by`]), stays charged while it is *leased* or *raw*, and is
+/// [`BufPool::try_take_recv_by`]), stays charged while it is *leased*, *raw* or *sent*, and is
 /// uncharged exactly once, when it comes back to a free tier. [`BufPool::owner_count`] reads
 /// the count.
 ///
@@ -577,7 +602,7 @@ impl<'a> BufPool<'a> {
         usize::from(self.h.user_len.get())
     }
 
-    /// Buffers out: live leases plus raw ids not yet returned.
+    /// Buffers out: live leases, send leases and raw ids not yet returned.
     pub fn leased(&self) -> usize {
         usize::from(self.h.leased.get())
     }
@@ -784,6 +809,41 @@ impl<'a> BufPool<'a> {
         })
     }
 
+    /// Returns a buffer detached into a [`SendLease`](super::SendLease), whose id came back
+    /// through its return queue, to the tier the refill policy picks (see
+    /// [`BufPool::release_raw`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::BadId`], or [`PoolError::NotRaw`] if the buffer is not *sent*. Nothing
+    /// changes on error.
+    pub(super) fn release_sent(&self, id: u16) -> Result<(), PoolError> {
+        self.check_id(id)?;
+        if self.state()[usize::from(id)].get() != State::Sent {
+            return Err(PoolError::NotRaw { id });
+        }
+        self.give_back(id);
+        Ok(())
+    }
+
+    /// Turns a *sent* buffer whose [`SendLease`](super::SendLease) came back to the loop's
+    /// thread into a [`Lease`] again (the caller consumed that send lease without running its
+    /// `Drop`). The charge does not change.
+    pub(super) fn lease_from_sent(&self, id: u16, len: u32) -> Lease<'a> {
+        debug_assert_eq!(self.state()[usize::from(id)].get(), State::Sent);
+        self.state()[usize::from(id)].set(State::Leased);
+        Lease {
+            pool: *self,
+            id,
+            len,
+        }
+    }
+
+    /// Whether `self` and `other` are handles to the same pool.
+    pub(super) fn same_pool(&self, other: &BufPool<'_>) -> bool {
+        ptr::eq(self.h, other.h)
+    }
+
     /// The storage's free-list array: `total` cells.
     fn free(&self) -> &'a [Cell<u16>] {
         // SAFETY: `build` set `free` to the storage's free-list array of `total` ids, from the
@@ -893,7 +953,7 @@ impl<'a> BufPool<'a> {
     fn give_back(&self, id: u16) {
         debug_assert!(matches!(
             self.state()[usize::from(id)].get(),
-            State::Leased | State::Raw
+            State::Leased | State::Raw | State::Sent
         ));
         self.uncharge(id);
         self.h.leased.set(self.h.leased.get() - 1);
@@ -993,7 +1053,9 @@ impl fmt::Debug for BufPool<'_> {
 /// the buffer exactly once, to the tier the refill policy picks, and uncharges its owner, if
 /// any; [`Lease::into_raw`] detaches it instead. Forgetting a lease (`mem::forget`) leaks its
 /// buffer: it stays counted as leased (and charged to its owner). Not `Send` (its drop must run
-/// on the pool's thread; see [`BufPool`]).
+/// on the pool's thread; see [`BufPool`]): to hand a buffer to another thread, turn the lease
+/// into a [`SendLease`](super::SendLease) with
+/// [`ReturnHandle::send`](super::ReturnHandle::send).
 pub struct Lease<'a> {
     pool: BufPool<'a>,
     len: u32,
@@ -1091,6 +1153,17 @@ impl<'a> Lease<'a> {
         let this = mem::ManuallyDrop::new(self);
         this.pool.state()[usize::from(this.id)].set(State::Raw);
         (this.id, this.len)
+    }
+
+    /// Detaches the buffer for a [`SendLease`](super::SendLease): marks it *sent* (so only the
+    /// return queue brings it back) and returns `(id, len, first byte)`. The pointer is what
+    /// [`Lease::buf_ptr`] promises, and stays so while the buffer is *sent*: the pool hands out,
+    /// publishes or touches a sent buffer in no way until
+    /// [`BufPool::release_sent`] or [`BufPool::lease_from_sent`] takes it back.
+    pub(super) fn into_sent(self) -> (u16, u32, *mut u8) {
+        let this = mem::ManuallyDrop::new(self);
+        this.pool.state()[usize::from(this.id)].set(State::Sent);
+        (this.id, this.len, this.buf_ptr())
     }
 
     /// The first byte of this lease's buffer: valid for reads and writes of `capacity()` bytes,

@@ -13,6 +13,9 @@
 //!   state lives in its storage; a `BufPool` is a `Copy` handle to it.
 //! - [`ByteRing`]: a connection's write slab; [`SlabArena`]: every connection's write slab in
 //!   one [`WriteSlabs`] storage.
+//! - [`SendLease`], [`ReturnHandle`], [`ReturnQueue`]: a lease that may travel to another
+//!   thread and return its buffer from there, through a lock-free return queue, waking the loop
+//!   (see *Returning buffers from other threads* below).
 //! - [`ZeroInit`], [`StaticSlot`], [`init_zeroed`] and (feature `std`) `leak_zeroed`: storage
 //!   made in place, never on the stack.
 //!
@@ -65,6 +68,29 @@
 //! A pool with an owner table ([`BufPool::with_owners`]) charges a buffer to the owner a lease
 //! was made for ([`BufPool::lease_received_by`], [`BufPool::try_take_recv_by`]) and uncharges it
 //! exactly once, when the buffer comes back; a raw id stays charged until it is released.
+//!
+//! # Returning buffers from other threads
+//!
+//! A pool and its leases belong to the loop's thread (a [`Lease`]'s drop updates the pool's
+//! single-threaded state). To hand a received buffer to another thread, the loop turns the lease
+//! into a [`SendLease`] with [`ReturnHandle::send`]: the buffer becomes *sent*, the send lease
+//! owns its bytes and is `Send`, and dropping it on any thread pushes the buffer id onto the
+//! handle's [`ReturnQueue`] (lock-free; a link per buffer, so it cannot be full) and notifies
+//! the loop through its [`WakeSignal`](crate::sync::WakeSignal), calling
+//! [`Wake::wake`](crate::sync::Wake) (an eventfd write) only if the loop may be asleep. No
+//! lock, no allocation, and on the loop's side nothing that can block.
+//!
+//! The loop, every turn, waits only through
+//! [`WakeSignal::park`](crate::sync::WakeSignal::park) and then calls
+//! [`ReturnHandle::drain`], which takes every returned buffer back into the pool by the refill
+//! policy (and uncharges its owner); receives paused for lack of buffers can then be re-armed.
+//! The protocol and why it loses no buffer and no wake-up are in [`sync`](crate::sync) and on
+//! [`ReturnQueue`]; the loom models in `loom-tests/` check them.
+//!
+//! The queue's storage ([`ReturnQueueStorage`], `N` at least the pool's size) is borrowed
+//! exclusively by the [`ReturnHandle`], so only send leases of that pool can push onto it, and a
+//! sent buffer can come back only through it: a buffer another thread uses is never handed out,
+//! published to the kernel or released by the loop meanwhile.
 //!
 //! # Memory that outlives kernel operations
 //!
@@ -141,6 +167,8 @@
 
 mod buf;
 mod byte_ring;
+mod return_queue;
+mod send_lease;
 mod slab;
 mod zero;
 
@@ -151,6 +179,8 @@ pub use buf::{
 pub use byte_ring::{
     ByteRing, ByteRingFull, ConsumeError, NoSuchSlab, RingState, SlabArena, WriteSlabs,
 };
+pub use return_queue::{ReturnQueue, ReturnQueueStorage};
+pub use send_lease::{ReturnHandle, ReturnPath, SendLease};
 pub use slab::{Iter, IterMut, Key, MAX_CAPACITY, Slab, SlabFull, SlabStorage, Slot, StaleKey};
 #[cfg(any(test, feature = "std"))]
 pub use zero::leak_zeroed;

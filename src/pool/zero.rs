@@ -69,6 +69,10 @@ unsafe impl ZeroInit for i128 {}
 unsafe impl ZeroInit for isize {}
 // SAFETY: `false` is represented by the byte 0.
 unsafe impl ZeroInit for bool {}
+// SAFETY: `WakeSignal`'s only field is an `AtomicU32` (core's, without loom), which has the
+// size and bit validity of a `u32`; zero is its AWAKE state, the one `WakeSignal::new` builds.
+#[cfg(not(loom))]
+unsafe impl ZeroInit for crate::sync::WakeSignal {}
 // SAFETY: an array has no padding of its own; its bytes are its elements' bytes, each valid
 // when zero because `T: ZeroInit`.
 unsafe impl<T: ZeroInit, const N: usize> ZeroInit for [T; N] {}
