@@ -6,13 +6,18 @@
 //! slower than it writes), the server keeps the leases it could not write, pauses that
 //! connection's receive, and continues on `on_flushed`: nothing is lost and nothing blocks the
 //! other connections. SIGINT or SIGTERM stops it gracefully and prints its counters.
+//!
+//! `--offload N` hands every received buffer, once echoed, to one of N worker threads as a
+//! `SendLease`; the worker checksums it and drops it there, and the buffer finds its way back
+//! to the loop's pool. At exit the counters show every buffer back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use ringlet::pool::{Lease, StaticSlot};
+use ringlet::pool::{Lease, SendLease, StaticSlot};
 use ringlet::reactor::{
     BackendChoice, Config, ConnError, ConnId, Context, Handler, Reactor, Resources,
 };
@@ -24,15 +29,28 @@ type Res = Resources<CONNS, 4096, 4096, 65536, 16>;
 /// In `.bss`: about 64 MiB of slabs and 16 MiB of buffers, touched only as used.
 static RESOURCES: StaticSlot<Res> = StaticSlot::new();
 
-/// Leases a connection could not write yet, oldest first.
+/// Leases a connection could not write yet, oldest first; workers to hand written ones to.
 struct Echo {
     stash: Vec<Vec<Lease<'static>>>,
+    workers: Vec<mpsc::Sender<SendLease<'static>>>,
+    next: usize,
 }
 
 impl Echo {
+    /// The lease was echoed: drop it here, or hand it to a worker.
+    fn done(&mut self, cx: &mut Context<'_, 'static>, lease: Lease<'static>) {
+        if self.workers.is_empty() {
+            return;
+        }
+        if let Ok(travelling) = cx.send_lease(lease) {
+            self.next = (self.next + 1) % self.workers.len();
+            let _ = self.workers[self.next].send(travelling);
+        }
+    }
+
     /// Write what was stashed for `conn`; resume it once everything is written.
     fn drain(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId) {
-        let q = &mut self.stash[conn.index()];
+        let mut q = std::mem::take(&mut self.stash[conn.index()]);
         let mut written = 0;
         for lease in q.iter() {
             if cx.write(conn, lease.as_slice()).is_err() {
@@ -40,11 +58,14 @@ impl Echo {
             }
             written += 1;
         }
-        q.drain(..written);
+        for lease in q.drain(..written) {
+            self.done(cx, lease);
+        }
         let _ = cx.flush(conn);
         if q.is_empty() {
             let _ = cx.resume(conn);
         }
+        self.stash[conn.index()] = q;
     }
 }
 
@@ -58,6 +79,7 @@ impl Handler<'static> for Echo {
         match cx.write(conn, lease.as_slice()) {
             Ok(()) => {
                 let _ = cx.flush(conn);
+                self.done(cx, lease);
             }
             Err(ConnError::WouldBlock) => {
                 q.push(lease);
@@ -89,13 +111,14 @@ impl Handler<'static> for Echo {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll]");
+    eprintln!("usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--offload N]");
     std::process::exit(2);
 }
 
 fn main() {
     let mut addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
     let mut backend = BackendChoice::Auto;
+    let mut offload = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -112,6 +135,12 @@ fn main() {
                     Some("epoll") => BackendChoice::Epoll,
                     _ => usage(),
                 }
+            }
+            "--offload" => {
+                offload = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
             }
             _ => usage(),
         }
@@ -141,8 +170,28 @@ fn main() {
         reactor.backend()
     );
 
+    let mut joins = Vec::new();
+    let workers = (0..offload)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel::<SendLease<'static>>();
+            joins.push(std::thread::spawn(move || {
+                let mut sum = 0u64;
+                for lease in rx {
+                    // Work on this thread, then drop: the buffer goes home from here.
+                    sum = lease
+                        .as_slice()
+                        .iter()
+                        .fold(sum, |a, &x| a.rotate_left(7) ^ u64::from(x));
+                }
+                sum
+            }));
+            tx
+        })
+        .collect();
     let mut echo = Echo {
         stash: (0..CONNS).map(|_| Vec::new()).collect(),
+        workers,
+        next: 0,
     };
     while !reactor.is_stopped() {
         if stop.load(Ordering::Relaxed) {
@@ -154,5 +203,16 @@ fn main() {
             std::process::exit(1);
         }
     }
+    // Let the workers finish, then take back what they returned after the loop stopped.
+    drop(echo);
+    for j in joins {
+        let _ = j.join();
+    }
+    reactor.reclaim_returned();
+    let pool = reactor.pool().stats();
     eprintln!("{:#?}", reactor.stats());
+    eprintln!(
+        "pool: {} buffers, {} leased at exit",
+        pool.total, pool.leased
+    );
 }

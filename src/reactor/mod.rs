@@ -216,6 +216,8 @@ pub struct Stats {
     pub quota_pauses: u64,
     /// Loop turns.
     pub turns: u64,
+    /// Buffers returned from other threads (dropped [`crate::pool::SendLease`]s) taken back.
+    pub returned: u64,
     /// Kernel calls by kind.
     pub kernel: KernelCalls,
 }
@@ -361,6 +363,8 @@ struct Core<'r> {
     conns: Slab<'r, Conn>,
     timers: TimerWheel<'r>,
     paused: crate::sys::driver::IndexQueue<'r>,
+    returns: crate::pool::ReturnHandle<'r>,
+    signal: &'r crate::sync::WakeSignal,
     config: Config,
     stats: Stats,
     now: Instant,
@@ -445,6 +449,8 @@ impl Reactor<'static> {
                 conns: Slab::new(parts.conns),
                 timers,
                 paused: crate::sys::driver::IndexQueue::new(parts.paused_queue),
+                returns: parts.returns,
+                signal: parts.signal,
                 config,
                 stats: Stats::default(),
                 now,
@@ -509,6 +515,15 @@ impl<'r> Reactor<'r> {
         self.core.driver.pool()
     }
 
+    /// Take back buffers returned from other threads now (each turn does this too): for a
+    /// program that stopped the loop and joined its workers, so the pool is whole again.
+    /// Returns how many came back.
+    pub fn reclaim_returned(&mut self) -> usize {
+        let n = self.core.returns.drain();
+        self.core.stats.returned += n as u64;
+        n
+    }
+
     /// Open connections (closing ones included).
     pub fn connections(&self) -> usize {
         self.core.conns.len()
@@ -568,7 +583,16 @@ impl<'r> Reactor<'r> {
         if core.stopped {
             wait = Some(Duration::ZERO);
         }
-        core.driver.wait(wait)?;
+        // Park: a buffer returned from another thread after this point wakes the wait (or, if
+        // it came already, the wait does not block).
+        let signal = core.signal;
+        signal.park(|may_block| {
+            core.driver.wait(if may_block {
+                wait
+            } else {
+                Some(Duration::ZERO)
+            })
+        })?;
         core.now = clock::now();
         // 2. Events.
         while let Some(ev) = core.driver.next_event() {
@@ -578,7 +602,8 @@ impl<'r> Reactor<'r> {
         while let Some((id, token)) = core.timers.pop_expired(core.now) {
             core.on_timer(handler, id, token)?;
         }
-        // 4. Resume and re-arm.
+        // 4. Take back buffers returned from other threads, then resume and re-arm.
+        core.stats.returned += core.returns.drain() as u64;
         core.resume_paused()?;
         core.driver.rearm_starved(
             usize::from(core.config.rearm_per_turn),
@@ -1067,6 +1092,18 @@ impl<'r> Context<'_, 'r> {
     /// The receive-buffer pool.
     pub fn pool(&self) -> crate::pool::BufPool<'r> {
         self.core.driver.pool()
+    }
+
+    /// Turn `lease` into a [`crate::pool::SendLease`] that may travel to another thread: its
+    /// buffer comes back to this loop's pool when it is dropped there (the loop is woken if
+    /// it sleeps, and takes it back on its next turn). Hands the lease back if it is not one of
+    /// this loop's.
+    ///
+    /// # Errors
+    ///
+    /// The lease itself, when it does not belong to this loop's pool.
+    pub fn send_lease(&self, lease: Lease<'r>) -> Result<crate::pool::SendLease<'r>, Lease<'r>> {
+        self.core.returns.send(lease)
     }
 
     /// True while `conn` is open and not closing.

@@ -350,6 +350,8 @@ pub struct DriverParts<'r> {
     pub starved_queue: &'r mut [u32],
     /// epoll event storage (its length bounds events per wait).
     pub events: &'r mut [RawEvent],
+    /// The eventfd other threads write to wake the loop (see [`crate::sync`]).
+    pub wake: &'r super::eventfd::WakeFd,
 }
 
 /// The I/O driver. See the module docs.
@@ -370,6 +372,8 @@ pub struct Driver<'r> {
     /// epoll: the listener being drained.
     accepting: Option<u8>,
     nodelay: bool,
+    /// The cross-thread wake's eventfd, watched by the backend.
+    wake: &'r super::eventfd::WakeFd,
     /// Leases one connection may hold; its multishot receive is capped to the room left.
     quota: u16,
     /// The kernel honours a byte cap on multishot receives (cleared on the first EINVAL).
@@ -425,6 +429,24 @@ impl Driver<'static> {
                 n: 0,
             },
         };
+        let wake_fd = parts.wake.open()?;
+        let mut kind = kind;
+        match &mut kind {
+            Kind::Uring { ring } => {
+                let sqe =
+                    Sqe::poll_readable_multishot(wake_fd).user_data(pack(user_data::WAKE, 0, 0));
+                // SAFETY: a poll points at no memory; the eventfd lives in 'static storage and
+                // is never closed.
+                unsafe { ring.push(&sqe) }?;
+            }
+            Kind::Epoll { ep, .. } => {
+                ep.add(
+                    wake_fd,
+                    pack(user_data::WAKE, 0, 0),
+                    Interest::READABLE.edge_triggered(),
+                )?;
+            }
+        }
         for s in parts.slots.iter_mut() {
             *s = IoSlot::zeroed();
         }
@@ -441,6 +463,7 @@ impl Driver<'static> {
             reading: None,
             accepting: None,
             nodelay,
+            wake: parts.wake,
             quota: quota.max(1),
             recv_cap: true,
             sends_queued: 0,
@@ -1111,6 +1134,16 @@ impl<'r> Driver<'r> {
             };
         }
         if op == user_data::WAKE {
+            let _ = self.wake.drain();
+            if !c.more() {
+                // The multishot poll ended (e.g. CQ overflow): watch the eventfd again.
+                if let (Kind::Uring { ring }, Some(fd)) = (&mut self.kind, self.wake.fd()) {
+                    let sqe =
+                        Sqe::poll_readable_multishot(fd).user_data(pack(user_data::WAKE, 0, 0));
+                    // SAFETY: as at start-up: no memory, an eventfd that is never closed.
+                    let _ = unsafe { ring.push(&sqe) };
+                }
+            }
             return Some(IoEvent::Wake);
         }
         let s = self.slots.get_mut(index as usize)?;
@@ -1295,6 +1328,10 @@ impl<'r> Driver<'r> {
             *cursor += 1;
             let (op, index, gn) = unpack(ev.token());
             match op {
+                user_data::WAKE => {
+                    let _ = self.wake.drain();
+                    return Some(IoEvent::Wake);
+                }
                 user_data::ACCEPT
                     if self
                         .listeners
@@ -1582,6 +1619,9 @@ pub struct LoopStorage<
     timers: crate::pool::SlabStorage<T, TIMERS>,
     wheel: [u32; WHEEL_SLOTS],
     events: [RawEvent; EPOLL_EVENTS],
+    returns: crate::pool::ReturnQueueStorage<BUFS>,
+    signal: crate::sync::WakeSignal,
+    wake: super::eventfd::WakeFd,
 }
 
 /// Slots of the timer wheel in [`LoopStorage`].
@@ -1590,8 +1630,10 @@ pub const WHEEL_SLOTS: usize = 512;
 pub const EPOLL_EVENTS: usize = 256;
 
 // SAFETY: every field is ZeroInit storage (slab storage, IoSlots, write slabs, buffer-pool
-// storage), integers, or epoll event records (a u32 flag word and a u64 token) for which all-zero
-// bytes is a valid value.
+// storage, the return queue, the wake signal and WakeFd), integers, or epoll event records (a
+// u32 flag word and a u64 token) for which all-zero bytes is a valid value. (Under loom the
+// cross-thread types are loom's and not zero-initialisable: no ZeroInit there.)
+#[cfg(not(loom))]
 unsafe impl<C, T, const A: usize, const B: usize, const D: usize, const E: usize, const F: usize>
     ZeroInit for LoopStorage<C, T, A, B, D, E, F>
 {
@@ -1629,6 +1671,10 @@ pub struct LoopParts<'r, C, T> {
     pub timers: &'r mut [crate::pool::Slot<T>],
     /// Timer wheel heads.
     pub wheel: &'r mut [u32],
+    /// The loop's side of buffers returned from other threads.
+    pub returns: crate::pool::ReturnHandle<'r>,
+    /// The signal the loop parks on before it waits.
+    pub signal: &'r crate::sync::WakeSignal,
 }
 
 impl<
@@ -1647,6 +1693,8 @@ impl<
         pool: crate::pool::BufPoolConfig,
     ) -> core::result::Result<LoopParts<'_, C, T>, crate::pool::PoolError> {
         let pool = BufPool::with_owners(&mut self.bufs, pool, &mut self.owners)?;
+        let notifier = crate::sync::Notifier::new(&self.signal, &self.wake);
+        let returns = crate::pool::ReturnHandle::new(pool, &mut self.returns, notifier)?;
         let (notify, rest) = self.queues.split_at_mut(2);
         let [flush, ready, starved, paused] = rest else {
             unreachable!("six queue rows")
@@ -1661,11 +1709,14 @@ impl<
                 notify_queue: notify.as_flattened_mut(),
                 starved_queue: starved,
                 events: &mut self.events,
+                wake: &self.wake,
             },
             slabs: SlabArena::new(&mut self.slabs),
             paused_queue: paused,
             timers: self.timers.as_mut_slice(),
             wheel: &mut self.wheel,
+            returns,
+            signal: &self.signal,
         })
     }
 }
