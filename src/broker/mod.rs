@@ -46,5 +46,6 @@
 pub mod connect;
 pub mod parser;
 pub mod proto;
+pub mod server;
 pub mod subject;
 pub mod sublist;

@@ -1,0 +1,391 @@
+//! Black-box protocol tests of the broker over real sockets, on both backends.
+
+mod broker_util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use broker_util::{backends, server_config, start};
+use ringlet::reactor::BackendChoice;
+
+fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Read until `want` has arrived (the whole stream so far must equal it at that point).
+fn expect(s: &mut TcpStream, want: &[u8]) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < want.len() {
+        let n = s.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "EOF after {:?}, wanted {:?}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+/// Read the INFO line.
+fn info(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        assert_eq!(s.read(&mut b).expect("read"), 1, "EOF in INFO");
+        line.push(b[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// Connected client: INFO read, CONNECT sent, PONG seen.
+fn client(addr: std::net::SocketAddr, connect_json: &str) -> TcpStream {
+    let mut s = connect(addr);
+    info(&mut s);
+    s.write_all(format!("CONNECT {connect_json}\r\nPING\r\n").as_bytes())
+        .unwrap();
+    expect(&mut s, b"PONG\r\n");
+    s
+}
+
+const QUIET: &str = r#"{"verbose":false,"pedantic":false}"#;
+const QUIET_H: &str = r#"{"verbose":false,"pedantic":false,"headers":true,"no_responders":true}"#;
+
+/// Sync: PING/PONG round trip so the server processed everything before.
+fn sync(s: &mut TcpStream) {
+    s.write_all(b"PING\r\n").unwrap();
+    expect(s, b"PONG\r\n");
+}
+
+fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}
+
+fn each(f: impl Fn(BackendChoice)) {
+    for b in backends() {
+        f(b);
+    }
+}
+
+#[test]
+fn info_shape() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = connect(srv.addr);
+        let line = info(&mut s);
+        assert!(line.starts_with("INFO {"), "{line}");
+        assert!(line.ends_with("} \r\n"), "{line}");
+        for field in [
+            "\"server_id\":",
+            "\"version\":\"2.9.10\"",
+            "\"proto\":1",
+            "\"headers\":true",
+            "\"max_payload\":65536",
+            "\"client_id\":1",
+            "\"host\":",
+        ] {
+            assert!(line.contains(field), "{field} missing in {line}");
+        }
+        assert!(
+            line.contains(&format!("\"port\":{}", srv.addr.port())),
+            "{line}"
+        );
+        assert!(!line.contains("auth_required"), "{line}");
+        srv.stop();
+    });
+}
+
+#[test]
+fn connect_ping_pong_and_verbose_ok() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = connect(srv.addr);
+        info(&mut s);
+        s.write_all(b"CONNECT {\"verbose\":true}\r\nPING\r\nSUB foo 1\r\nPUB foo 2\r\nhi\r\nUNSUB 1\r\nPING\r\n")
+            .unwrap();
+        expect(
+            &mut s,
+            b"+OK\r\nPONG\r\n+OK\r\nMSG foo 1 2\r\nhi\r\n+OK\r\n+OK\r\nPONG\r\n",
+        );
+        srv.stop();
+    });
+}
+
+#[test]
+fn sub_pub_msg_byte_exact_and_wildcards() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut sub = client(srv.addr, QUIET);
+        let mut publ = client(srv.addr, QUIET);
+        sub.write_all(b"SUB foo.bar 1\r\nSUB foo.* 2\r\nSUB foo.> 3\r\nSUB bar 4\r\n")
+            .unwrap();
+        sync(&mut sub);
+        publ.write_all(b"PUB foo.bar reply.to 5\r\nhello\r\nPUB foo.baz.qux 0\r\n\r\n")
+            .unwrap();
+        sync(&mut publ);
+        // Plain subscribers come in the sublist's order: compare per message as a set.
+        sub.write_all(b"PING\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"PONG\r\n") {
+            let n = sub.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.truncate(got.len() - 6);
+        let text = String::from_utf8(got).unwrap();
+        for part in [
+            "MSG foo.bar 1 reply.to 5\r\nhello\r\n",
+            "MSG foo.bar 2 reply.to 5\r\nhello\r\n",
+            "MSG foo.bar 3 reply.to 5\r\nhello\r\n",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text:?}");
+        }
+        assert!(text.ends_with("MSG foo.baz.qux 3 0\r\n\r\n"), "{text:?}");
+        srv.stop();
+    });
+}
+
+#[test]
+fn queue_group_one_member_each() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut a = client(srv.addr, QUIET);
+        let mut c = client(srv.addr, QUIET);
+        a.write_all(b"SUB q.x workers 1\r\n").unwrap();
+        c.write_all(b"SUB q.x workers 1\r\n").unwrap();
+        sync(&mut a);
+        sync(&mut c);
+        let mut p = client(srv.addr, QUIET);
+        for _ in 0..10 {
+            p.write_all(b"PUB q.x 1\r\nx\r\n").unwrap();
+        }
+        sync(&mut p);
+        let one = b"MSG q.x 1 1\r\nx\r\n".len();
+        let count = |s: &mut TcpStream| {
+            s.write_all(b"PING\r\n").unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"PONG\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            (got.len() - 6) / one
+        };
+        let (na, nc) = (count(&mut a), count(&mut c));
+        assert_eq!(na + nc, 10, "each message to exactly one member");
+        srv.stop();
+    });
+}
+
+#[test]
+fn unsub_max() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, QUIET);
+        s.write_all(
+            b"SUB m 7\r\nUNSUB 7 2\r\nPUB m 1\r\na\r\nPUB m 1\r\nb\r\nPUB m 1\r\nc\r\nPING\r\n",
+        )
+        .unwrap();
+        expect(&mut s, b"MSG m 7 1\r\na\r\nMSG m 7 1\r\nb\r\nPONG\r\n");
+        srv.stop();
+    });
+}
+
+#[test]
+fn invalid_subject_stays_open() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, QUIET);
+        s.write_all(b"SUB foo..bar 1\r\nPING\r\n").unwrap();
+        expect(&mut s, b"-ERR 'Invalid Subject'\r\nPONG\r\n");
+        srv.stop();
+    });
+}
+
+#[test]
+fn unknown_op_closes() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, QUIET);
+        s.write_all(b"FOO bar\r\n").unwrap();
+        assert_eq!(
+            read_to_eof(&mut s),
+            b"-ERR 'Unknown Protocol Operation'\r\n"
+        );
+        srv.stop();
+    });
+}
+
+#[test]
+fn max_payload_violation() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, QUIET);
+        s.write_all(b"PUB foo 65537\r\n").unwrap();
+        assert_eq!(read_to_eof(&mut s), b"-ERR 'Maximum Payload Violation'\r\n");
+        srv.stop();
+    });
+}
+
+#[test]
+fn control_line_limit() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, QUIET);
+        let mut line = b"SUB ".to_vec();
+        line.extend(std::iter::repeat_n(b'a', 5000));
+        s.write_all(&line).unwrap();
+        assert_eq!(
+            read_to_eof(&mut s),
+            b"-ERR 'maximum control line exceeded'\r\n"
+        );
+        srv.stop();
+    });
+}
+
+#[test]
+fn headers_and_stripping() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut h = client(srv.addr, QUIET_H);
+        let mut plain = client(srv.addr, QUIET);
+        h.write_all(b"SUB hd 1\r\n").unwrap();
+        plain.write_all(b"SUB hd 2\r\n").unwrap();
+        sync(&mut h);
+        sync(&mut plain);
+        let hdr = "NATS/1.0\r\nA: b\r\n\r\n";
+        let msg = format!("HPUB hd {} {}\r\n{hdr}body\r\n", hdr.len(), hdr.len() + 4);
+        h.write_all(msg.as_bytes()).unwrap();
+        expect(
+            &mut h,
+            format!("HMSG hd 1 {} {}\r\n{hdr}body\r\n", hdr.len(), hdr.len() + 4).as_bytes(),
+        );
+        expect(&mut plain, b"MSG hd 2 4\r\nbody\r\n");
+        srv.stop();
+    });
+}
+
+#[test]
+fn no_responders_503() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, QUIET_H);
+        s.write_all(b"SUB _INBOX.x 9\r\nPUB nobody _INBOX.x 2\r\nhi\r\nPING\r\n")
+            .unwrap();
+        expect(
+            &mut s,
+            b"HMSG _INBOX.x 9 16 16\r\nNATS/1.0 503\r\n\r\n\r\nPONG\r\n",
+        );
+        srv.stop();
+    });
+}
+
+#[test]
+fn echo_false() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, r#"{"verbose":false,"echo":false}"#);
+        let mut other = client(srv.addr, QUIET);
+        s.write_all(b"SUB e 1\r\nPUB e 1\r\nx\r\nPING\r\n").unwrap();
+        expect(&mut s, b"PONG\r\n");
+        other.write_all(b"PUB e 1\r\ny\r\n").unwrap();
+        expect(&mut s, b"MSG e 1 1\r\ny\r\n");
+        srv.stop();
+    });
+}
+
+#[test]
+fn connect_errors_close() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = connect(srv.addr);
+        info(&mut s);
+        s.write_all(b"CONNECT {\"protocol\":2}\r\n").unwrap();
+        assert_eq!(read_to_eof(&mut s), b"-ERR 'invalid client protocol'\r\n");
+        let mut s = connect(srv.addr);
+        info(&mut s);
+        s.write_all(b"CONNECT {\"no_responders\":true}\r\n")
+            .unwrap();
+        assert_eq!(
+            read_to_eof(&mut s),
+            b"-ERR 'no responders requires headers support'\r\n"
+        );
+        let mut s = connect(srv.addr);
+        info(&mut s);
+        s.write_all(b"CONNECT {bad\r\n").unwrap();
+        assert_eq!(read_to_eof(&mut s), b"");
+        srv.stop();
+    });
+}
+
+#[test]
+fn one_byte_at_a_time() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = connect(srv.addr);
+        info(&mut s);
+        let session = b"CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB a.b 1\r\nPUB a.b r 3\r\nabc\r\nHPUB a.b 12 14\r\nNATS/1.0\r\n\r\nxy\r\nPING\r\n";
+        for &byte in session.iter() {
+            s.write_all(&[byte]).unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        expect(
+            &mut s,
+            b"MSG a.b 1 r 3\r\nabc\r\nHMSG a.b 1 12 14\r\nNATS/1.0\r\n\r\nxy\r\nPONG\r\n",
+        );
+        srv.stop();
+    });
+}
+
+#[test]
+fn large_payload_and_subs_removed_on_close() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut sub = client(srv.addr, QUIET);
+        sub.write_all(b"SUB big 1\r\n").unwrap();
+        sync(&mut sub);
+        let mut p = client(srv.addr, QUIET);
+        let payload: Vec<u8> = (0..65536u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut msg = b"PUB big 65536\r\n".to_vec();
+        msg.extend_from_slice(&payload);
+        msg.extend_from_slice(b"\r\n");
+        p.write_all(&msg).unwrap();
+        let mut want = b"MSG big 1 65536\r\n".to_vec();
+        want.extend_from_slice(&payload);
+        want.extend_from_slice(b"\r\n");
+        expect(&mut sub, &want);
+        drop(sub);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // After the subscriber is gone, a request gets no-responders: proves the sub was removed.
+        let mut r = client(srv.addr, QUIET_H);
+        loop {
+            r.write_all(b"SUB _I.1 1\r\nPUB big _I.1 0\r\n\r\nUNSUB 1\r\nPING\r\n")
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"PONG\r\n") {
+                let n = r.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            if got.starts_with(b"HMSG _I.1 1 16 16") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "subscription not removed on close"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        srv.stop();
+    });
+}
