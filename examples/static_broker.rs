@@ -4,8 +4,8 @@
 //!
 //! Flags: `-a/--addr HOST`, `-p/--port PORT` (-1: random), `-n/--name NAME`, `--user USER`,
 //! `--pass PASS`, `--auth TOKEN`, `-D` (debug), `-V` (trace), `-DV`, `--max_payload BYTES`,
-//! `--max_connections N`, `--ping_interval SECS`, `--ping_max N` (accepted; server PINGs are
-//! not sent yet), `--backend auto|uring|epoll`. Log lines go to stderr, like nats-server's:
+//! `--max_connections N`, `--ping_interval SECS`, `--ping_max N` (server PINGs; `Stale
+//! Connection` past ping_max), `--backend auto|uring|epoll`. Log lines go to stderr, like nats-server's:
 //! `Listening for client connections on HOST:PORT` and `Server is ready`. SIGINT/SIGTERM stop
 //! it cleanly (connections are flushed and closed).
 //!
@@ -36,7 +36,7 @@ const BUFS: usize = 2048;
 const SLAB: usize = 2 * 1024 * 1024;
 const LEASE_QUOTA: u16 = 48;
 
-type Res = Resources<CONNS, BUFS, BUF_SIZE, SLAB, { 2 * CONNS }>;
+type Res = Resources<CONNS, BUFS, BUF_SIZE, SLAB, { 4 * CONNS }>;
 
 fn leak<T: ZeroInit>() -> &'static mut T {
     let b: Box<MaybeUninit<T>> = Box::new_zeroed();

@@ -11,9 +11,15 @@ use tokio::time::timeout;
 
 const T: Duration = Duration::from_secs(5);
 
-fn run(test: fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
+type TestFn = fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+fn run(test: TestFn) {
+    run_with(server_config(), test);
+}
+
+fn run_with(cfg: ringlet::broker::server::ServerConfig, test: TestFn) {
     for b in backends() {
-        let srv = start(b, server_config());
+        let srv = start(b, cfg.clone());
         let url = format!("nats://{}", srv.addr);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -170,6 +176,66 @@ fn payload_at_max_payload() {
             // One byte more is refused by the client itself, before sending.
             let too_big: Vec<u8> = vec![0; max + 1];
             assert!(c.publish("big", too_big.into()).await.is_err());
+        })
+    });
+}
+
+#[test]
+fn auth_user_pass_and_token() {
+    let mut cfg = server_config();
+    cfg.user.push_str("bob").unwrap();
+    cfg.pass.push_str("pw").unwrap();
+    run_with(cfg, |url| {
+        Box::pin(async move {
+            let c = async_nats::ConnectOptions::with_user_and_password("bob".into(), "pw".into())
+                .connect(url.clone())
+                .await
+                .expect("right credentials");
+            c.flush().await.unwrap();
+            let bad = async_nats::ConnectOptions::with_user_and_password("bob".into(), "x".into())
+                .connect(url)
+                .await;
+            let e = bad.expect_err("wrong password refused");
+            assert!(
+                e.to_string().to_lowercase().contains("authorization"),
+                "{e}"
+            );
+        })
+    });
+    let mut cfg = server_config();
+    cfg.token.push_str("t0k").unwrap();
+    run_with(cfg, |url| {
+        Box::pin(async move {
+            let c = async_nats::ConnectOptions::with_token("t0k".into())
+                .connect(url)
+                .await
+                .expect("right token");
+            let mut s = c.subscribe("x").await.unwrap();
+            c.publish("x", "y".into()).await.unwrap();
+            let m = timeout(T, s.next()).await.unwrap().unwrap();
+            assert_eq!(&m.payload[..], b"y");
+        })
+    });
+}
+
+#[test]
+fn echo_off() {
+    run(|url| {
+        Box::pin(async move {
+            let c = async_nats::ConnectOptions::new()
+                .no_echo()
+                .connect(url.clone())
+                .await
+                .unwrap();
+            let other = async_nats::connect(url).await.unwrap();
+            let mut s = c.subscribe("e").await.unwrap();
+            c.flush().await.unwrap();
+            c.publish("e", "mine".into()).await.unwrap();
+            c.flush().await.unwrap();
+            other.publish("e", "theirs".into()).await.unwrap();
+            other.flush().await.unwrap();
+            let m = timeout(T, s.next()).await.unwrap().unwrap();
+            assert_eq!(&m.payload[..], b"theirs");
         })
     });
 }

@@ -389,3 +389,91 @@ fn large_payload_and_subs_removed_on_close() {
         srv.stop();
     });
 }
+
+fn auth_config(user: &str, pass: &str, token: &str) -> ringlet::broker::server::ServerConfig {
+    let mut c = server_config();
+    c.user.push_str(user).unwrap();
+    c.pass.push_str(pass).unwrap();
+    c.token.push_str(token).unwrap();
+    c.auth_timeout = Duration::from_millis(300);
+    c
+}
+
+#[test]
+fn auth_user_pass() {
+    each(|b| {
+        let srv = start(b, auth_config("alice", "s3cret", ""));
+        let mut s = connect(srv.addr);
+        assert!(info(&mut s).contains("\"auth_required\":true"));
+        s.write_all(
+            b"CONNECT {\"verbose\":false,\"user\":\"alice\",\"pass\":\"s3cret\"}\r\nPING\r\n",
+        )
+        .unwrap();
+        expect(&mut s, b"PONG\r\n");
+        let mut s = connect(srv.addr);
+        info(&mut s);
+        s.write_all(b"CONNECT {\"user\":\"alice\",\"pass\":\"wrong\"}\r\nPING\r\n")
+            .unwrap();
+        assert_eq!(read_to_eof(&mut s), b"-ERR 'Authorization Violation'\r\n");
+        let mut s = connect(srv.addr);
+        info(&mut s);
+        s.write_all(b"PING\r\n").unwrap();
+        assert_eq!(read_to_eof(&mut s), b"-ERR 'Authorization Violation'\r\n");
+        srv.stop();
+    });
+}
+
+#[test]
+fn auth_token_and_timeout() {
+    each(|b| {
+        let srv = start(b, auth_config("", "", "tok"));
+        let mut s = connect(srv.addr);
+        assert!(info(&mut s).contains("\"auth_required\":true"));
+        s.write_all(b"CONNECT {\"verbose\":false,\"auth_token\":\"tok\"}\r\nPING\r\n")
+            .unwrap();
+        expect(&mut s, b"PONG\r\n");
+        // Authenticated: the auth timer no longer applies.
+        std::thread::sleep(Duration::from_millis(500));
+        sync(&mut s);
+        let mut s = connect(srv.addr);
+        info(&mut s);
+        s.write_all(b"CONNECT {\"auth_token\":\"nope\"}\r\n")
+            .unwrap();
+        assert_eq!(read_to_eof(&mut s), b"-ERR 'Authorization Violation'\r\n");
+        let mut s = connect(srv.addr);
+        info(&mut s);
+        let t = Instant::now();
+        assert_eq!(read_to_eof(&mut s), b"-ERR 'Authentication Timeout'\r\n");
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        srv.stop();
+    });
+}
+
+#[test]
+fn stale_connection() {
+    each(|b| {
+        let mut cfg = server_config();
+        cfg.ping_interval = Duration::from_millis(100);
+        cfg.ping_max = 2;
+        let srv = start(b, cfg);
+        let mut s = client(srv.addr, QUIET);
+        // The tick after CONNECT is skipped (the client was active), then two PINGs go
+        // unanswered, then the connection is stale.
+        assert_eq!(
+            read_to_eof(&mut s),
+            b"PING\r\nPING\r\n-ERR 'Stale Connection'\r\n"
+        );
+        // A client that answers stays open.
+        let mut s = client(srv.addr, QUIET);
+        for _ in 0..5 {
+            expect(&mut s, b"PING\r\n");
+            s.write_all(b"PONG\r\n").unwrap();
+        }
+        sync(&mut s);
+        srv.stop();
+    });
+}

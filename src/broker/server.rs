@@ -54,7 +54,8 @@
 //! - `client_ip` is not in INFO (the reactor does not expose peer addresses).
 //! - A sid is at most [`SID_MAX`] bytes and a connection has at most [`SUBS_PER_CLIENT`]
 //!   subscriptions: beyond, `-ERR 'maximum subscriptions exceeded'` (connection stays open).
-//! - Server PINGs (ping_interval / `Stale Connection`) are not sent yet.
+//! - The first server PING comes after `min(2 s, ping_interval)`, then every ping_interval;
+//!   a PING is skipped when the client sent anything since the last tick.
 
 use core::time::Duration;
 
@@ -109,9 +110,11 @@ pub struct ServerConfig {
     pub token: HString<128>,
     /// Time a client has to send its CONNECT when auth is required.
     pub auth_timeout: Duration,
-    /// Server PING interval (not used yet: server PINGs are not sent).
+    /// Server PING interval (zero: no server PINGs). The first PING comes after
+    /// `min(2 s, ping_interval)`.
     pub ping_interval: Duration,
-    /// Outstanding PINGs before `Stale Connection` (not used yet).
+    /// Outstanding PINGs allowed: at the tick that would exceed it, `-ERR 'Stale
+    /// Connection'` and close.
     pub ping_max: u32,
 }
 
@@ -222,6 +225,9 @@ pub struct Client {
     closing: bool,
     paused: bool,
     auth_timer: Option<TimerId>,
+    ping_timer: Option<TimerId>,
+    pings_out: u32,
+    active: bool,
     subs: [SubSlot; SUBS_PER_CLIENT],
     in_msgs: u64,
     out_msgs: u64,
@@ -577,7 +583,8 @@ impl Core<'_> {
                 }
             }
             Op::Ping => send(cx, conn, PONG),
-            Op::Pong | Op::Ok => {}
+            Op::Pong => client.pings_out = 0,
+            Op::Ok => {}
             Op::Err(_) => {
                 cx.close(conn);
                 after.close = true;
@@ -869,11 +876,18 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             cx.abort(conn);
             return;
         };
+        let token = timer_token(conn);
         let auth_timer = if auth {
-            let token = (u64::from(conn.generation()) << 32) | conn.index() as u64;
             cx.set_timer(core.config.auth_timeout, None, token).ok()
         } else {
             None
+        };
+        let interval = core.config.ping_interval;
+        let ping_timer = if interval.is_zero() {
+            None
+        } else {
+            let first = interval.min(Duration::from_secs(2));
+            cx.set_timer(first, Some(interval), token | PING_TOKEN).ok()
         };
         let Ok(ckey) = core.clients.try_insert(Client {
             conn,
@@ -882,6 +896,9 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             closing: false,
             paused: false,
             auth_timer,
+            ping_timer,
+            pings_out: 0,
+            active: false,
             subs: [SubSlot::EMPTY; SUBS_PER_CLIENT],
             in_msgs: 0,
             out_msgs: 0,
@@ -931,6 +948,9 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             return;
         }
         let core = &mut self.core;
+        if let Ok(c) = core.clients.get_mut(key) {
+            c.active = true;
+        }
         while let Some(rr) = reader.try_read() {
             let buf = rr.buffer();
             let from = buf.offset_of(*parsed).unwrap_or(0);
@@ -1014,15 +1034,33 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
 
     fn on_timer(&mut self, cx: &mut Context<'_, 'r>, _: TimerId, token: u64) {
         let index = (token & 0xffff_ffff) as usize;
-        let generation = (token >> 32) as u32;
+        let generation = ((token >> 32) & u64::from(GEN_MASK)) as u32;
         let Some(k) = self.core.client_key(index) else {
             return;
         };
-        if let Ok(c) = self.core.clients.get_mut(k)
-            && c.conn.generation() == generation
-            && !c.connected
-            && c.auth_timer.is_some()
-        {
+        let ping_max = self.core.config.ping_max;
+        let Ok(c) = self.core.clients.get_mut(k) else {
+            return;
+        };
+        if c.conn.generation() & GEN_MASK != generation {
+            return;
+        }
+        if token & PING_TOKEN != 0 {
+            if c.closing {
+                return;
+            }
+            if c.active {
+                c.active = false;
+            } else if c.pings_out >= ping_max {
+                c.closing = true;
+                send_err(cx, c.conn, ServerError::StaleConnection);
+            } else {
+                c.pings_out += 1;
+                send(cx, c.conn, proto::PING);
+            }
+            return;
+        }
+        if !c.connected && c.auth_timer.is_some() {
             c.auth_timer = None;
             let conn = c.conn;
             send_err(cx, conn, ServerError::AuthenticationTimeout);
@@ -1035,15 +1073,27 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
         }
         let index = conn.index();
         if let Some(k) = self.core.client_key(index) {
-            if let Ok(c) = self.core.clients.get_mut(k)
-                && let Some(t) = c.auth_timer.take()
-            {
-                let _ = cx.cancel_timer(t);
+            if let Ok(c) = self.core.clients.get_mut(k) {
+                for t in [c.auth_timer.take(), c.ping_timer.take()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = cx.cancel_timer(t);
+                }
             }
             let _ = self.sessions.remove(k);
         }
         self.core.remove_client(index);
     }
+}
+
+/// Timer tokens: connection slot in the low 32 bits, generation (masked) above, and this bit
+/// for the ping timer.
+const PING_TOKEN: u64 = 1 << 62;
+const GEN_MASK: u32 = 0x1fff_ffff;
+
+fn timer_token(conn: ConnId) -> u64 {
+    (u64::from(conn.generation() & GEN_MASK) << 32) | conn.index() as u64
 }
 
 fn fail(cx: &mut Context<'_, '_>, conn: ConnId, e: ParseError) {
