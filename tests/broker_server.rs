@@ -477,3 +477,57 @@ fn stale_connection() {
         srv.stop();
     });
 }
+
+#[test]
+fn slow_consumer_is_cut_and_publisher_continues() {
+    each(|b| {
+        let mut cfg = server_config();
+        cfg.write_deadline = Duration::from_millis(300);
+        let srv = start(b, cfg);
+        let mut stuck = client(srv.addr, QUIET);
+        stuck.write_all(b"SUB s 1\r\n").unwrap();
+        sync(&mut stuck);
+        let mut fast = client(srv.addr, QUIET);
+        fast.write_all(b"SUB s 1\r\n").unwrap();
+        sync(&mut fast);
+        // The fast consumer reads everything on its own thread.
+        let reader = std::thread::spawn(move || {
+            let mut n = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match fast.read(&mut buf) {
+                    Ok(0) | Err(_) => return n,
+                    Ok(k) => n += k,
+                }
+            }
+        });
+        let mut p = client(srv.addr, QUIET);
+        let one = {
+            let mut m = b"PUB s 1024\r\n".to_vec();
+            m.extend(std::iter::repeat_n(b'x', 1024));
+            m.extend_from_slice(b"\r\n");
+            m
+        };
+        let burst: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+        // 32 MiB: far more than the stuck consumer's slab and socket buffers.
+        for _ in 0..32 {
+            p.write_all(&burst).unwrap();
+        }
+        sync(&mut p);
+        // The stuck consumer was cut; the publisher and the fast consumer carried on.
+        let t = Instant::now();
+        let mut v = Vec::new();
+        stuck
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let _ = stuck.read_to_end(&mut v);
+        assert!(t.elapsed() < Duration::from_secs(15));
+        drop(p);
+        let stats = srv.stop();
+        assert!(stats.slow_consumers >= 1, "{stats:?}");
+        assert!(stats.in_msgs == 32_000, "{stats:?}");
+        let got = reader.join().unwrap();
+        let per = b"MSG s 1 1024\r\n".len() + 1024 + 2;
+        assert!(got >= 32_000 * per, "fast consumer got {got} bytes");
+    });
+}

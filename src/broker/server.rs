@@ -35,20 +35,28 @@
 //!
 //! # Slow consumers
 //!
-//! The policy is the simplest that never buffers without bound and never loses part of a
-//! message:
+//! The policy never buffers without bound, never loses part of a message and never cuts a
+//! consumer that keeps reading:
 //!
-//! - A target whose write slab cannot take a whole message is a *slow consumer*: it is counted
-//!   ([`BrokerStats::slow_consumers`]) and closed (gracefully: what it has staged is still sent,
-//!   within the reactor's `close_linger`). Like recent nats-servers, no `-ERR` is sent. The
-//!   write slab size plays the role of nats-server's `max_pending`.
-//! - Backpressure first: after a fan-out, when a target's slab is more than half full, the
-//!   *publisher's* receive is paused; every paused publisher is resumed when any connection
-//!   reports [`Handler::on_flushed`] (they pause again at once if still needed). So a fast
-//!   publisher slows to its consumers' pace instead of cutting them, as long as they read.
-//! - Not implemented: a write deadline (a consumer that reads nothing, with a slab that never
-//!   fills completely, stays open; its publishers are paused until it flushes).
-//!
+//! - **All or nothing, then hold.** Before a message is written anywhere, every target's
+//!   write slab must have room for it. If one has not, nobody gets it yet: the message stays
+//!   in the publisher's receive leases (with everything the publisher sent after it, unparsed),
+//!   and the publisher's receive is paused. Every [`Handler::on_flushed`] (and every close)
+//!   resumes the paused publishers and retries the held messages (`Broker::unblock`). So a
+//!   fast publisher slows to its slowest consumer's pace, and per-publisher order is kept.
+//! - **Early backpressure.** After a fan-out that leaves a target's slab more than half full,
+//!   the publisher is paused too, so it rarely gets as far as holding.
+//! - **Write deadline.** When a consumer's slab goes past half full, or a message waits for
+//!   it, a one-shot timer of [`ServerConfig::write_deadline`] is armed; its
+//!   [`Handler::on_flushed`] (everything staged was sent) cancels it. If it fires first, the
+//!   consumer is a *slow consumer*: counted ([`BrokerStats::slow_consumers`]), aborted (its
+//!   socket is not draining, so a graceful close would only linger; like recent nats-servers,
+//!   no `-ERR`), and the held publishers go on. A consumer that stops reading thus holds its
+//!   publishers back for at most the write deadline. The slab size plays the role of
+//!   nats-server's `max_pending`.
+//! - A message larger than a target's whole slab can never be written: that target is closed
+//!   as a slow consumer at once.
+
 //! # Deviations from nats-server
 //!
 //! - `client_ip` is not in INFO (the reactor does not expose peer addresses).
@@ -116,6 +124,9 @@ pub struct ServerConfig {
     /// Outstanding PINGs allowed: at the tick that would exceed it, `-ERR 'Stale
     /// Connection'` and close.
     pub ping_max: u32,
+    /// How long a consumer whose write slab went past half full may take to send all it has
+    /// staged before it is closed as a slow consumer (zero: no deadline).
+    pub write_deadline: Duration,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +144,7 @@ impl Default for ServerConfig {
             auth_timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
+            write_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -226,6 +238,7 @@ pub struct Client {
     paused: bool,
     auth_timer: Option<TimerId>,
     ping_timer: Option<TimerId>,
+    deadline_timer: Option<TimerId>,
     pings_out: u32,
     active: bool,
     subs: [SubSlot; SUBS_PER_CLIENT],
@@ -250,6 +263,7 @@ pub struct Session<'r> {
     reader: Reader<'r>,
     parsed: Position,
     pending: Option<Pending>,
+    blocked: bool,
     line: [u8; MAX_CONTROL_LINE],
 }
 
@@ -477,6 +491,28 @@ impl<'a, 'r> Broker<'a, 'r> {
         self.core.sublist.len()
     }
 
+    /// Consumers made room (a flush completed, a connection closed): resume the paused
+    /// publishers and retry every message held for full consumers.
+    fn unblock(&mut self, cx: &mut Context<'_, '_>) {
+        if self.core.paused_publishers == 0 {
+            return;
+        }
+        self.core.resume_publishers(cx);
+        for (key, session) in self.sessions.iter_mut() {
+            if !session.blocked {
+                continue;
+            }
+            let Ok(c) = self.core.clients.get(key) else {
+                continue;
+            };
+            let conn = c.conn;
+            if c.closing || !cx.is_open(conn) {
+                continue;
+            }
+            process(session, &mut self.core, cx, conn, key);
+        }
+    }
+
     fn session_key(&self, conn: ConnId) -> Option<Key> {
         let raw = *self.core.keys.get(conn.index())?;
         if raw == 0 {
@@ -682,18 +718,13 @@ impl Core<'_> {
         p: &Pending,
         line: &[u8],
         payload: ReadBuf<'_>,
-    ) {
+    ) -> bool {
         let subj = &line[..p.subject_len];
         let reply = p.reply_len.map(|r| &line[p.subject_len..p.subject_len + r]);
-        let (echo, no_responders, verbose) = match self.clients.get_mut(ckey) {
-            Ok(c) => {
-                c.in_msgs += 1;
-                (c.opts.echo, c.opts.no_responders, c.opts.verbose)
-            }
-            Err(_) => return,
+        let (echo, no_responders, verbose) = match self.clients.get(ckey) {
+            Ok(c) => (c.opts.echo, c.opts.no_responders, c.opts.verbose),
+            Err(_) => return true,
         };
-        self.stats.in_msgs += 1;
-        self.stats.in_bytes += u64::from(p.total_len);
         let me = conn.index();
         let Core {
             clients,
@@ -730,6 +761,49 @@ impl Core<'_> {
             Err(_) => targets.len(),
         };
         let hdr = p.header_len.filter(|&h| h > 0);
+        // All or nothing: every target must have room before anyone gets the message.
+        let mut blocked = false;
+        for &v in targets[..n].iter() {
+            let (_, si, k) = lookup(keys, v);
+            let Some(c) = k.and_then(|k| clients.get_mut(k).ok()) else {
+                continue;
+            };
+            let Some(s) = c.subs.get(si) else { continue };
+            let (header_len, body_len) = match hdr {
+                Some(h) if c.opts.headers_enabled(true) => (Some(h), p.total_len),
+                Some(h) => (None, p.total_len.saturating_sub(h)),
+                None => (None, p.total_len),
+            };
+            let need = proto::msg_line_len(subj, s.sid(), reply, header_len, body_len)
+                + body_len as usize
+                + 2;
+            let target = c.conn;
+            let free = cx.write_capacity(target);
+            if c.closing || free >= need {
+                continue;
+            }
+            if need > free + cx.staged(target) {
+                // Larger than its whole slab: it can never take it.
+                c.closing = true;
+                self.stats.slow_consumers += 1;
+                cx.close(target);
+                continue;
+            }
+            blocked = true;
+            let deadline = self.config.write_deadline;
+            if c.deadline_timer.is_none() && !deadline.is_zero() {
+                let token = timer_token(target) | DEADLINE_TOKEN;
+                c.deadline_timer = cx.set_timer(deadline, None, token).ok();
+            }
+        }
+        if blocked {
+            return false;
+        }
+        if let Ok(c) = clients.get_mut(ckey) {
+            c.in_msgs += 1;
+        }
+        self.stats.in_msgs += 1;
+        self.stats.in_bytes += u64::from(p.total_len);
         let mut delivered_any = false;
         let mut pause_publisher = false;
         for &v in targets[..n].iter() {
@@ -756,12 +830,7 @@ impl Core<'_> {
                 continue;
             }
             let need = sink.len() + body.len() + 2;
-            if cx.write_capacity(target) < need {
-                if !c.closing {
-                    c.closing = true;
-                    self.stats.slow_consumers += 1;
-                    cx.close(target);
-                }
+            if c.closing || cx.write_capacity(target) < need {
                 continue;
             }
             let mut ok = cx.write(target, sink.written()).is_ok();
@@ -786,6 +855,11 @@ impl Core<'_> {
             }
             if cx.staged(target) > cx.write_capacity(target) {
                 pause_publisher = true;
+                let deadline = self.config.write_deadline;
+                if c.deadline_timer.is_none() && !deadline.is_zero() {
+                    let token = timer_token(target) | DEADLINE_TOKEN;
+                    c.deadline_timer = cx.set_timer(deadline, None, token).ok();
+                }
             }
         }
         if !delivered_any
@@ -809,8 +883,15 @@ impl Core<'_> {
         if verbose {
             send(cx, conn, OK);
         }
-        if pause_publisher
-            && let Ok(c) = clients.get_mut(ckey)
+        if pause_publisher {
+            self.pause_publisher(cx, conn, ckey);
+        }
+        true
+    }
+
+    /// Stops receiving from a publisher until consumers flush.
+    fn pause_publisher(&mut self, cx: &mut Context<'_, '_>, conn: ConnId, ckey: Key) {
+        if let Ok(c) = self.clients.get_mut(ckey)
             && !c.paused
             && cx.pause(conn).is_ok()
         {
@@ -818,6 +899,20 @@ impl Core<'_> {
             self.paused_publishers += 1;
             self.stats.publisher_pauses += 1;
         }
+    }
+
+    /// Resumes every publisher paused for a full consumer (they pause again if still needed).
+    fn resume_publishers(&mut self, cx: &mut Context<'_, '_>) {
+        if self.paused_publishers == 0 {
+            return;
+        }
+        for (_, c) in self.clients.iter_mut() {
+            if c.paused {
+                c.paused = false;
+                let _ = cx.resume(c.conn);
+            }
+        }
+        self.paused_publishers = 0;
     }
 
     fn remove_client(&mut self, index: usize) {
@@ -871,6 +966,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             reader,
             parsed: Position::from_absolute(0),
             pending: None,
+            blocked: false,
             line: [0; MAX_CONTROL_LINE],
         }) else {
             cx.abort(conn);
@@ -897,6 +993,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             paused: false,
             auth_timer,
             ping_timer,
+            deadline_timer: None,
             pings_out: 0,
             active: false,
             subs: [SubSlot::EMPTY; SUBS_PER_CLIENT],
@@ -936,100 +1033,28 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
         let Ok(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let Session {
-            parser,
-            reader,
-            parsed,
-            pending,
-            line,
-        } = session;
-        if reader.push(lease).is_err() {
+        if session.reader.push(lease).is_err() {
             cx.abort(conn);
             return;
         }
-        let core = &mut self.core;
-        if let Ok(c) = core.clients.get_mut(key) {
+        if let Ok(c) = self.core.clients.get_mut(key) {
             c.active = true;
         }
-        while let Some(rr) = reader.try_read() {
-            let buf = rr.buffer();
-            let from = buf.offset_of(*parsed).unwrap_or(0);
-            let Some(view) = buf.slice(from..) else {
-                cx.abort(conn);
-                return;
-            };
-            let mut pos = parsed.absolute();
-            for seg in view.segments() {
-                let mut rest = seg;
-                while !rest.is_empty() {
-                    let mut after = After::default();
-                    match parser.parse(rest) {
-                        Err(e) => {
-                            fail(cx, conn, e);
-                            return;
-                        }
-                        Ok((used, op)) => {
-                            rest = &rest[used..];
-                            pos += used as u64;
-                            if let Some(op) = op {
-                                if op == Op::PayloadEnd {
-                                    if let Some(p) = pending.take() {
-                                        let off = buf.offset_of(p.start).unwrap_or(0);
-                                        if let Some(payload) =
-                                            buf.slice(off..off + p.total_len as usize)
-                                        {
-                                            core.deliver(cx, conn, key, &p, &line[..], payload);
-                                        }
-                                    }
-                                } else {
-                                    after = core.on_op(
-                                        cx,
-                                        conn,
-                                        key,
-                                        op,
-                                        pending,
-                                        line,
-                                        Position::from_absolute(pos),
-                                    );
-                                }
-                            }
-                        }
-                    }
-                    if after.close {
-                        return;
-                    }
-                    if let Some(h) = after.headers {
-                        parser.set_headers(h);
-                    }
-                    if after.authenticated {
-                        parser.set_awaiting_auth(false);
-                    }
-                }
-            }
-            *parsed = Position::from_absolute(pos);
-            let consumed = pending.map_or(*parsed, |p| p.start);
-            if reader.advance_to_examined(consumed, *parsed).is_err() {
-                cx.abort(conn);
-                return;
-            }
-        }
+        process(session, &mut self.core, cx, conn, key);
     }
 
     fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
         cx.close(conn);
     }
 
-    fn on_flushed(&mut self, cx: &mut Context<'_, 'r>, _conn: ConnId) {
-        if self.core.paused_publishers == 0 {
-            return;
+    fn on_flushed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
+        if let Some(k) = self.session_key(conn)
+            && let Ok(c) = self.core.clients.get_mut(k)
+            && let Some(t) = c.deadline_timer.take()
+        {
+            let _ = cx.cancel_timer(t);
         }
-        for (_, c) in self.core.clients.iter_mut() {
-            if c.paused {
-                c.paused = false;
-                let _ = cx.resume(c.conn);
-            }
-        }
-        self.core.paused_publishers = 0;
+        self.unblock(cx);
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_, 'r>, _: TimerId, token: u64) {
@@ -1043,6 +1068,17 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             return;
         };
         if c.conn.generation() & GEN_MASK != generation {
+            return;
+        }
+        if token & DEADLINE_TOKEN != 0 {
+            c.deadline_timer = None;
+            if !c.closing && cx.staged(c.conn) > 0 {
+                // Its slab did not drain within the write deadline: a slow consumer.
+                c.closing = true;
+                cx.abort(c.conn);
+                self.core.stats.slow_consumers += 1;
+                self.unblock(cx);
+            }
             return;
         }
         if token & PING_TOKEN != 0 {
@@ -1074,9 +1110,13 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
         let index = conn.index();
         if let Some(k) = self.core.client_key(index) {
             if let Ok(c) = self.core.clients.get_mut(k) {
-                for t in [c.auth_timer.take(), c.ping_timer.take()]
-                    .into_iter()
-                    .flatten()
+                for t in [
+                    c.auth_timer.take(),
+                    c.ping_timer.take(),
+                    c.deadline_timer.take(),
+                ]
+                .into_iter()
+                .flatten()
                 {
                     let _ = cx.cancel_timer(t);
                 }
@@ -1084,16 +1124,136 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             let _ = self.sessions.remove(k);
         }
         self.core.remove_client(index);
+        // Publishers held back for this connection (or any) try again.
+        self.unblock(cx);
     }
 }
 
 /// Timer tokens: connection slot in the low 32 bits, generation (masked) above, and this bit
 /// for the ping timer.
 const PING_TOKEN: u64 = 1 << 62;
+/// The bit for the write-deadline timer.
+const DEADLINE_TOKEN: u64 = 1 << 61;
 const GEN_MASK: u32 = 0x1fff_ffff;
 
 fn timer_token(conn: ConnId) -> u64 {
     (u64::from(conn.generation() & GEN_MASK) << 32) | conn.index() as u64
+}
+
+/// The payload of `p` in `buf`.
+fn payload_of<'b>(buf: &ReadBuf<'b>, p: &Pending) -> Option<ReadBuf<'b>> {
+    let off = buf.offset_of(p.start)?;
+    buf.slice(off..off + p.total_len as usize)
+}
+
+/// Parses and handles what a session holds: first a message blocked on full consumers (if
+/// any), then everything after it. A message that cannot be delivered yet stays held (its
+/// bytes and everything after them stay in the reader, unconsumed) and the publisher is
+/// paused until consumers flush ([`Broker::unblock`]).
+fn process(
+    session: &mut Session<'_>,
+    core: &mut Core<'_>,
+    cx: &mut Context<'_, '_>,
+    conn: ConnId,
+    key: Key,
+) {
+    let Session {
+        parser,
+        reader,
+        parsed,
+        pending,
+        line,
+        blocked,
+    } = session;
+    while let Some(rr) = reader.try_read() {
+        let buf = rr.buffer();
+        if *blocked {
+            let Some(p) = *pending else {
+                *blocked = false;
+                continue;
+            };
+            let Some(payload) = payload_of(&buf, &p) else {
+                cx.abort(conn);
+                return;
+            };
+            if !core.deliver(cx, conn, key, &p, &line[..], payload) {
+                core.pause_publisher(cx, conn, key);
+                // Nothing new was looked at: the next read sees the held bytes again.
+                let _ = reader.advance_to_examined(p.start, p.start);
+                return;
+            }
+            *blocked = false;
+            *pending = None;
+        }
+        let from = buf.offset_of(*parsed).unwrap_or(0);
+        let Some(view) = buf.slice(from..) else {
+            cx.abort(conn);
+            return;
+        };
+        let mut pos = parsed.absolute();
+        for seg in view.segments() {
+            let mut rest = seg;
+            while !rest.is_empty() {
+                let mut after = After::default();
+                match parser.parse(rest) {
+                    Err(e) => {
+                        fail(cx, conn, e);
+                        return;
+                    }
+                    Ok((used, op)) => {
+                        rest = &rest[used..];
+                        pos += used as u64;
+                        match op {
+                            Some(Op::PayloadEnd) => {
+                                if let Some(p) = *pending {
+                                    let Some(payload) = payload_of(&buf, &p) else {
+                                        cx.abort(conn);
+                                        return;
+                                    };
+                                    if core.deliver(cx, conn, key, &p, &line[..], payload) {
+                                        *pending = None;
+                                    } else {
+                                        *blocked = true;
+                                        *parsed = Position::from_absolute(pos);
+                                        core.pause_publisher(cx, conn, key);
+                                        let _ = reader.advance_to_examined(p.start, p.start);
+                                        return;
+                                    }
+                                }
+                            }
+                            Some(op) => {
+                                after = core.on_op(
+                                    cx,
+                                    conn,
+                                    key,
+                                    op,
+                                    pending,
+                                    line,
+                                    Position::from_absolute(pos),
+                                );
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                if after.close {
+                    return;
+                }
+                if let Some(h) = after.headers {
+                    parser.set_headers(h);
+                }
+                if after.authenticated {
+                    parser.set_awaiting_auth(false);
+                }
+            }
+        }
+        *parsed = Position::from_absolute(pos);
+        let consumed = pending.map_or(*parsed, |p| p.start);
+        if reader.advance_to_examined(consumed, *parsed).is_err() {
+            cx.abort(conn);
+            return;
+        }
+    }
 }
 
 fn fail(cx: &mut Context<'_, '_>, conn: ConnId, e: ParseError) {
