@@ -531,3 +531,70 @@ fn slow_consumer_is_cut_and_publisher_continues() {
         assert!(got >= 32_000 * per, "fast consumer got {got} bytes");
     });
 }
+
+#[test]
+fn max_connections_refused() {
+    each(|b| {
+        let mut cfg = server_config();
+        cfg.max_connections = 2;
+        let srv = start(b, cfg);
+        let _a = client(srv.addr, QUIET);
+        let _b = client(srv.addr, QUIET);
+        let mut c = connect(srv.addr);
+        assert_eq!(
+            read_to_eof(&mut c),
+            b"-ERR 'maximum connections exceeded'\r\n"
+        );
+        srv.stop();
+    });
+}
+
+#[test]
+fn max_subscriptions_stays_open() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, QUIET);
+        let mut subs = String::new();
+        for i in 0..ringlet::broker::server::SUBS_PER_CLIENT {
+            subs.push_str(&format!("SUB s.{i} {i}\r\n"));
+        }
+        subs.push_str("SUB one.more 9999\r\nPING\r\n");
+        s.write_all(subs.as_bytes()).unwrap();
+        expect(&mut s, b"-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n");
+        // A reused sid is ignored.
+        s.write_all(b"SUB other 0\r\nPUB s.0 1\r\nx\r\nPUB other 1\r\ny\r\nPING\r\n")
+            .unwrap();
+        expect(&mut s, b"MSG s.0 0 1\r\nx\r\nPONG\r\n");
+        srv.stop();
+    });
+}
+
+#[test]
+fn pedantic_and_client_errors() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, r#"{"verbose":false,"pedantic":true}"#);
+        s.write_all(b"SUB a.* 1\r\nPUB a.* 1\r\nx\r\nPING\r\n")
+            .unwrap();
+        // Still processed after the -ERR, as nats-server does.
+        expect(
+            &mut s,
+            b"-ERR 'Invalid Publish Subject'\r\nMSG a.* 1 1\r\nx\r\nPONG\r\n",
+        );
+        s.write_all(b"MSG a 1 1\r\n").unwrap();
+        assert_eq!(
+            read_to_eof(&mut s),
+            b"-ERR 'Unknown Protocol Operation'\r\n"
+        );
+        let mut s = client(srv.addr, QUIET);
+        s.write_all(b"-ERR 'bye'\r\n").unwrap();
+        assert_eq!(read_to_eof(&mut s), b"");
+        let mut s = client(srv.addr, QUIET);
+        s.write_all(b"PUB foo 3\r\nabcd\r\n").unwrap();
+        assert_eq!(
+            read_to_eof(&mut s),
+            b"-ERR 'Unknown Protocol Operation'\r\n"
+        );
+        srv.stop();
+    });
+}
