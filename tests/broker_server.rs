@@ -598,3 +598,27 @@ fn pedantic_and_client_errors() {
         srv.stop();
     });
 }
+
+#[test]
+fn trickled_large_payload_is_held_whole() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, QUIET);
+        s.write_all(b"SUB t 1\r\n").unwrap();
+        sync(&mut s);
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+        let mut msg = b"PUB t 20000\r\n".to_vec();
+        msg.extend_from_slice(&payload);
+        msg.extend_from_slice(b"\r\nPING\r\n");
+        // Many small receives: far more than the reader's lease quota.
+        for chunk in msg.chunks(50) {
+            s.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let mut want = b"MSG t 1 20000\r\n".to_vec();
+        want.extend_from_slice(&payload);
+        want.extend_from_slice(b"\r\nPONG\r\n");
+        expect(&mut s, &want);
+        srv.stop();
+    });
+}
