@@ -622,3 +622,45 @@ fn trickled_large_payload_is_held_whole() {
         srv.stop();
     });
 }
+
+#[test]
+fn several_matching_subscriptions_get_every_copy() {
+    each(|b| {
+        let srv = start(b, server_config());
+        let mut s = client(srv.addr, QUIET);
+        s.write_all(b"SUB w.x 1\r\nSUB w.* 2\r\nSUB w.> 3\r\n")
+            .unwrap();
+        sync(&mut s);
+        let mut p = client(srv.addr, QUIET);
+        // 3 copies of 60 KiB messages: more than half a 512 KiB slab after a few, so the
+        // publisher is held and resumed many times; every copy must arrive.
+        let payload = vec![b'z'; 60 * 1024];
+        let mut msg = format!("PUB w.x {}\r\n", payload.len()).into_bytes();
+        msg.extend_from_slice(&payload);
+        msg.extend_from_slice(b"\r\n");
+        let reader = std::thread::spawn(move || {
+            let per = format!("MSG w.x 1 {}\r\n", 60 * 1024).len() + 60 * 1024 + 2;
+            let mut n = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            while n < 3 * 50 * per {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+            (n, 3 * 50 * per)
+        });
+        for _ in 0..50 {
+            p.write_all(&msg).unwrap();
+        }
+        sync(&mut p);
+        let (got, want) = reader.join().unwrap();
+        assert_eq!(got, want);
+        let stats = srv.stop();
+        assert_eq!(
+            (stats.out_msgs, stats.slow_consumers),
+            (150, 0),
+            "{stats:?}"
+        );
+    });
+}

@@ -239,6 +239,7 @@ pub struct Client {
     auth_timer: Option<TimerId>,
     ping_timer: Option<TimerId>,
     deadline_timer: Option<TimerId>,
+    reserve: usize,
     pings_out: u32,
     active: bool,
     subs: [SubSlot; SUBS_PER_CLIENT],
@@ -761,7 +762,15 @@ impl Core<'_> {
             Err(_) => targets.len(),
         };
         let hdr = p.header_len.filter(|&h| h > 0);
-        // All or nothing: every target must have room before anyone gets the message.
+        // All or nothing: every target must have room before anyone gets the message. A
+        // connection with several matching subscriptions needs room for all its copies:
+        // `reserve` sums them (reset first).
+        for &v in targets[..n].iter() {
+            let (_, _, k) = lookup(keys, v);
+            if let Some(c) = k.and_then(|k| clients.get_mut(k).ok()) {
+                c.reserve = 0;
+            }
+        }
         let mut blocked = false;
         for &v in targets[..n].iter() {
             let (_, si, k) = lookup(keys, v);
@@ -779,10 +788,11 @@ impl Core<'_> {
                 + 2;
             let target = c.conn;
             let free = cx.write_capacity(target);
-            if c.closing || free >= need {
+            c.reserve += need;
+            if c.closing || free >= c.reserve {
                 continue;
             }
-            if need > free + cx.staged(target) {
+            if c.reserve > free + cx.staged(target) {
                 // Larger than its whole slab: it can never take it.
                 c.closing = true;
                 self.stats.slow_consumers += 1;
@@ -994,6 +1004,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             auth_timer,
             ping_timer,
             deadline_timer: None,
+            reserve: 0,
             pings_out: 0,
             active: false,
             subs: [SubSlot::EMPTY; SUBS_PER_CLIENT],
