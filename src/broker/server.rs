@@ -17,10 +17,12 @@
 //! - a [`Sublist`] of `u64` values (connection slot << 32 | subscription slot);
 //! - a match output buffer as long as the sublist's subscription capacity.
 //!
-//! Memory (see [`BrokerStorage`]): about `CONNS * 15 KiB` for sessions and clients
-//! (parser line buffer 4 KiB, pending line 4 KiB, reader `READER_SEGS` lease slots and a
-//! 256-byte carry, 64 subscriptions of 48 bytes) plus the sublist (`SUBS * ~100` bytes, nodes,
-//! chunks, cache) and `SUBS * 8` bytes of match output. Receive buffers and write slabs are the
+//! Memory (measured on x86-64; see [`BrokerStorage`]): 15.4 KiB per connection slot (a
+//! session of 11.4 KiB: parser line buffer 4 KiB, pending line 4 KiB, reader with
+//! [`READER_SEGS`] lease slots and a 256-byte carry; a client of 3.6 KiB: 64 subscriptions of
+//! 56 bytes), 176 bytes per subscription (entry, queue-group slot, match output), 112 per trie
+//! node (with its hash-table slots), 48 per text chunk and 232 per cache line. Receive
+//! buffers and write slabs are the
 //! reactor's ([`crate::reactor::Resources`]).
 //!
 //! # Payloads are held, not copied
@@ -285,8 +287,8 @@ pub struct BrokerMem<'a, 'r> {
 /// Ready-made storage: `CONNS` connection slots (match the reactor's), `SUBS` subscriptions,
 /// `NODES` trie nodes, `CHUNKS` chunks of subject text, `CACHE` match-cache lines.
 ///
-/// Memory: about `CONNS * 15 KiB + SUBS * 160 + NODES * 80 + CHUNKS * 40 + CACHE * 120`
-/// bytes. [`BrokerStorage::new`] builds it where it is called: fine for small capacities
+/// Memory: about `CONNS * 15.4 KiB + SUBS * 176 + NODES * 112 + CHUNKS * 48 + CACHE * 232`
+/// bytes (x86-64). [`BrokerStorage::new`] builds it where it is called: fine for small capacities
 /// (`Box::leak(Box::new(BrokerStorage::new()))`); for large ones leak the pieces zeroed and
 /// assemble a [`BrokerMem`] (see the [module docs](self)).
 pub struct BrokerStorage<
