@@ -8,7 +8,7 @@ NIGHTLY ?= +nightly
 # Bounded exhaustiveness for loom (see loom-tests/): preemption bound per model.
 LOOM_MAX_PREEMPTIONS ?= 3
 
-.PHONY: all build test lint fmt doc miri loom check-nostd echo probe bench nightly clean fuzz
+.PHONY: all build test lint fmt doc miri loom check-nostd echo broker probe bench nightly clean fuzz
 
 all: build
 
@@ -60,6 +60,10 @@ check-nostd:
 ARGS ?=
 echo:
 	$(CARGO) run --release --example echo -- --addr 127.0.0.1:7000 $(ARGS)
+
+## The NATS-compatible broker on 127.0.0.1:4222 (nats-server flags: make broker ARGS="-D").
+broker:
+	$(CARGO) run --release --example static_broker -- -a 127.0.0.1 -p 4222 $(ARGS)
 
 ## What this kernel's io_uring supports, and which backend Auto picks.
 probe:

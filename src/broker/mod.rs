@@ -7,6 +7,9 @@
 //! - [`subject`]: tokens, subject validation and wildcard matching.
 //! - [`sublist`]: the subscription index (trie with `*`, `>`, queue groups and a match cache).
 //! - [`proto`]: what the server sends: INFO, MSG/HMSG, `+OK`, PING/PONG, every `-ERR`.
+//! - [`server`]: the network glue: [`server::Broker`], the reactor
+//!   [`Handler`](crate::reactor::Handler) that does what the next section describes, with
+//!   its storage, limits, auth, server PINGs and slow-consumer policy.
 //!
 //! The behaviour follows nats-server 2.9.10 byte for byte where clients can see it (see
 //! `shared/NATS-NOTES.md` in the project, and the `matches_reference_server` test, which pins
@@ -46,5 +49,6 @@
 pub mod connect;
 pub mod parser;
 pub mod proto;
+pub mod server;
 pub mod subject;
 pub mod sublist;

@@ -1,0 +1,1280 @@
+//! [`Broker`]: the [`Handler`] that binds the sans-IO core (parser, CONNECT options, sublist,
+//! protocol writers) to the reactor, following the flow in the [module docs](super).
+//!
+//! # Storage
+//!
+//! Everything lives in caller storage handed in as a [`BrokerMem`] (slices), or the
+//! ready-made [`BrokerStorage`] (const generics). Every piece of a [`BrokerMem`] is a
+//! [`crate::pool::ZeroInit`] type ([`SlabStorage`]s and `u64` arrays), so a program leaks each
+//! piece zeroed once at start-up ([`crate::pool::init_zeroed`]) and never builds it on the
+//! stack (the broker tests' `tests/broker_util` and `examples/static_broker.rs` do this):
+//!
+//! - per connection slot (indexed by [`ConnId::index`]): a [`Session`] (the
+//!   [`Parser`], the [`ConnectionPipeReader`] over the receive leases, and the pending PUB's
+//!   subject and reply, at most [`MAX_CONTROL_LINE`] bytes) and a [`Client`] (its
+//!   [`ClientOptions`], up to [`SUBS_PER_CLIENT`] subscriptions with their sid, UNSUB max and
+//!   delivered count, and counters);
+//! - a [`Sublist`] of `u64` values (connection slot << 32 | subscription slot);
+//! - a match output buffer as long as the sublist's subscription capacity.
+//!
+//! Memory (measured on x86-64; see [`BrokerStorage`]): 15.4 KiB per connection slot (a
+//! session of 11.4 KiB: parser line buffer 4 KiB, pending line 4 KiB, reader with
+//! [`READER_SEGS`] lease slots and a 256-byte carry; a client of 3.6 KiB: 64 subscriptions of
+//! 56 bytes), 176 bytes per subscription (entry, queue-group slot, match output), 112 per trie
+//! node (with its hash-table slots), 48 per text chunk and 232 per cache line. Receive
+//! buffers and write slabs are the
+//! reactor's ([`crate::reactor::Resources`]).
+//!
+//! # Payloads are held, not copied
+//!
+//! A PUB's payload stays in the connection's receive leases until [`Op::PayloadEnd`]: the
+//! reader's consumed position is held at the payload's first byte, and only then is the
+//! message written, MSG line, payload segments and `\r\n`, into each target's write slab (one
+//! copy per target). Past [`READER_QUOTA`] leases the reader packs new leases densely, so a
+//! payload of `n` bytes holds about `READER_QUOTA + n / buf_size` leases: the reactor's
+//! [`Config::lease_quota`](crate::reactor::Config::lease_quota) must allow that (see
+//! [`ServerConfig::check_capacity`]), or a message too large would stall its connection.
+//!
+//! # Slow consumers
+//!
+//! The policy never buffers without bound, never loses part of a message and never cuts a
+//! consumer that keeps reading:
+//!
+//! - **All or nothing, then hold.** Before a message is written anywhere, every target's
+//!   write slab must have room for it. If one has not, nobody gets it yet: the message stays
+//!   in the publisher's receive leases (with everything the publisher sent after it, unparsed),
+//!   and the publisher's receive is paused. Every [`Handler::on_flushed`] (and every close)
+//!   resumes the paused publishers and retries the held messages (`Broker::unblock`). So a
+//!   fast publisher slows to its slowest consumer's pace, and per-publisher order is kept.
+//! - **Early backpressure.** After a fan-out that leaves a target's slab more than half full,
+//!   the publisher is paused too, so it rarely gets as far as holding.
+//! - **Write deadline.** When a consumer's slab goes past half full, or a message waits for
+//!   it, a one-shot timer of [`ServerConfig::write_deadline`] is armed; its
+//!   [`Handler::on_flushed`] (everything staged was sent) cancels it. If it fires first, the
+//!   consumer is a *slow consumer*: counted ([`BrokerStats::slow_consumers`]), aborted (its
+//!   socket is not draining, so a graceful close would only linger; like recent nats-servers,
+//!   no `-ERR`), and the held publishers go on. A consumer that stops reading thus holds its
+//!   publishers back for at most the write deadline. The slab size plays the role of
+//!   nats-server's `max_pending`.
+//! - A message larger than a target's whole slab can never be written: that target is closed
+//!   as a slow consumer at once.
+
+//! # Deviations from nats-server
+//!
+//! - `client_ip` is not in INFO (the reactor does not expose peer addresses).
+//! - A sid is at most [`SID_MAX`] bytes and a connection has at most [`SUBS_PER_CLIENT`]
+//!   subscriptions: beyond, `-ERR 'maximum subscriptions exceeded'` (connection stays open).
+//! - The first server PING comes after `min(2 s, ping_interval)`, then every ping_interval;
+//!   a PING is skipped when the client sent anything since the last tick.
+
+use core::time::Duration;
+
+use heapless::String as HString;
+
+use super::connect::{self, ClientOptions};
+use super::parser::{MAX_CONTROL_LINE, Op, ParseError, Parser, ParserConfig};
+use super::proto::{self, Info, OK, PONG, ServerError, SliceSink};
+use super::subject;
+use super::sublist::{
+    CacheLine, Chunk, Group, InsertError, Node, SubEntry, SubKey, Sublist, SublistError, SublistMem,
+};
+use crate::pipe::{ConnectionPipeReader, Position, ReadBuf};
+use crate::pool::{Key, Lease, Slab, SlabStorage, Slot};
+use crate::reactor::timer::TimerId;
+use crate::reactor::{CloseReason, ConnId, Context, Handler, ListenerId};
+
+/// Lease slots of a connection's reader.
+pub const READER_SEGS: usize = 128;
+/// Leases a connection's reader holds before it packs further leases densely.
+pub const READER_QUOTA: usize = 8;
+/// Subscriptions one connection may hold.
+pub const SUBS_PER_CLIENT: usize = 64;
+/// The longest sid kept.
+pub const SID_MAX: usize = 32;
+/// Room for a MSG/HMSG control line: subject and reply (within the control line), sid, sizes.
+const LINE_BUF: usize = MAX_CONTROL_LINE + SID_MAX + 64;
+
+/// The reader type of a connection.
+pub type Reader<'r> = ConnectionPipeReader<'r, READER_SEGS, 256>;
+
+/// How the broker behaves: identity, limits and authentication.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// `server_id` in INFO.
+    pub server_id: HString<64>,
+    /// `server_name` in INFO.
+    pub server_name: HString<64>,
+    /// `host` in INFO.
+    pub host: HString<64>,
+    /// `port` in INFO (set it to the bound port).
+    pub port: u16,
+    /// Largest PUB/HPUB size accepted, advertised in INFO.
+    pub max_payload: u32,
+    /// Client connections accepted at most (beyond: `maximum connections exceeded`).
+    pub max_connections: usize,
+    /// Required user name (with [`ServerConfig::pass`]); empty: none.
+    pub user: HString<128>,
+    /// Required password.
+    pub pass: HString<128>,
+    /// Required token; empty: none.
+    pub token: HString<128>,
+    /// Time a client has to send its CONNECT when auth is required.
+    pub auth_timeout: Duration,
+    /// Server PING interval (zero: no server PINGs). The first PING comes after
+    /// `min(2 s, ping_interval)`.
+    pub ping_interval: Duration,
+    /// Outstanding PINGs allowed: at the tick that would exceed it, `-ERR 'Stale
+    /// Connection'` and close.
+    pub ping_max: u32,
+    /// How long a consumer whose write slab went past half full may take to send all it has
+    /// staged before it is closed as a slow consumer (zero: no deadline).
+    pub write_deadline: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            server_id: HString::new(),
+            server_name: HString::new(),
+            host: str64("0.0.0.0"),
+            port: 4222,
+            max_payload: super::parser::DEFAULT_MAX_PAYLOAD,
+            max_connections: 64 * 1024,
+            user: HString::new(),
+            pass: HString::new(),
+            token: HString::new(),
+            auth_timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            write_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+fn str64(s: &str) -> HString<64> {
+    let mut h = HString::new();
+    let _ = h.push_str(s);
+    h
+}
+
+impl ServerConfig {
+    /// Whether clients must authenticate (a user or a token is set).
+    pub fn auth_required(&self) -> bool {
+        !self.user.is_empty() || !self.token.is_empty()
+    }
+
+    /// Whether a payload of `max_payload` bytes (plus a full control line) can be held in a
+    /// connection's leases with receive buffers of `buf_size` bytes and the reactor's
+    /// `lease_quota`. Returns the largest max_payload that fits when it cannot.
+    ///
+    /// # Errors
+    ///
+    /// The largest payload that would fit.
+    pub fn check_capacity(&self, buf_size: usize, lease_quota: usize) -> Result<(), u64> {
+        let slots = lease_quota
+            .min(READER_SEGS)
+            .saturating_sub(READER_QUOTA + 2);
+        let room = (slots as u64) * (buf_size as u64);
+        let need = u64::from(self.max_payload) + MAX_CONTROL_LINE as u64 + 2;
+        if need <= room {
+            Ok(())
+        } else {
+            Err(room.saturating_sub(MAX_CONTROL_LINE as u64 + 2))
+        }
+    }
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Connections accepted in all.
+    pub total_connections: u64,
+    /// Connections refused (max_connections or full storage).
+    pub refused: u64,
+    /// Messages received from clients.
+    pub in_msgs: u64,
+    /// Payload bytes received.
+    pub in_bytes: u64,
+    /// Messages delivered.
+    pub out_msgs: u64,
+    /// Payload bytes delivered.
+    pub out_bytes: u64,
+    /// Consumers closed because their slab could not take a message.
+    pub slow_consumers: u64,
+    /// Times a publisher was paused for a consumer's full slab.
+    pub publisher_pauses: u64,
+}
+
+/// One subscription of a client.
+#[derive(Clone, Copy, Debug)]
+struct SubSlot {
+    used: bool,
+    sid_len: u8,
+    sid: [u8; SID_MAX],
+    key: SubKey,
+    max: u32,
+    delivered: u32,
+}
+
+impl SubSlot {
+    const EMPTY: SubSlot = SubSlot {
+        used: false,
+        sid_len: 0,
+        sid: [0; SID_MAX],
+        key: SubKey::from_u64(0),
+        max: 0,
+        delivered: 0,
+    };
+
+    fn sid(&self) -> &[u8] {
+        &self.sid[..usize::from(self.sid_len)]
+    }
+}
+
+/// Per-connection protocol state a fan-out reads: options, subscriptions, counters.
+pub struct Client {
+    conn: ConnId,
+    opts: ClientOptions,
+    connected: bool,
+    closing: bool,
+    paused: bool,
+    auth_timer: Option<TimerId>,
+    ping_timer: Option<TimerId>,
+    deadline_timer: Option<TimerId>,
+    reserve: usize,
+    pings_out: u32,
+    active: bool,
+    subs: [SubSlot; SUBS_PER_CLIENT],
+    in_msgs: u64,
+    out_msgs: u64,
+}
+
+/// A PUB waiting for its payload: subject and reply copied out of the line, and where the
+/// payload starts in the connection's stream.
+#[derive(Clone, Copy)]
+struct Pending {
+    subject_len: usize,
+    reply_len: Option<usize>,
+    header_len: Option<u32>,
+    total_len: u32,
+    start: Position,
+}
+
+/// Per-connection input state: parser, reader over the receive leases, pending PUB.
+pub struct Session<'r> {
+    parser: Parser,
+    reader: Reader<'r>,
+    parsed: Position,
+    pending: Option<Pending>,
+    blocked: bool,
+    line: [u8; MAX_CONTROL_LINE],
+}
+
+/// The broker's storage as slices (see [`BrokerStorage`] for a ready-made set).
+pub struct BrokerMem<'a, 'r> {
+    /// One per connection slot.
+    pub sessions: &'a mut [Slot<Session<'r>>],
+    /// One per connection slot.
+    pub clients: &'a mut [Slot<Client>],
+    /// One per connection slot: the session and client keys.
+    pub keys: &'a mut [u64],
+    /// The sublist's storage.
+    pub sublist: SublistMem<'a, u64>,
+    /// Match output: as long as the sublist's subscription capacity.
+    pub targets: &'a mut [u64],
+}
+
+/// Ready-made storage: `CONNS` connection slots (match the reactor's), `SUBS` subscriptions,
+/// `NODES` trie nodes, `CHUNKS` chunks of subject text, `CACHE` match-cache lines.
+///
+/// Memory: about `CONNS * 15.4 KiB + SUBS * 176 + NODES * 112 + CHUNKS * 48 + CACHE * 232`
+/// bytes (x86-64). [`BrokerStorage::new`] builds it where it is called: fine for small capacities
+/// (`Box::leak(Box::new(BrokerStorage::new()))`); for large ones leak the pieces zeroed and
+/// assemble a [`BrokerMem`] (see the [module docs](self)).
+pub struct BrokerStorage<
+    'r,
+    const CONNS: usize,
+    const SUBS: usize,
+    const NODES: usize,
+    const CHUNKS: usize,
+    const CACHE: usize,
+> {
+    sessions: SlabStorage<Session<'r>, CONNS>,
+    clients: SlabStorage<Client, CONNS>,
+    keys: [u64; CONNS],
+    subs: SlabStorage<SubEntry<u64>, SUBS>,
+    groups: SlabStorage<Group, SUBS>,
+    nodes: SlabStorage<Node, NODES>,
+    index: [[u64; 2]; NODES],
+    chunks: SlabStorage<Chunk, CHUNKS>,
+    cache: SlabStorage<CacheLine, CACHE>,
+    cache_index: [u64; CACHE],
+    targets: [u64; SUBS],
+}
+
+impl<
+    'r,
+    const CONNS: usize,
+    const SUBS: usize,
+    const NODES: usize,
+    const CHUNKS: usize,
+    const CACHE: usize,
+> BrokerStorage<'r, CONNS, SUBS, NODES, CHUNKS, CACHE>
+{
+    /// Empty storage.
+    pub const fn new() -> Self {
+        BrokerStorage {
+            sessions: SlabStorage::new(),
+            clients: SlabStorage::new(),
+            keys: [0; CONNS],
+            subs: SlabStorage::new(),
+            groups: SlabStorage::new(),
+            nodes: SlabStorage::new(),
+            index: [[0; 2]; NODES],
+            chunks: SlabStorage::new(),
+            cache: SlabStorage::new(),
+            cache_index: [0; CACHE],
+            targets: [0; SUBS],
+        }
+    }
+
+    /// The storage as slices.
+    pub fn mem(&mut self) -> BrokerMem<'_, 'r> {
+        BrokerMem {
+            sessions: self.sessions.as_mut_slice(),
+            clients: self.clients.as_mut_slice(),
+            keys: &mut self.keys,
+            sublist: SublistMem {
+                subs: self.subs.as_mut_slice(),
+                nodes: self.nodes.as_mut_slice(),
+                groups: self.groups.as_mut_slice(),
+                chunks: self.chunks.as_mut_slice(),
+                index: self.index.as_flattened_mut(),
+                cache: self.cache.as_mut_slice(),
+                cache_index: &mut self.cache_index,
+            },
+            targets: &mut self.targets,
+        }
+    }
+}
+
+impl<
+    const CONNS: usize,
+    const SUBS: usize,
+    const NODES: usize,
+    const CHUNKS: usize,
+    const CACHE: usize,
+> Default for BrokerStorage<'_, CONNS, SUBS, NODES, CHUNKS, CACHE>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Building a [`Broker`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The sublist storage is unusable.
+    Sublist(SublistError),
+    /// The storage pieces do not agree (sessions, clients and keys must be as long; targets as
+    /// long as the subscription capacity).
+    Storage(&'static str),
+}
+
+impl core::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BrokerError::Sublist(e) => write!(f, "sublist storage: {e}"),
+            BrokerError::Storage(s) => f.write_str(s),
+        }
+    }
+}
+
+impl core::error::Error for BrokerError {}
+
+/// The protocol state shared by all connections (everything but the sessions).
+struct Core<'a> {
+    config: ServerConfig,
+    clients: Slab<'a, Client>,
+    keys: &'a mut [u64],
+    sublist: Sublist<'a, u64>,
+    targets: &'a mut [u64],
+    stats: BrokerStats,
+    next_client_id: u64,
+    paused_publishers: usize,
+}
+
+/// The NATS broker: a [`Handler`] for a reactor whose connections are NATS clients.
+pub struct Broker<'a, 'r> {
+    sessions: Slab<'a, Session<'r>>,
+    core: Core<'a>,
+}
+
+impl core::fmt::Debug for Broker<'_, '_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Broker")
+            .field("stats", &self.core.stats)
+            .field("connections", &self.core.clients.len())
+            .field("subscriptions", &self.core.sublist.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the handling of one op asks of the session's parser afterwards.
+#[derive(Default)]
+struct After {
+    close: bool,
+    headers: Option<bool>,
+    authenticated: bool,
+}
+
+fn key_of(raw: u64) -> Key {
+    Key::from_u64(raw)
+}
+
+impl<'a, 'r> Broker<'a, 'r> {
+    /// A broker over `mem`, with `seed` for the sublist's hashing and queue choice.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError`] when the storage is unusable.
+    pub fn new(
+        mem: BrokerMem<'a, 'r>,
+        config: ServerConfig,
+        seed: u64,
+    ) -> Result<Self, BrokerError> {
+        if mem.sessions.len() != mem.clients.len() || mem.keys.len() != mem.clients.len() {
+            return Err(BrokerError::Storage(
+                "sessions, clients and keys must have one entry per connection slot",
+            ));
+        }
+        if mem.targets.len() < mem.sublist.subs.len() {
+            return Err(BrokerError::Storage(
+                "targets must be as long as the subscription capacity",
+            ));
+        }
+        let sublist = Sublist::new(mem.sublist, seed).map_err(BrokerError::Sublist)?;
+        Ok(Broker {
+            sessions: Slab::new(mem.sessions),
+            core: Core {
+                config,
+                clients: Slab::new(mem.clients),
+                keys: mem.keys,
+                sublist,
+                targets: mem.targets,
+                stats: BrokerStats::default(),
+                next_client_id: 1,
+                paused_publishers: 0,
+            },
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.core.config
+    }
+
+    /// Sets the port INFO advertises (after binding port 0).
+    pub fn set_port(&mut self, port: u16) {
+        self.core.config.port = port;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> BrokerStats {
+        self.core.stats
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.core.clients.len()
+    }
+
+    /// Subscriptions in the index.
+    pub fn subscriptions(&self) -> usize {
+        self.core.sublist.len()
+    }
+
+    /// Consumers made room (a flush completed, a connection closed): resume the paused
+    /// publishers and retry every message held for full consumers.
+    fn unblock(&mut self, cx: &mut Context<'_, '_>) {
+        if self.core.paused_publishers == 0 {
+            return;
+        }
+        self.core.resume_publishers(cx);
+        for (key, session) in self.sessions.iter_mut() {
+            if !session.blocked {
+                continue;
+            }
+            let Ok(c) = self.core.clients.get(key) else {
+                continue;
+            };
+            let conn = c.conn;
+            if c.closing || !cx.is_open(conn) {
+                continue;
+            }
+            process(session, &mut self.core, cx, conn, key);
+        }
+    }
+
+    fn session_key(&self, conn: ConnId) -> Option<Key> {
+        let raw = *self.core.keys.get(conn.index())?;
+        if raw == 0 {
+            return None;
+        }
+        let key = key_of(raw - 1);
+        let c = self.core.clients.get(key).ok()?;
+        (c.conn == conn).then_some(key)
+    }
+}
+
+/// Writes a whole `-ERR` and closes when it says so.
+fn send_err(cx: &mut Context<'_, '_>, conn: ConnId, e: ServerError<'_>) {
+    let mut buf = [0u8; 256];
+    let mut sink = SliceSink::new(&mut buf);
+    if e.write(&mut sink).is_ok() {
+        let _ = cx.write(conn, sink.written());
+        let _ = cx.flush(conn);
+    }
+    if e.closes() {
+        cx.close(conn);
+    }
+}
+
+/// Writes protocol bytes to a client; a client whose slab cannot take them is closed.
+fn send(cx: &mut Context<'_, '_>, conn: ConnId, bytes: &[u8]) {
+    match cx.write(conn, bytes) {
+        Ok(()) => {
+            let _ = cx.flush(conn);
+        }
+        Err(_) => cx.close(conn),
+    }
+}
+
+impl Core<'_> {
+    fn client_key(&self, index: usize) -> Option<Key> {
+        let raw = *self.keys.get(index)?;
+        (raw != 0).then(|| key_of(raw - 1))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_op(
+        &mut self,
+        cx: &mut Context<'_, '_>,
+        conn: ConnId,
+        ckey: Key,
+        op: Op<'_>,
+        pending: &mut Option<Pending>,
+        line: &mut [u8; MAX_CONTROL_LINE],
+        pos: Position,
+    ) -> After {
+        let mut after = After::default();
+        let Ok(client) = self.clients.get_mut(ckey) else {
+            after.close = true;
+            return after;
+        };
+        match op {
+            Op::Connect(json) => {
+                let Ok(c) = client.opts.update(json) else {
+                    cx.close(conn);
+                    after.close = true;
+                    return after;
+                };
+                let cfg = &self.config;
+                if cfg.auth_required() {
+                    let str_eq = |v: Option<connect::JsonStr<'_>>, want: &str| {
+                        v.is_some_and(|s| s.eq_str(want))
+                    };
+                    let ok = if !cfg.token.is_empty() {
+                        str_eq(c.auth_token, &cfg.token)
+                    } else {
+                        str_eq(c.user, &cfg.user) && str_eq(c.pass, &cfg.pass)
+                    };
+                    if !ok {
+                        send_err(cx, conn, ServerError::AuthorizationViolation);
+                        after.close = true;
+                        return after;
+                    }
+                }
+                if client.opts.account_requested() {
+                    send_err(cx, conn, ServerError::AuthorizationViolation);
+                    after.close = true;
+                    return after;
+                }
+                if let Err(e) = client.opts.check(true) {
+                    send_err(cx, conn, e);
+                    after.close = true;
+                    return after;
+                }
+                client.connected = true;
+                if let Some(t) = client.auth_timer.take() {
+                    let _ = cx.cancel_timer(t);
+                }
+                after.headers = Some(client.opts.headers_enabled(true));
+                after.authenticated = true;
+                if client.opts.verbose {
+                    send(cx, conn, OK);
+                }
+            }
+            Op::Info(json) => {
+                if connect::validate_json_object(json).is_err() {
+                    cx.close(conn);
+                    after.close = true;
+                }
+            }
+            Op::Ping => send(cx, conn, PONG),
+            Op::Pong => client.pings_out = 0,
+            Op::Ok => {}
+            Op::Err(_) => {
+                cx.close(conn);
+                after.close = true;
+            }
+            Op::Sub {
+                subject: subj,
+                queue,
+                sid,
+            } => {
+                let verbose = client.opts.verbose;
+                if client.subs.iter().any(|s| s.used && s.sid() == sid) {
+                    if verbose {
+                        send(cx, conn, OK);
+                    }
+                    return after;
+                }
+                let free = client.subs.iter().position(|s| !s.used);
+                let (Some(slot), true) = (free, sid.len() <= SID_MAX) else {
+                    send_err(cx, conn, ServerError::MaxSubscriptionsExceeded);
+                    return after;
+                };
+                let value = ((conn.index() as u64) << 32) | slot as u64;
+                match self.sublist.insert(subj, queue, value) {
+                    Ok(key) => {
+                        let mut s = SubSlot::EMPTY;
+                        s.used = true;
+                        s.sid_len = sid.len() as u8;
+                        s.sid[..sid.len()].copy_from_slice(sid);
+                        s.key = key;
+                        client.subs[slot] = s;
+                        if verbose {
+                            send(cx, conn, OK);
+                        }
+                    }
+                    Err(InsertError::Full(_)) => {
+                        send_err(cx, conn, ServerError::MaxSubscriptionsExceeded)
+                    }
+                    Err(_) => send_err(cx, conn, ServerError::InvalidSubject),
+                }
+            }
+            Op::Unsub { sid, max } => {
+                if let Some(s) = client.subs.iter_mut().find(|s| s.used && s.sid() == sid) {
+                    if max == 0 || max <= s.delivered {
+                        let _ = self.sublist.remove(s.key);
+                        *s = SubSlot::EMPTY;
+                    } else {
+                        s.max = max;
+                    }
+                }
+                if client.opts.verbose {
+                    send(cx, conn, OK);
+                }
+            }
+            Op::Pub {
+                subject: subj,
+                reply,
+                header_len,
+                total_len,
+            } => {
+                if client.opts.pedantic && !subject::is_valid_literal_subject(subj) {
+                    send_err(cx, conn, ServerError::InvalidPublishSubject);
+                }
+                let rlen = reply.map(<[u8]>::len);
+                let total = subj.len() + rlen.unwrap_or(0);
+                if total > line.len() {
+                    // Cannot happen: the parser bounds the control line.
+                    cx.close(conn);
+                    after.close = true;
+                    return after;
+                }
+                line[..subj.len()].copy_from_slice(subj);
+                if let Some(r) = reply {
+                    line[subj.len()..total].copy_from_slice(r);
+                }
+                *pending = Some(Pending {
+                    subject_len: subj.len(),
+                    reply_len: rlen,
+                    header_len,
+                    total_len,
+                    start: pos,
+                });
+            }
+            Op::Headers(_) | Op::Payload(_) => {}
+            Op::PayloadEnd => {}
+        }
+        after
+    }
+
+    /// Delivers a complete message: `payload` is its whole payload (headers included).
+    fn deliver(
+        &mut self,
+        cx: &mut Context<'_, '_>,
+        conn: ConnId,
+        ckey: Key,
+        p: &Pending,
+        line: &[u8],
+        payload: ReadBuf<'_>,
+    ) -> bool {
+        let subj = &line[..p.subject_len];
+        let reply = p.reply_len.map(|r| &line[p.subject_len..p.subject_len + r]);
+        let (echo, no_responders, verbose) = match self.clients.get(ckey) {
+            Ok(c) => (c.opts.echo, c.opts.no_responders, c.opts.verbose),
+            Err(_) => return true,
+        };
+        let me = conn.index();
+        let Core {
+            clients,
+            keys,
+            sublist,
+            targets,
+            ..
+        } = self;
+        let lookup = |keys: &[u64], v: u64| -> (usize, usize, Option<Key>) {
+            let ci = (v >> 32) as usize;
+            let si = (v & 0xffff_ffff) as usize;
+            let k = keys
+                .get(ci)
+                .copied()
+                .filter(|&r| r != 0)
+                .map(|r| key_of(r - 1));
+            (ci, si, k)
+        };
+        let matched = sublist.match_into(subj, targets, |&v| {
+            let (ci, si, k) = lookup(keys, v);
+            if ci == me && !echo {
+                return false;
+            }
+            let Some(c) = k.and_then(|k| clients.get(k).ok()) else {
+                return false;
+            };
+            let Some(s) = c.subs.get(si) else {
+                return false;
+            };
+            !c.closing && s.used && (s.max == 0 || s.delivered < s.max)
+        });
+        let n = match matched {
+            Ok(m) => m.len(),
+            Err(_) => targets.len(),
+        };
+        let hdr = p.header_len.filter(|&h| h > 0);
+        // All or nothing: every target must have room before anyone gets the message. A
+        // connection with several matching subscriptions needs room for all its copies:
+        // `reserve` sums them (reset first).
+        for &v in targets[..n].iter() {
+            let (_, _, k) = lookup(keys, v);
+            if let Some(c) = k.and_then(|k| clients.get_mut(k).ok()) {
+                c.reserve = 0;
+            }
+        }
+        let mut blocked = false;
+        for &v in targets[..n].iter() {
+            let (_, si, k) = lookup(keys, v);
+            let Some(c) = k.and_then(|k| clients.get_mut(k).ok()) else {
+                continue;
+            };
+            let Some(s) = c.subs.get(si) else { continue };
+            let (header_len, body_len) = match hdr {
+                Some(h) if c.opts.headers_enabled(true) => (Some(h), p.total_len),
+                Some(h) => (None, p.total_len.saturating_sub(h)),
+                None => (None, p.total_len),
+            };
+            let need = proto::msg_line_len(subj, s.sid(), reply, header_len, body_len)
+                + body_len as usize
+                + 2;
+            let target = c.conn;
+            let free = cx.write_capacity(target);
+            c.reserve += need;
+            if c.closing || free >= c.reserve {
+                continue;
+            }
+            if c.reserve > free + cx.staged(target) {
+                // Larger than its whole slab: it can never take it.
+                c.closing = true;
+                self.stats.slow_consumers += 1;
+                cx.close(target);
+                continue;
+            }
+            blocked = true;
+            let deadline = self.config.write_deadline;
+            if c.deadline_timer.is_none() && !deadline.is_zero() {
+                let token = timer_token(target) | DEADLINE_TOKEN;
+                c.deadline_timer = cx.set_timer(deadline, None, token).ok();
+            }
+        }
+        if blocked {
+            return false;
+        }
+        if let Ok(c) = clients.get_mut(ckey) {
+            c.in_msgs += 1;
+        }
+        self.stats.in_msgs += 1;
+        self.stats.in_bytes += u64::from(p.total_len);
+        let mut delivered_any = false;
+        let mut pause_publisher = false;
+        for &v in targets[..n].iter() {
+            let (_, si, k) = lookup(keys, v);
+            let Some(k) = k else { continue };
+            let Ok(c) = clients.get_mut(k) else { continue };
+            let Some(s) = c.subs.get_mut(si) else {
+                continue;
+            };
+            let target = c.conn;
+            let (header_len, body) = match hdr {
+                Some(h) if c.opts.headers_enabled(true) => (Some(h), payload),
+                Some(h) => match payload.slice(h as usize..) {
+                    Some(b) => (None, b),
+                    None => continue,
+                },
+                None => (None, payload),
+            };
+            let mut lbuf = [0u8; LINE_BUF];
+            let mut sink = SliceSink::new(&mut lbuf);
+            let body_len = body.len() as u32;
+            if proto::write_msg_line(&mut sink, subj, s.sid(), reply, header_len, body_len).is_err()
+            {
+                continue;
+            }
+            let need = sink.len() + body.len() + 2;
+            if c.closing || cx.write_capacity(target) < need {
+                continue;
+            }
+            let mut ok = cx.write(target, sink.written()).is_ok();
+            for seg in body.segments() {
+                ok = ok && cx.write(target, seg).is_ok();
+            }
+            ok = ok && cx.write(target, proto::CRLF).is_ok();
+            if !ok {
+                c.closing = true;
+                cx.close(target);
+                continue;
+            }
+            let _ = cx.flush(target);
+            delivered_any = true;
+            c.out_msgs += 1;
+            self.stats.out_msgs += 1;
+            self.stats.out_bytes += u64::from(body_len);
+            s.delivered = s.delivered.saturating_add(1);
+            if s.max != 0 && s.delivered >= s.max {
+                let _ = sublist.remove(s.key);
+                *s = SubSlot::EMPTY;
+            }
+            if cx.staged(target) > cx.write_capacity(target) {
+                pause_publisher = true;
+                let deadline = self.config.write_deadline;
+                if c.deadline_timer.is_none() && !deadline.is_zero() {
+                    let token = timer_token(target) | DEADLINE_TOKEN;
+                    c.deadline_timer = cx.set_timer(deadline, None, token).ok();
+                }
+            }
+        }
+        if !delivered_any
+            && no_responders
+            && let Some(r) = reply
+        {
+            let mine = sublist.match_into(r, targets, |&v| (v >> 32) as usize == me);
+            if mine.is_ok_and(|m| !m.is_empty()) {
+                let (_, si, _) = lookup(keys, targets[0]);
+                if let Ok(c) = clients.get(ckey)
+                    && let Some(s) = c.subs.get(si).filter(|s| s.used)
+                {
+                    let mut lbuf = [0u8; LINE_BUF];
+                    let mut sink = SliceSink::new(&mut lbuf);
+                    if proto::write_no_responders(&mut sink, r, s.sid()).is_ok() {
+                        send(cx, conn, sink.written());
+                    }
+                }
+            }
+        }
+        if verbose {
+            send(cx, conn, OK);
+        }
+        if pause_publisher {
+            self.pause_publisher(cx, conn, ckey);
+        }
+        true
+    }
+
+    /// Stops receiving from a publisher until consumers flush.
+    fn pause_publisher(&mut self, cx: &mut Context<'_, '_>, conn: ConnId, ckey: Key) {
+        if let Ok(c) = self.clients.get_mut(ckey)
+            && !c.paused
+            && cx.pause(conn).is_ok()
+        {
+            c.paused = true;
+            self.paused_publishers += 1;
+            self.stats.publisher_pauses += 1;
+        }
+    }
+
+    /// Resumes every publisher paused for a full consumer (they pause again if still needed).
+    fn resume_publishers(&mut self, cx: &mut Context<'_, '_>) {
+        if self.paused_publishers == 0 {
+            return;
+        }
+        for (_, c) in self.clients.iter_mut() {
+            if c.paused {
+                c.paused = false;
+                let _ = cx.resume(c.conn);
+            }
+        }
+        self.paused_publishers = 0;
+    }
+
+    fn remove_client(&mut self, index: usize) {
+        let Some(key) = self.client_key(index) else {
+            return;
+        };
+        if let Ok(c) = self.clients.remove(key) {
+            for s in c.subs.iter().filter(|s| s.used) {
+                let _ = self.sublist.remove(s.key);
+            }
+            if c.paused {
+                self.paused_publishers = self.paused_publishers.saturating_sub(1);
+            }
+        }
+        self.keys[index] = 0;
+    }
+}
+
+impl<'r> Handler<'r> for Broker<'_, 'r> {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, _: ListenerId) {
+        let core = &mut self.core;
+        core.stats.total_connections += 1;
+        if core.clients.len() >= core.config.max_connections
+            || core.clients.is_full()
+            || self.sessions.is_full()
+            || conn.index() >= core.keys.len()
+        {
+            core.stats.refused += 1;
+            send_err(cx, conn, ServerError::MaxConnectionsExceeded);
+            return;
+        }
+        // A previous tenant of the slot is gone (on_close ran), but be safe.
+        if core.keys[conn.index()] != 0 {
+            core.remove_client(conn.index());
+            if let Some(k) = core.client_key(conn.index()) {
+                let _ = self.sessions.remove(k);
+            }
+        }
+        let Ok(reader) = Reader::new(READER_QUOTA) else {
+            cx.abort(conn);
+            return;
+        };
+        let auth = core.config.auth_required();
+        let mut parser = Parser::new(ParserConfig {
+            max_payload: core.config.max_payload,
+            max_control_line: MAX_CONTROL_LINE,
+        });
+        parser.set_awaiting_auth(auth);
+        let Ok(skey) = self.sessions.try_insert(Session {
+            parser,
+            reader,
+            parsed: Position::from_absolute(0),
+            pending: None,
+            blocked: false,
+            line: [0; MAX_CONTROL_LINE],
+        }) else {
+            cx.abort(conn);
+            return;
+        };
+        let token = timer_token(conn);
+        let auth_timer = if auth {
+            cx.set_timer(core.config.auth_timeout, None, token).ok()
+        } else {
+            None
+        };
+        let interval = core.config.ping_interval;
+        let ping_timer = if interval.is_zero() {
+            None
+        } else {
+            let first = interval.min(Duration::from_secs(2));
+            cx.set_timer(first, Some(interval), token | PING_TOKEN).ok()
+        };
+        let Ok(ckey) = core.clients.try_insert(Client {
+            conn,
+            opts: ClientOptions::new(),
+            connected: false,
+            closing: false,
+            paused: false,
+            auth_timer,
+            ping_timer,
+            deadline_timer: None,
+            reserve: 0,
+            pings_out: 0,
+            active: false,
+            subs: [SubSlot::EMPTY; SUBS_PER_CLIENT],
+            in_msgs: 0,
+            out_msgs: 0,
+        }) else {
+            let _ = self.sessions.remove(skey);
+            cx.abort(conn);
+            return;
+        };
+        debug_assert_eq!(skey, ckey);
+        core.keys[conn.index()] = ckey.to_u64() + 1;
+        let client_id = core.next_client_id;
+        core.next_client_id += 1;
+        let cfg = &core.config;
+        let info = Info {
+            server_id: &cfg.server_id,
+            server_name: &cfg.server_name,
+            host: &cfg.host,
+            port: cfg.port,
+            max_payload: cfg.max_payload,
+            auth_required: auth,
+            client_id,
+            ..Info::DEFAULT
+        };
+        let mut buf = [0u8; 1024];
+        let mut sink = SliceSink::new(&mut buf);
+        if info.write(&mut sink).is_ok() {
+            send(cx, conn, sink.written());
+        }
+    }
+
+    fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>) {
+        let Some(key) = self.session_key(conn) else {
+            return;
+        };
+        let Ok(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if session.reader.push(lease).is_err() {
+            cx.abort(conn);
+            return;
+        }
+        if let Ok(c) = self.core.clients.get_mut(key) {
+            c.active = true;
+        }
+        process(session, &mut self.core, cx, conn, key);
+    }
+
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
+        cx.close(conn);
+    }
+
+    fn on_flushed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
+        if let Some(k) = self.session_key(conn)
+            && let Ok(c) = self.core.clients.get_mut(k)
+            && let Some(t) = c.deadline_timer.take()
+        {
+            let _ = cx.cancel_timer(t);
+        }
+        self.unblock(cx);
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_, 'r>, _: TimerId, token: u64) {
+        let index = (token & 0xffff_ffff) as usize;
+        let generation = ((token >> 32) & u64::from(GEN_MASK)) as u32;
+        let Some(k) = self.core.client_key(index) else {
+            return;
+        };
+        let ping_max = self.core.config.ping_max;
+        let Ok(c) = self.core.clients.get_mut(k) else {
+            return;
+        };
+        if c.conn.generation() & GEN_MASK != generation {
+            return;
+        }
+        if token & DEADLINE_TOKEN != 0 {
+            c.deadline_timer = None;
+            if !c.closing && cx.staged(c.conn) > 0 {
+                // Its slab did not drain within the write deadline: a slow consumer.
+                c.closing = true;
+                cx.abort(c.conn);
+                self.core.stats.slow_consumers += 1;
+                self.unblock(cx);
+            }
+            return;
+        }
+        if token & PING_TOKEN != 0 {
+            if c.closing {
+                return;
+            }
+            if c.active {
+                c.active = false;
+            } else if c.pings_out >= ping_max {
+                c.closing = true;
+                send_err(cx, c.conn, ServerError::StaleConnection);
+            } else {
+                c.pings_out += 1;
+                send(cx, c.conn, proto::PING);
+            }
+            return;
+        }
+        if !c.connected && c.auth_timer.is_some() {
+            c.auth_timer = None;
+            let conn = c.conn;
+            send_err(cx, conn, ServerError::AuthenticationTimeout);
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, _: CloseReason) {
+        if self.session_key(conn).is_none() {
+            return;
+        }
+        let index = conn.index();
+        if let Some(k) = self.core.client_key(index) {
+            if let Ok(c) = self.core.clients.get_mut(k) {
+                for t in [
+                    c.auth_timer.take(),
+                    c.ping_timer.take(),
+                    c.deadline_timer.take(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let _ = cx.cancel_timer(t);
+                }
+            }
+            let _ = self.sessions.remove(k);
+        }
+        self.core.remove_client(index);
+        // Publishers held back for this connection (or any) try again.
+        self.unblock(cx);
+    }
+}
+
+/// Timer tokens: connection slot in the low 32 bits, generation (masked) above, and this bit
+/// for the ping timer.
+const PING_TOKEN: u64 = 1 << 62;
+/// The bit for the write-deadline timer.
+const DEADLINE_TOKEN: u64 = 1 << 61;
+const GEN_MASK: u32 = 0x1fff_ffff;
+
+fn timer_token(conn: ConnId) -> u64 {
+    (u64::from(conn.generation() & GEN_MASK) << 32) | conn.index() as u64
+}
+
+/// The payload of `p` in `buf`.
+fn payload_of<'b>(buf: &ReadBuf<'b>, p: &Pending) -> Option<ReadBuf<'b>> {
+    let off = buf.offset_of(p.start)?;
+    buf.slice(off..off + p.total_len as usize)
+}
+
+/// Parses and handles what a session holds: first a message blocked on full consumers (if
+/// any), then everything after it. A message that cannot be delivered yet stays held (its
+/// bytes and everything after them stay in the reader, unconsumed) and the publisher is
+/// paused until consumers flush ([`Broker::unblock`]).
+fn process(
+    session: &mut Session<'_>,
+    core: &mut Core<'_>,
+    cx: &mut Context<'_, '_>,
+    conn: ConnId,
+    key: Key,
+) {
+    let Session {
+        parser,
+        reader,
+        parsed,
+        pending,
+        line,
+        blocked,
+    } = session;
+    while let Some(rr) = reader.try_read() {
+        let buf = rr.buffer();
+        if *blocked {
+            let Some(p) = *pending else {
+                *blocked = false;
+                continue;
+            };
+            let Some(payload) = payload_of(&buf, &p) else {
+                cx.abort(conn);
+                return;
+            };
+            if !core.deliver(cx, conn, key, &p, &line[..], payload) {
+                core.pause_publisher(cx, conn, key);
+                // Nothing new was looked at: the next read sees the held bytes again.
+                let _ = reader.advance_to_examined(p.start, p.start);
+                return;
+            }
+            *blocked = false;
+            *pending = None;
+        }
+        let from = buf.offset_of(*parsed).unwrap_or(0);
+        let Some(view) = buf.slice(from..) else {
+            cx.abort(conn);
+            return;
+        };
+        let mut pos = parsed.absolute();
+        for seg in view.segments() {
+            let mut rest = seg;
+            while !rest.is_empty() {
+                let mut after = After::default();
+                match parser.parse(rest) {
+                    Err(e) => {
+                        fail(cx, conn, e);
+                        return;
+                    }
+                    Ok((used, op)) => {
+                        rest = &rest[used..];
+                        pos += used as u64;
+                        match op {
+                            Some(Op::PayloadEnd) => {
+                                if let Some(p) = *pending {
+                                    let Some(payload) = payload_of(&buf, &p) else {
+                                        cx.abort(conn);
+                                        return;
+                                    };
+                                    if core.deliver(cx, conn, key, &p, &line[..], payload) {
+                                        *pending = None;
+                                    } else {
+                                        *blocked = true;
+                                        *parsed = Position::from_absolute(pos);
+                                        core.pause_publisher(cx, conn, key);
+                                        let _ = reader.advance_to_examined(p.start, p.start);
+                                        return;
+                                    }
+                                }
+                            }
+                            Some(op) => {
+                                after = core.on_op(
+                                    cx,
+                                    conn,
+                                    key,
+                                    op,
+                                    pending,
+                                    line,
+                                    Position::from_absolute(pos),
+                                );
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                if after.close {
+                    return;
+                }
+                if let Some(h) = after.headers {
+                    parser.set_headers(h);
+                }
+                if after.authenticated {
+                    parser.set_awaiting_auth(false);
+                }
+            }
+        }
+        *parsed = Position::from_absolute(pos);
+        let consumed = pending.map_or(*parsed, |p| p.start);
+        if reader.advance_to_examined(consumed, *parsed).is_err() {
+            cx.abort(conn);
+            return;
+        }
+    }
+}
+
+fn fail(cx: &mut Context<'_, '_>, conn: ConnId, e: ParseError) {
+    match e.server_error() {
+        Some(se) => {
+            send_err(cx, conn, se);
+            cx.close(conn);
+        }
+        None => cx.close(conn),
+    }
+}
