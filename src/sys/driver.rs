@@ -861,9 +861,11 @@ impl<'r> Driver<'r> {
                     };
                     match r {
                         Ok(n) => {
-                            let mut ring = self.slabs.ring(slot as usize).expect("slot in range");
-                            let _ = ring.consume(n);
-                            let left = ring.len();
+                            // The same slab the staged parts came from, just above.
+                            let left = self.slabs.ring(slot as usize).map_or(0, |mut ring| {
+                                let _ = ring.consume(n);
+                                ring.len()
+                            });
                             s.sent_result = n as i64;
                             if left > 0 {
                                 // The socket took less than offered: wait for EPOLLOUT.
