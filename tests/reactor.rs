@@ -51,6 +51,7 @@ both!(
     outbound_connect_exchanges_data,
     listens_on_ipv6_too,
     full_submission_queue_loses_nothing,
+    timer_table_full_is_an_error_and_frees_on_cancel,
 );
 
 /// Echo: writes every lease back; when the slab is full, keeps the leases, pauses the
@@ -762,4 +763,47 @@ fn full_submission_queue_loses_nothing(b: BackendChoice) {
     cfg.uring.sq_entries = 4;
     cfg.uring.cq_entries = 4096;
     echo_load_with(cfg, 100, 5, 2_000);
+}
+
+/// Arms timers until the table is full, then cancels one and arms again.
+#[derive(Default)]
+struct TimerFill {
+    armed: usize,
+    full: Option<String>,
+    after_cancel: bool,
+}
+
+impl Handler<'static> for TimerFill {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, _: ConnId, _: ListenerId) {
+        let mut first = None;
+        loop {
+            match cx.set_timer(Duration::from_secs(60), None, self.armed as u64) {
+                Ok(id) => {
+                    first.get_or_insert(id);
+                    self.armed += 1;
+                }
+                Err(e) => {
+                    self.full = Some(format!("{e:?}"));
+                    break;
+                }
+            }
+        }
+        cx.cancel_timer(first.unwrap()).unwrap();
+        self.after_cancel = cx.set_timer(Duration::from_secs(60), None, 0).is_ok();
+    }
+    fn on_data(&mut self, _: &mut Context<'_, 'static>, _: ConnId, _: Lease<'static>) {}
+}
+
+fn timer_table_full_is_an_error_and_frees_on_cancel(b: BackendChoice) {
+    let make = |c| Reactor::new(leak::<Resources<4, 16, 512, 1024, 3>>(), c).unwrap();
+    let server = serve(config(b), make, TimerFill::default, |h| {
+        (h.armed, h.full, h.after_cancel)
+    });
+    let c = connect(server.addr);
+    server.wait_connections(1);
+    drop(c);
+    let r = server.stop();
+    assert_eq!(r.handler.0, 3, "TIMERS = 3 timers fit");
+    assert_eq!(r.handler.1.as_deref(), Some("TimersFull"));
+    assert!(r.handler.2, "a cancelled timer's slot is free again");
 }
