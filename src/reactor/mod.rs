@@ -11,13 +11,15 @@
 //! 1. Submit what the previous turn queued and wait for completions (io_uring, one
 //!    `io_uring_enter`) or readiness (epoll), bounded by the next timer.
 //! 2. Dispatch each event: accepts to [`Handler::on_accept`], received leases to
-//!    [`Handler::on_data`], finished sends to [`Handler::on_flushed`], ends to
-//!    [`Handler::on_close`].
-//! 3. Fire expired timers.
-//! 4. Resume connections whose leases came back, re-arm connections that ran out of receive
+//!    [`Handler::on_data`], finished sends to [`Handler::on_sent`] and
+//!    [`Handler::on_flushed`], ends to [`Handler::on_close`].
+//! 3. Fire expired timers; take back buffers returned from other threads.
+//! 4. [`Handler::before_flush`]: the handler's per-turn hook, where the executor polls the
+//!    tasks woken during the turn (or from other threads).
+//! 5. Resume connections whose leases came back, re-arm connections that ran out of receive
 //!    buffers (a bounded number per turn, and only above a free-buffer watermark, so they do not
 //!    all run dry again at once).
-//! 5. Queue the sends of every connection flushed during the turn: they go out with the next
+//! 6. Queue the sends of every connection flushed during the turn: they go out with the next
 //!    turn's wait, in the same system call.
 //!
 //! # Memory and fairness
@@ -298,6 +300,10 @@ pub struct Conn {
     closing: bool,
     reason: Option<CloseReason>,
     linger: Option<TimerId>,
+    /// Bytes sent on this connection so far.
+    sent: u64,
+    /// The consumer's word ([`Context::set_tag`]).
+    tag: u32,
 }
 
 impl Conn {
@@ -310,6 +316,8 @@ impl Conn {
             closing: false,
             reason: None,
             linger: None,
+            sent: 0,
+            tag: 0,
         }
     }
 }
@@ -345,6 +353,22 @@ pub trait Handler<'r> {
     /// Everything staged on `conn` before [`Context::flush`] has been sent.
     fn on_flushed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
         let _ = (cx, conn);
+    }
+
+    /// A send on `conn` completed: `bytes` more of its staged bytes left (a short send
+    /// reports what went; the rest follows in later sends). Runs before
+    /// [`Handler::on_flushed`]; [`Context::sent`] already counts these bytes. For code that
+    /// waits for a *position* in the stream rather than an empty slab (the executor's
+    /// `flush().await` waits for the bytes staged before it, while later writes go on).
+    fn on_sent(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, bytes: usize) {
+        let _ = (cx, conn, bytes);
+    }
+
+    /// Once per turn, after the turn's events, timers and the buffers returned from other
+    /// threads, and before the turn's flushes are submitted (so what is written here goes out
+    /// in this turn's submission). The executor polls its ready tasks here.
+    fn before_flush(&mut self, cx: &mut Context<'_, 'r>) {
+        let _ = cx;
     }
 
     /// A timer armed with [`Context::set_timer`] fired.
@@ -524,6 +548,18 @@ impl<'r> Reactor<'r> {
         n
     }
 
+    /// The configuration the reactor was built with.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// The way other threads (and executor wakers) reach this loop: the signal it parks on
+    /// and the eventfd that ends its sleep. Publish an item on a queue the loop drains each
+    /// turn, then [`Notifier::notify`](crate::sync::Notifier::notify).
+    pub fn notifier(&self) -> crate::sync::Notifier<'r> {
+        self.core.returns.notifier()
+    }
+
     /// Open connections (closing ones included).
     pub fn connections(&self) -> usize {
         self.core.conns.len()
@@ -604,13 +640,16 @@ impl<'r> Reactor<'r> {
         }
         // 4. Take back buffers returned from other threads, then resume and re-arm.
         core.stats.returned += core.returns.drain() as u64;
+        // 5. The handler's turn hook (the executor polls its tasks): before the resumes, so
+        // leases its tasks gave back count, and before the flushes, so their writes go out.
+        handler.before_flush(&mut Context { core: &mut *core });
         core.resume_paused()?;
         core.driver.rearm_starved(
             usize::from(core.config.rearm_per_turn),
             usize::from(core.config.rearm_watermark),
         )?;
         core.progress_stop();
-        // 5. Queue the sends.
+        // 6. Queue the sends.
         core.driver.submit_flushes()?;
         Ok(())
     }
@@ -708,6 +747,12 @@ impl<'r> Core<'r> {
                 match result {
                     Ok(n) => {
                         self.stats.bytes_out += u64::from(n);
+                        if let Ok(c) = self.conns.get_mut(id.0) {
+                            c.sent += u64::from(n);
+                        }
+                        if n > 0 {
+                            h.on_sent(&mut Context { core: self }, id, n as usize);
+                        }
                         if self.driver.staged(slot) == 0 {
                             let c = self.conns.get_mut(id.0).map_err(|_| Error::NotFound)?;
                             if c.closing {
@@ -1109,5 +1154,30 @@ impl<'r> Context<'_, 'r> {
     /// True while `conn` is open and not closing.
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.core.conns.get(conn.0).is_ok_and(|c| !c.closing)
+    }
+
+    /// Bytes sent on `conn` since it opened (0 for a closed connection). With
+    /// [`Context::staged`], the position of the end of what is staged now: a writer waiting
+    /// for `sent` to reach `sent + staged` waits for exactly the bytes staged before it.
+    pub fn sent(&self, conn: ConnId) -> u64 {
+        self.core.conns.get(conn.0).map_or(0, |c| c.sent)
+    }
+
+    /// Store a word for the consumer of `conn` (0 when it opens): the executor keeps the
+    /// slot of the task that owns the connection here. One word per connection; the
+    /// connection's owner decides what it means.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::Stale`] for a closed connection.
+    pub fn set_tag(&mut self, conn: ConnId, tag: u32) -> Result<(), ConnError> {
+        let c = self.core.conns.get_mut(conn.0).map_err(|_| ConnError::Stale)?;
+        c.tag = tag;
+        Ok(())
+    }
+
+    /// The word [`Context::set_tag`] stored for `conn` (`None` for a closed connection).
+    pub fn tag(&self, conn: ConnId) -> Option<u32> {
+        self.core.conns.get(conn.0).ok().map(|c| c.tag)
     }
 }
