@@ -48,6 +48,8 @@
 extern crate std;
 
 pub mod broker;
+#[allow(unsafe_code)]
+pub mod exec;
 pub mod pipe;
 #[allow(unsafe_code)]
 pub mod pool;

@@ -395,6 +395,8 @@ struct Core<'r> {
     stopping: Option<Instant>,
     stopped: bool,
     listeners_backing_off: u8,
+    /// The connection `on_close` runs for, and its tag.
+    closed_tag: Option<(ConnId, u32)>,
 }
 
 /// What a handler acts through. See the module docs.
@@ -481,6 +483,7 @@ impl Reactor<'static> {
                 stopping: None,
                 stopped: false,
                 listeners_backing_off: 0,
+                closed_tag: None,
             },
         })
     }
@@ -785,7 +788,10 @@ impl<'r> Core<'r> {
                     }
                     let reason = c.reason.unwrap_or(CloseReason::Local);
                     self.stats.closed[reason.counter()] += 1;
+                    // The tag stays readable during `on_close` (its owner finds its state).
+                    self.closed_tag = Some((ConnId(key), c.tag));
                     h.on_close(&mut Context { core: self }, ConnId(key), reason);
+                    self.closed_tag = None;
                 }
             }
             IoEvent::Wake => {}
@@ -1171,13 +1177,21 @@ impl<'r> Context<'_, 'r> {
     ///
     /// [`ConnError::Stale`] for a closed connection.
     pub fn set_tag(&mut self, conn: ConnId, tag: u32) -> Result<(), ConnError> {
-        let c = self.core.conns.get_mut(conn.0).map_err(|_| ConnError::Stale)?;
+        let c = self
+            .core
+            .conns
+            .get_mut(conn.0)
+            .map_err(|_| ConnError::Stale)?;
         c.tag = tag;
         Ok(())
     }
 
-    /// The word [`Context::set_tag`] stored for `conn` (`None` for a closed connection).
+    /// The word [`Context::set_tag`] stored for `conn` (`None` for a closed connection, except
+    /// inside [`Handler::on_close`] for the connection it reports).
     pub fn tag(&self, conn: ConnId) -> Option<u32> {
-        self.core.conns.get(conn.0).ok().map(|c| c.tag)
+        match self.core.closed_tag {
+            Some((id, tag)) if id == conn => Some(tag),
+            _ => self.core.conns.get(conn.0).ok().map(|c| c.tag),
+        }
     }
 }
