@@ -21,6 +21,10 @@
 //! - [`time`] is an OS-independent instant type, so protocol cores can take time as a value.
 //! - [`reactor`] is the event loop: one thread, io_uring or epoll, callbacks through a
 //!   [`reactor::Handler`].
+//! - [`exec`] is the async face: a no-alloc executor of connection tasks that is itself a
+//!   reactor handler, wakers that carry a task's slot and generation (woken from any thread
+//!   through the same wake as returned buffers), and [`exec::Connection`] (read snapshots,
+//!   write, flush to a position).
 //! - [`pipe`] is a producer/consumer byte pipe over pool buffers with segmented, zero-copy
 //!   read views and partial consumption, and a reader over a connection's receive leases.
 //!
@@ -38,8 +42,10 @@
 //!
 //! # Unsafe code
 //!
-//! `unsafe` is denied crate-wide and allowed only in [`sys`] and [`pool`], where every block
-//! carries a `// SAFETY:` comment naming the invariant it relies on.
+//! `unsafe` is denied crate-wide and allowed only in [`sys`], [`pool`] and [`exec`] (the
+//! executor's task storage, its wakers, and the scope that lends a polled task the turn's
+//! reactor context), where every block carries a `// SAFETY:` comment naming the invariant
+//! it relies on.
 #![no_std]
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
