@@ -155,3 +155,85 @@ impl<const TASKS: usize, const SIZE: usize> TaskStorage<TASKS, SIZE> {
         })
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::pool::leak_zeroed;
+    use crate::sync::{Wake, WakeSignal};
+    use core::future::Future;
+    use core::pin::Pin;
+    use core::task::{Context, Poll, Waker};
+
+    struct NoWake;
+
+    impl Wake for NoWake {
+        fn wake(&self) {}
+    }
+
+    fn notifier() -> Notifier<'static> {
+        static SIGNAL: WakeSignal = WakeSignal::new();
+        static WAKE: NoWake = NoWake;
+        Notifier::new(&SIGNAL, &WAKE)
+    }
+
+    /// A future with a destructor that counts, and a poll that checks its own bytes.
+    struct Probe {
+        id: u64,
+        bytes: [u64; 5],
+        drops: &'static core::sync::atomic::AtomicUsize,
+    }
+
+    impl Future for Probe {
+        type Output = u64;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u64> {
+            assert!(self.bytes.iter().all(|&b| b == self.id));
+            Poll::Ready(self.id)
+        }
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn split_checks_the_future_and_hands_out_disjoint_pinned_slots() {
+        static DROPS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+        let small = leak_zeroed::<TaskStorage<2, 16>>();
+        assert!(matches!(
+            small.split::<Probe>(notifier()),
+            Err(ExecError::FutureTooLarge { size, capacity: 16 }) if size == size_of::<Probe>()
+        ));
+        #[repr(align(32))]
+        struct Aligned(#[allow(dead_code)] u8);
+        let storage = leak_zeroed::<TaskStorage<3, 64>>();
+        assert!(matches!(
+            storage.split::<Aligned>(notifier()),
+            Err(ExecError::FutureAlign { align: 32 })
+        ));
+        let storage = leak_zeroed::<TaskStorage<3, 64>>();
+        let parts = storage.split::<Probe>(notifier()).unwrap();
+        assert_eq!((parts.futures.len(), parts.io.len()), (3, 3));
+        assert_eq!(parts.free, [2, 1, 0], "lowest slot on top");
+        assert_eq!(parts.sched.capacity(), 3);
+        for (i, slot) in parts.futures.iter_mut().enumerate() {
+            let id = i as u64 + 1;
+            slot.write(Probe {
+                id,
+                bytes: [id; 5],
+                drops: &DROPS,
+            });
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        for (i, slot) in parts.futures.iter_mut().enumerate() {
+            // SAFETY: written above, never moved.
+            let fut = unsafe { Pin::new_unchecked(slot.assume_init_mut()) };
+            assert_eq!(fut.poll(&mut cx), Poll::Ready(i as u64 + 1));
+            // SAFETY: written above, dropped once.
+            unsafe { slot.assume_init_drop() };
+        }
+        assert_eq!(DROPS.load(core::sync::atomic::Ordering::Relaxed), 3);
+    }
+}
