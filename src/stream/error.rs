@@ -18,8 +18,8 @@ pub enum Error {
     /// it is an error so that `Ok(0)` means only "you passed an empty buffer", and so that a
     /// composed read that stopped short can say why (with its partial count in a [`Partial`]).
     Eof,
-    /// A bounded buffer has no room: `read_until` found no delimiter in a full buffer,
-    /// `read_to_end` found more bytes than its buffer holds,
+    /// A bounded buffer has no room: [`read_until`](super::read_until) found no delimiter in a
+    /// full buffer, [`read_to_end`](super::read_to_end) found more bytes than its buffer holds,
     /// a memory sink is full, a write can never fit a connection's write slab
     /// ([`ConnError::TooLarge`]), or an adapted writer accepts nothing more.
     Full,

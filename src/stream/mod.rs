@@ -51,13 +51,13 @@
 //! - **Flush.** [`WriteStream::flush`] (an addition to seed 001's concept, which has no
 //!   buffering writers) completes when every byte accepted before it has been handed on. A
 //!   writer that stages bytes (a connection copies them into its write slab and sends nothing
-//!   until flushed) overrides it; for the others it is a no-op. A relay flushes before every
+//!   until flushed) overrides it; for the others it is a no-op. [`relay`] flushes before every
 //!   read, so it cannot wait for input while its own output sits unsent. [`WriteSink::write_eof`]
 //!   flushes first.
 //! - **Cancellation.** A `read_some` or `write_some` future dropped before it completes has
 //!   transferred nothing: streams in ringlet keep this (an implementation that cannot must say
 //!   so). Composed operations are not cancel-safe in general (a dropped [`read`] loses its
-//!   count).
+//!   count), except [`read_until`], whose progress lives in its [`BoundedBuf`].
 //! - **Buffers by reference.** The buffer is borrowed for the whole operation, so it lives as
 //!   long as the future (the seed's "take buffer sequences by value in coroutines").
 //!
@@ -65,14 +65,34 @@
 //!
 //! - The traits and [`Error`] / [`Partial`]; blanket impls for `&mut S`.
 //! - Composed algorithms, generic over the traits: [`read`] (exact), [`read_vectored`],
-//!   [`write()`], [`write_vectored`].
+//!   [`write()`], [`write_vectored`], [`read_until`] (a delimiter, into a [`BoundedBuf`]; bytes
+//!   read past the delimiter stay there for the next call), [`read_to_end`] (bounded: an error
+//!   when full, never growing), [`relay`] (from a [`ReadStream`] to a [`WriteStream`], draining
+//!   fully and flushing before each read).
+//! - Adapters: [`MemSource`] (a byte slice) and [`MemSink`] (a caller buffer);
+//!   [`scripted::Scripted`] and [`scripted::ScriptedSink`], streams for tests that deliver,
+//!   wait and fail where the script says.
+//! - [`conformance`]: the contract as reusable checks ([`conformance::check_read_stream`],
+//!   [`conformance::check_read_source`], [`conformance::check_write_sink`]) that every stream
+//!   in ringlet passes, a [`conformance::Checked`] wrapper, and [`conformance::block_on`].
+//!
+//! ConnectionStream, the adapter over an executor `Connection`, builds on these traits in the
+//! executor's layer.
 #![allow(async_fn_in_trait)]
 
 mod algo;
+pub mod conformance;
 mod error;
+mod mem;
+pub mod scripted;
 
-pub use algo::{read, read_vectored, write, write_vectored};
+pub use algo::{
+    BoundedBuf, RelayError, read, read_to_end, read_until, read_vectored, relay, write,
+    write_vectored,
+};
 pub use error::{Error, Partial};
+pub use mem::{MemSink, MemSource};
+pub use scripted::{Scripted, ScriptedSink};
 
 /// A stream of bytes read in parts: the partial-read primitive (seed 001).
 ///
