@@ -72,6 +72,8 @@
 //! - Adapters: [`MemSource`] (a byte slice) and [`MemSink`] (a caller buffer);
 //!   [`scripted::Scripted`] and [`scripted::ScriptedSink`], streams for tests that deliver,
 //!   wait and fail where the script says.
+//! - `eio` (feature `embedded-io-async`): adapters to and from the `embedded-io-async` traits,
+//!   mapping the end of a stream to their `Ok(0)`.
 //! - [`conformance`]: the contract as reusable checks ([`conformance::check_read_stream`],
 //!   [`conformance::check_read_source`], [`conformance::check_write_sink`]) that every stream
 //!   in ringlet passes, a [`conformance::Checked`] wrapper, and [`conformance::block_on`].
@@ -82,6 +84,9 @@
 
 mod algo;
 pub mod conformance;
+#[cfg(feature = "embedded-io-async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded-io-async")))]
+pub mod eio;
 mod error;
 mod mem;
 pub mod scripted;
