@@ -32,7 +32,10 @@
 //!   traits (`async fn`, seed 001's contract: a read succeeds with at least one byte or fails
 //!   with none, end of stream is [`stream::Error::Eof`]), their refinements
 //!   [`stream::ReadSource`] / [`stream::WriteSink`], and composed algorithms written once over
-//!   them.
+//!   them (exact `read`, `read_until` into a bounded buffer, bounded `read_to_end`, `relay`).
+//!   Memory and scripted streams, the contract as reusable conformance checks
+//!   ([`stream::conformance`]) that every stream here passes, and (feature
+//!   `embedded-io-async`) adapters to the embedded-io-async traits.
 //!
 //! Framing codecs are still to come on these layers.
 //!

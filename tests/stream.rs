@@ -800,3 +800,30 @@ fn conformance_catches_the_end_before_the_final_bytes() {
         },
     ));
 }
+
+#[test]
+fn bounded_buf_consume_compaction_and_full() {
+    let mut mem = [0u8; 6];
+    let mut buf = BoundedBuf::new(&mut mem);
+    assert_eq!((buf.len(), buf.capacity(), buf.is_empty()), (0, 6, true));
+    let mut src = MemSource::new(b"abcdefghij");
+    assert_eq!(block_on(buf.fill_from(&mut src)), Ok(6));
+    assert!(buf.is_full());
+    // Full: nothing read.
+    assert_eq!(block_on(buf.fill_from(&mut src)), Err(Error::Full));
+    assert_eq!(src.position(), 6);
+    buf.consume(4);
+    assert_eq!(buf.data(), b"ef");
+    // The room at the back is gone: the two bytes move to the front, then 4 more arrive.
+    assert_eq!(block_on(buf.fill_from(&mut src)), Ok(4));
+    assert_eq!(buf.data(), b"efghij");
+    // consume clamps, and an empty buffer starts over at the front.
+    buf.consume(100);
+    assert!(buf.is_empty());
+    assert_eq!(block_on(buf.fill_from(&mut src)), Err(Error::Eof));
+    assert!(buf.is_empty(), "nothing added on an error");
+    let mut src = MemSource::new(b"xyz");
+    assert_eq!(block_on(buf.fill_from(&mut src)), Ok(3));
+    buf.clear();
+    assert_eq!(buf.len(), 0);
+}

@@ -40,6 +40,49 @@
 //! completely before the next. Their defaults work buffer by buffer; a stream that can do
 //! better (one copy across several buffers) overrides them.
 //!
+//! ```
+//! use ringlet::stream::conformance::block_on;
+//! use ringlet::stream::{
+//!     BoundedBuf, Error, MemSink, MemSource, Partial, ReadStream, WriteSink, read, read_until,
+//!     relay,
+//! };
+//!
+//! block_on(async {
+//!     // The read loop: data, or an error without data.
+//!     let mut src = MemSource::new(b"HELO x\r\nDATA");
+//!     let mut buf = [0u8; 4];
+//!     let mut got = 0;
+//!     let end = loop {
+//!         match src.read_some(&mut buf).await {
+//!             Ok(n) => got += n,
+//!             Err(e) => break e,
+//!         }
+//!     };
+//!     assert_eq!((got, end), (12, Error::Eof));
+//!
+//!     // A composed read that meets the end says how far it got.
+//!     let mut src = MemSource::new(b"HELO x\r\nDATA");
+//!     let mut line = [0u8; 32];
+//!     let mut lines = BoundedBuf::new(&mut line);
+//!     let n = read_until(&mut src, &mut lines, b"\r\n").await.unwrap();
+//!     assert_eq!(&lines.data()[..n], b"HELO x\r\n");
+//!     lines.consume(n);
+//!     let mut rest = [0u8; 8];
+//!     // "DATA" was read past the delimiter: it is in `lines`, not in the stream.
+//!     assert_eq!(lines.data(), b"DATA");
+//!     assert_eq!(read(&mut src, &mut rest).await, Err(Partial::new(Error::Eof, 0)));
+//!
+//!     // Relay a source into a sink, then end the sink.
+//!     let mut src = MemSource::new(b"echo me");
+//!     let mut out = [0u8; 16];
+//!     let mut sink = MemSink::new(&mut out);
+//!     let mut ring = [0u8; 4];
+//!     assert_eq!(relay(&mut src, &mut sink, &mut ring).await, Ok(7));
+//!     sink.write_eof().await.unwrap();
+//!     assert_eq!((sink.written(), sink.is_eof()), (&b"echo me"[..], true));
+//! });
+//! ```
+//!
 //! # Rust-specific parts of the contract
 //!
 //! - **`async fn` in traits, no `Send` bound.** The methods are `async fn`s, so their futures
