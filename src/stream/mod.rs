@@ -94,8 +94,9 @@
 //! - **Flush.** [`WriteStream::flush`] (an addition to seed 001's concept, which has no
 //!   buffering writers) completes when every byte accepted before it has been handed on. A
 //!   writer that stages bytes (a connection copies them into its write slab and sends nothing
-//!   until flushed) overrides it; for the others it is a no-op. [`relay`] flushes before every
-//!   read, so it cannot wait for input while its own output sits unsent. [`WriteSink::write_eof`]
+//!   until flushed) overrides it; for the others it is a no-op. [`relay`] flushes each chunk
+//!   it drained before it reads again, so it never waits for input while its own output sits
+//!   unsent. [`WriteSink::write_eof`]
 //!   flushes first.
 //! - **Cancellation.** A `read_some` or `write_some` future dropped before it completes has
 //!   transferred nothing: streams in ringlet keep this (an implementation that cannot must say
