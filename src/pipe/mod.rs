@@ -45,7 +45,7 @@
 //! let mut pipe: Pipe<'_> = Pipe::new(pool, PipeOptions::default()).unwrap();
 //! let (mut writer, mut reader) = pipe.split();
 //! writer.write(b"PING\r\nSUB news 1\r\nPUB ne").unwrap();
-//! let _ = writer.flush().unwrap();
+//! let _ = writer.try_flush().unwrap();
 //!
 //! let mut lines = Vec::new();
 //! loop {
@@ -152,7 +152,7 @@ use crate::pool::PoolError;
 pub use buf::{ReadBuf, ReadResult, Segments};
 pub use conn::{ConnectionPipeReader, Flow, SegmentsFull};
 pub use duplex::DuplexPipe;
-pub use ends::{FlushResult, Pipe, PipeOptions, PipeReader, PipeWriter};
+pub use ends::{CancelHandle, FlushResult, Pipe, PipeOptions, PipeReader, PipeWriter};
 
 /// A place in a pipe's byte stream: the absolute offset of a byte from the start (bytes ever
 /// written), so it survives segments coming and going. Made by a [`ReadBuf`]

@@ -187,7 +187,7 @@ fn model_random_interleavings() {
                     ));
                 }
                 4 | 5 => {
-                    let f = w.flush().unwrap();
+                    let f = w.try_flush().unwrap();
                     m.flushed = m.written.len();
                     m.update_pause(pause, resume);
                     assert_eq!(f.is_paused, m.paused);
@@ -275,11 +275,11 @@ fn backpressure_pauses_at_the_threshold_and_resumes_below_the_other() {
     let mut pipe = Pipe::<'_, 16>::new(pool, opts(16, 100, 50)).unwrap();
     let (mut w, mut r) = pipe.split();
     w.write(&[1; 60]).unwrap();
-    assert!(!w.flush().unwrap().is_paused);
+    assert!(!w.try_flush().unwrap().is_paused);
     w.write(&[2; 39]).unwrap();
-    assert!(!w.flush().unwrap().is_paused, "99 unread: below 100");
+    assert!(!w.try_flush().unwrap().is_paused, "99 unread: below 100");
     w.write(&[3; 1]).unwrap();
-    assert!(w.flush().unwrap().is_paused, "100 unread: paused");
+    assert!(w.try_flush().unwrap().is_paused, "100 unread: paused");
     assert!(w.is_paused());
     // The reader consumes to 60 unread: still paused (hysteresis).
     let p = r.try_read().unwrap().buffer().position(40).unwrap();
@@ -292,7 +292,7 @@ fn backpressure_pauses_at_the_threshold_and_resumes_below_the_other() {
     let p = r.try_read().unwrap().buffer().position(1).unwrap();
     r.advance_to(p).unwrap();
     assert!(!w.is_paused(), "49 unread: resumed");
-    assert!(!w.flush().unwrap().is_paused);
+    assert!(!w.try_flush().unwrap().is_paused);
 }
 
 #[test]
@@ -308,7 +308,7 @@ fn an_outpacing_writer_is_paused_then_stopped_by_the_segment_limit() {
             Ok(()) => written += 5,
             Err(e) => break e,
         }
-        if w.flush().unwrap().is_paused && paused_at.is_none() {
+        if w.try_flush().unwrap().is_paused && paused_at.is_none() {
             paused_at = Some(written);
         }
     };
@@ -337,7 +337,7 @@ fn an_outpacing_writer_is_paused_then_stopped_by_the_segment_limit() {
         (48..=64).contains(&written),
         "{written} bytes in 4 segments of 16"
     );
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     // The reader consumes everything: segments go back, the pause ends, writing works again.
     let end = r.try_read().unwrap().buffer().end();
     r.advance_to(end).unwrap();
@@ -379,7 +379,7 @@ fn get_memory_larger_than_a_segment_is_an_error_naming_the_size() {
     assert_eq!(w.get_memory(13).unwrap().len(), 13);
     assert_eq!(w.get_memory(14).unwrap().len(), 16);
     assert_eq!(pool.leased(), 2);
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     assert_eq!(pipe.reader().try_read().unwrap().buffer(), *b"abc");
 }
 
@@ -402,7 +402,7 @@ fn an_empty_user_tier_is_an_error_naming_the_reserve() {
     assert!(pipe_err_text(want).contains("user_reserve"));
     // Receive-tier buffers are never used as segments.
     assert_eq!(pool.recv_available(), 2);
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     let mut r = pipe.reader();
     let end = r.try_read().unwrap().buffer().end();
     r.advance_to(end).unwrap();
@@ -420,13 +420,13 @@ fn examined_bytes_are_not_handed_out_again_until_more_arrive() {
     assert!(r.try_read().is_none(), "nothing written");
     w.write(b"PUB a 5\r\nhel").unwrap();
     assert!(r.try_read().is_none(), "advanced is not flushed");
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     let buf = r.try_read().unwrap().buffer();
     let (start, end) = (buf.start(), buf.end());
     // An incomplete message: consume nothing, examine everything.
     r.advance_to_examined(start, end).unwrap();
     assert!(r.try_read().is_none());
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     assert!(
         r.try_read().is_none(),
         "an empty flush adds nothing past examined"
@@ -434,11 +434,11 @@ fn examined_bytes_are_not_handed_out_again_until_more_arrive() {
     w.write(b"").unwrap();
     w.get_memory(4).unwrap();
     w.advance(0).unwrap();
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     assert!(r.try_read().is_none(), "still nothing past examined");
     w.write(b"l").unwrap();
     assert!(r.try_read().is_none(), "advanced but not flushed");
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     let buf = r.try_read().expect("a flush past examined");
     assert_eq!(buf.buffer(), *b"PUB a 5\r\nhell");
     // Examine part: what is past examined is already there, so the next read is at once.
@@ -461,12 +461,12 @@ fn the_writer_completes_with_and_without_pending_data() {
     let mut pipe: Pipe<'_> = Pipe::new(pool, PipeOptions::default()).unwrap();
     let (mut w, mut r) = pipe.split();
     w.write(b"flushed ").unwrap();
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     w.write(b"advanced").unwrap();
     w.complete(Some(104));
     w.complete(None); // again: nothing changes
     assert_eq!(w.write(b"x"), Err(PipeError::WriterCompleted));
-    assert_eq!(w.flush(), Err(PipeError::WriterCompleted));
+    assert_eq!(w.try_flush(), Err(PipeError::WriterCompleted));
     assert_eq!(w.get_memory(1).err(), Some(PipeError::WriterCompleted));
     assert_eq!(w.advance(0), Err(PipeError::WriterCompleted));
     assert!(r.is_writer_completed());
@@ -509,13 +509,13 @@ fn the_reader_completes_with_and_without_pending_data() {
     let mut pipe: Pipe<'_> = Pipe::new(pool, PipeOptions::default()).unwrap();
     let (mut w, mut r) = pipe.split();
     w.write(&[1; 40]).unwrap();
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     w.write(&[2; 20]).unwrap(); // unflushed, in the writer's hands
     let _ = r.try_read().unwrap();
     r.complete(Some(7));
     // The reader's and the hand-off's segments are back; the writer's current one is not.
     assert_eq!(pool.leased(), 1);
-    let f = w.flush().unwrap();
+    let f = w.try_flush().unwrap();
     assert!(f.is_completed);
     assert_eq!(f.reader_error, Some(7));
     assert_eq!(pool.leased(), 0, "flushed bytes are discarded");
@@ -525,7 +525,7 @@ fn the_reader_completes_with_and_without_pending_data() {
     w.advance(16).unwrap();
     assert!(w.get_memory(16).unwrap().len() == 16);
     assert!(pool.leased() <= 1);
-    assert!(w.flush().unwrap().is_completed);
+    assert!(w.try_flush().unwrap().is_completed);
     assert!(w.is_reader_completed());
     assert_eq!(pool.leased(), 0);
     w.complete(None);
@@ -536,7 +536,7 @@ fn the_reader_completes_with_and_without_pending_data() {
     let mut pipe: Pipe<'_> = Pipe::new(pool, PipeOptions::default()).unwrap();
     let (mut w, mut r) = pipe.split();
     r.complete(None);
-    let f = w.flush().unwrap();
+    let f = w.try_flush().unwrap();
     assert!(f.is_completed && f.reader_error.is_none() && !f.is_paused);
 }
 
@@ -554,7 +554,7 @@ fn cancellation_from_either_side_is_reported_once() {
         assert!(r.try_read().is_none(), "reported once");
         // With data pending and examined.
         w.write(b"abc").unwrap();
-        let _ = w.flush().unwrap();
+        let _ = w.try_flush().unwrap();
         let end = r.try_read().unwrap().buffer().end();
         let start = Position::from_absolute(0);
         r.advance_to_examined(start, end).unwrap();
@@ -565,14 +565,14 @@ fn cancellation_from_either_side_is_reported_once() {
         assert_eq!(res.buffer(), *b"abc", "the buffer is still valid");
         // A cancelled flush.
         w.cancel_pending_flush();
-        assert!(w.flush().unwrap().is_canceled);
-        assert!(!w.flush().unwrap().is_canceled, "reported once");
+        assert!(w.try_flush().unwrap().is_canceled);
+        assert!(!w.try_flush().unwrap().is_canceled, "reported once");
     }
     // Through the pipe itself (a handler that keeps the pipe).
     pipe.cancel_pending_read();
     pipe.cancel_pending_flush();
     assert!(pipe.reader().try_read().unwrap().is_canceled());
-    assert!(pipe.writer().flush().unwrap().is_canceled);
+    assert!(pipe.writer().try_flush().unwrap().is_canceled);
 }
 
 /// A trickle of tiny flushes to a reader waiting for a line does not take a segment each.
@@ -585,7 +585,7 @@ fn small_flushes_share_segments() {
     let line = b"a line of fifty bytes, trickled one at a time....\n";
     for (i, b) in line.iter().enumerate() {
         w.write(&[*b]).unwrap();
-        let _ = w.flush().unwrap();
+        let _ = w.try_flush().unwrap();
         let res = r.try_read().expect("one new byte");
         let buf = res.buffer();
         assert_eq!(buf.len(), i + 1);
@@ -605,7 +605,7 @@ fn small_flushes_share_segments() {
     // And without a reader in between: flushes land in the previous hand-off segment.
     for _ in 0..40 {
         w.write(b"x").unwrap();
-        let _ = w.flush().unwrap();
+        let _ = w.try_flush().unwrap();
     }
     assert_eq!(pool.leased(), 1);
     assert_eq!(r.try_read().unwrap().buffer().len(), 40);
@@ -630,7 +630,7 @@ fn duplex_pair_carries_both_ways() {
         let end = res.buffer().end();
         app.input.advance_to(end).unwrap();
         app.output.write(b"response").unwrap();
-        let _ = app.output.flush().unwrap();
+        let _ = app.output.try_flush().unwrap();
         assert!(transport.input.try_read().is_some());
         assert_eq!(transport.input.try_read().unwrap().buffer(), *b"response");
         app.input.complete(None);
@@ -643,7 +643,7 @@ fn duplex_pair_carries_both_ways() {
         "reset: open and empty again"
     );
     a.writer().write(b"again").unwrap();
-    let _ = a.writer().flush().unwrap();
+    let _ = a.writer().try_flush().unwrap();
     assert_eq!(a.reader().try_read().unwrap().buffer(), *b"again");
     a.reset();
     assert_eq!(pool.leased(), 0);
@@ -694,7 +694,7 @@ fn hostile_positions_and_ranges_are_errors_not_panics() {
             if w.write(&bytes).is_ok() {
                 written.extend_from_slice(&bytes);
             }
-            let _ = w.flush().unwrap();
+            let _ = w.try_flush().unwrap();
         }
         let Some(res) = r.try_read() else { continue };
         let buf = res.buffer();
