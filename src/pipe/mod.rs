@@ -137,10 +137,14 @@
 //! `advance_to*` when the pause ends, or by `cancel_pending_flush`). Flush, advance, complete
 //! and cancel are the points where the other side's waker is woken.
 
+#[cfg(test)]
+mod async_tests;
 mod buf;
 mod conn;
 mod duplex;
 mod ends;
+#[cfg(test)]
+mod harness;
 mod read_side;
 #[cfg(test)]
 mod tests;

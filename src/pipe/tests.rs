@@ -8,7 +8,9 @@ use super::*;
 use crate::pool::test_rng::XorShift;
 use crate::pool::{BufPool, BufPoolConfig, BufPoolStorage, Lease, RecvTier};
 
-fn user_pool<const N: usize, const S: usize>(storage: &mut BufPoolStorage<N, S>) -> BufPool<'_> {
+pub(super) fn user_pool<const N: usize, const S: usize>(
+    storage: &mut BufPoolStorage<N, S>,
+) -> BufPool<'_> {
     let config = BufPoolConfig {
         recv_tier: RecvTier::FreeList,
         user_reserve: N as u16,
@@ -16,7 +18,7 @@ fn user_pool<const N: usize, const S: usize>(storage: &mut BufPoolStorage<N, S>)
     BufPool::new(storage, config).unwrap()
 }
 
-fn opts(max_segments: usize, pause: usize, resume: usize) -> PipeOptions {
+pub(super) fn opts(max_segments: usize, pause: usize, resume: usize) -> PipeOptions {
     PipeOptions {
         max_segments,
         pause_threshold: pause,
