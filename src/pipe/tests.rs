@@ -2,8 +2,10 @@
 //! semantics, completion and cancellation, hostile use of the view API, and the connection
 //! reader (every byte boundary, carry, quota).
 
+use core::task::{Context, Poll};
 use std::vec::Vec;
 
+use super::harness::CountingWaker;
 use super::*;
 use crate::pool::test_rng::XorShift;
 use crate::pool::{BufPool, BufPoolConfig, BufPoolStorage, Lease, RecvTier};
@@ -98,7 +100,9 @@ fn check_view(buf: &ReadBuf<'_>, want: &[u8], rng: &mut XorShift) {
     assert_eq!(buf.position(want.len() + 1), None);
 }
 
-/// The model of one pipe: every byte written, how far it is flushed, consumed, examined.
+/// The model of one pipe: every byte written, how far it is flushed, consumed, examined,
+/// and which side waits (a read or flush polled to `Pending` and not yet `Ready`) with a
+/// waker registered.
 #[derive(Default)]
 struct Model {
     written: Vec<u8>,
@@ -106,8 +110,19 @@ struct Model {
     consumed: usize,
     examined: usize,
     paused: bool,
+    /// A read cancel not yet reported.
     canceled: bool,
+    /// A flush cancel not yet reported.
+    cancel_flush: bool,
     out: Vec<u8>,
+    /// A read is waiting: the reader is borrowed by it, so only polls touch the reader.
+    read_pending: bool,
+    /// ... and its waker is registered (not woken yet).
+    read_registered: bool,
+    read_wakes: usize,
+    flush_pending: bool,
+    flush_registered: bool,
+    flush_wakes: usize,
 }
 
 impl Model {
@@ -122,11 +137,39 @@ impl Model {
             self.paused = false;
         }
     }
+
+    /// What a waiting read waits for: bytes past examined, or a cancel.
+    fn reader_ready(&self) -> bool {
+        self.flushed > self.examined || self.canceled
+    }
+
+    /// What a waiting flush waits for: the pause ending, or a cancel.
+    fn writer_ready(&self) -> bool {
+        !self.paused || self.cancel_flush
+    }
+
+    /// After a change a waiting read waits for: it is woken iff it can read now, once.
+    fn wake_reader(&mut self) {
+        if self.read_registered && self.reader_ready() {
+            self.read_registered = false;
+            self.read_wakes += 1;
+        }
+    }
+
+    fn wake_writer(&mut self) {
+        if self.flush_registered && self.writer_ready() {
+            self.flush_registered = false;
+            self.flush_wakes += 1;
+        }
+    }
 }
 
-/// Random interleavings of writes (spanning segments), get_memory/advance, flushes, reads,
-/// advances with random consumed/examined, bad advances and cancels, against a byte-vector
-/// model. Bytes out equal bytes in, in order; the pool gets every segment back.
+/// Random interleavings of writes (spanning segments), get_memory/advance, flushes (sync, or
+/// polled and left waiting under backpressure), reads (sync, or polled and left waiting),
+/// advances with random consumed/examined, bad advances and cancels of both sides, against a
+/// byte-vector model. Bytes out equal bytes in, in order; each waiting side is woken exactly
+/// when the model says it can go on, once, and never otherwise; the pool gets every segment
+/// back.
 #[test]
 fn model_random_interleavings() {
     for seed in 0..300u64 {
@@ -138,11 +181,14 @@ fn model_random_interleavings() {
         let resume = if pause == 0 { 0 } else { rng.below(pause + 1) };
         let mut pipe = Pipe::<'_, 16>::new(pool, opts(max, pause, resume)).unwrap();
         let (mut w, mut r) = pipe.split();
+        let cancel = r.cancel_handle();
+        let (rw, ww) = (CountingWaker::new(), CountingWaker::new());
         let mut m = Model::default();
         let steps = 400 + rng.below(800);
         for _ in 0..steps {
-            match rng.below(10) {
-                0 | 1 => {
+            match rng.below(12) {
+                // A waiting flush holds the writer: no writes then.
+                0 | 1 if !m.flush_pending => {
                     let big = rng.below(4) == 0;
                     let n = rng.below(if big { 200 } else { 40 });
                     let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8 % 8).collect();
@@ -156,7 +202,7 @@ fn model_random_interleavings() {
                         Err(e) => panic!("write: {e}"),
                     }
                 }
-                2 | 3 => {
+                2 | 3 if !m.flush_pending => {
                     let min = rng.below(40);
                     match w.get_memory(min) {
                         Ok(mem) => {
@@ -188,22 +234,67 @@ fn model_random_interleavings() {
                         Err(PipeError::AdvanceTooFar { .. })
                     ));
                 }
-                4 | 5 => {
-                    let f = w.try_flush().unwrap();
+                0..=5 => {
+                    // A waiting flush is polled again (woken or not); otherwise a sync flush
+                    // or a first poll.
+                    let polled = m.flush_pending || rng.below(2) == 0;
+                    let was_woken = m.flush_pending && !m.flush_registered;
                     m.flushed = m.written.len();
+                    let canceled = std::mem::take(&mut m.cancel_flush);
                     m.update_pause(pause, resume);
+                    m.wake_reader();
+                    let waits = m.paused && !canceled;
+                    let f = if polled {
+                        match w.poll_flush(&mut Context::from_waker(ww.waker())) {
+                            Poll::Ready(f) => {
+                                assert!(!waits, "a paused flush waits");
+                                m.flush_pending = false;
+                                f.unwrap()
+                            }
+                            Poll::Pending => {
+                                assert!(waits, "an unpaused or cancelled flush returns");
+                                assert!(!was_woken, "a woken flush can go on");
+                                m.flush_pending = true;
+                                m.flush_registered = true;
+                                FlushResult {
+                                    is_paused: true,
+                                    ..FlushResult::default()
+                                }
+                            }
+                        }
+                    } else {
+                        w.try_flush().unwrap()
+                    };
                     assert_eq!(f.is_paused, m.paused);
                     assert!(!f.is_completed);
-                    assert!(!f.is_canceled);
+                    assert_eq!(f.is_canceled, canceled);
                 }
+                // A waiting read holds the reader: only polls.
                 6..=8 => {
-                    let canceled = std::mem::take(&mut m.canceled);
-                    let expect_data = m.flushed > m.examined || canceled;
-                    let Some(res) = r.try_read() else {
-                        assert!(!expect_data, "data past examined must be handed out");
+                    let polled = m.read_pending || rng.below(2) == 0;
+                    let was_woken = m.read_pending && !m.read_registered;
+                    let ready = m.reader_ready();
+                    let res = if polled {
+                        match r.poll_read(&mut Context::from_waker(rw.waker())) {
+                            Poll::Ready(res) => Some(res.unwrap()),
+                            Poll::Pending => None,
+                        }
+                    } else {
+                        r.try_read()
+                    };
+                    let Some(res) = res else {
+                        assert!(!ready, "data past examined must be handed out");
+                        assert!(!was_woken, "a woken read can go on");
+                        if polled {
+                            m.read_pending = true;
+                            m.read_registered = true;
+                        }
                         continue;
                     };
-                    assert!(expect_data, "nothing new past examined: no read");
+                    assert!(ready, "nothing new past examined: no read");
+                    assert!(!m.read_registered, "a read that can go on was woken");
+                    m.read_pending = false;
+                    let canceled = std::mem::take(&mut m.canceled);
                     assert_eq!(res.is_canceled(), canceled);
                     assert!(!res.is_completed());
                     let buf = res.buffer();
@@ -225,28 +316,42 @@ fn model_random_interleavings() {
                         let (bc, be) = bad[rng.below(3)];
                         let valid = s <= bc.absolute() && bc <= be && be.absolute() <= end;
                         if !valid {
-                            let before = (pool.leased(), r.unread_len());
+                            let before = (pool.leased(), r.unread_len(), ww.wakes());
                             assert!(r.advance_to_examined(bc, be).is_err());
-                            assert_eq!((pool.leased(), r.unread_len()), before);
+                            assert_eq!((pool.leased(), r.unread_len(), ww.wakes()), before);
                         }
                     }
                     r.advance_to_examined(cp, ep).unwrap();
                     m.consumed += c;
                     m.examined = m.consumed + (e - c);
                     m.update_pause(pause, resume);
+                    m.wake_writer();
+                }
+                9 | 10 => {
+                    cancel.cancel_pending_read();
+                    m.canceled = true;
+                    m.wake_reader();
                 }
                 _ => {
-                    r.cancel_pending_read();
-                    m.canceled = true;
+                    cancel.cancel_pending_flush();
+                    m.cancel_flush = true;
+                    m.wake_writer();
                 }
             }
             assert_eq!(w.is_paused(), m.paused);
             assert_eq!(r.unread_len(), m.flushed - m.consumed);
             assert!(pool.leased() <= max, "the segment limit holds");
+            assert_eq!(rw.wakes(), m.read_wakes, "reader wakes (seed {seed})");
+            assert_eq!(ww.wakes(), m.flush_wakes, "writer wakes (seed {seed})");
         }
-        // Drain: complete the writer (flushing what is advanced), read to the end.
+        // Drain: a waiting flush is dropped (its bytes are flushed already); complete the
+        // writer (flushing what is advanced), which wakes a waiting read; read to the end.
         w.complete(None);
         m.flushed = m.written.len();
+        if m.read_registered {
+            m.read_wakes += 1;
+        }
+        assert_eq!(rw.wakes(), m.read_wakes);
         loop {
             let res = r.try_read().expect("a completed writer always reads");
             let buf = res.buffer();
