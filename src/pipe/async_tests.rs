@@ -7,7 +7,7 @@ use core::task::Poll;
 use std::string::String;
 use std::vec::Vec;
 
-use super::harness::{CountingWaker, poll_once, run2};
+use super::harness::{CountingWaker, poll_once, run, run2};
 use super::tests::{opts, user_pool};
 use super::*;
 use crate::pool::BufPoolStorage;
@@ -558,5 +558,82 @@ fn a_byte_at_a_time_producer_wakes_the_consumer_for_each_byte() {
         "one read per byte, and one for the completion"
     );
     assert_eq!(lines, ["PING", "SUB news 1", "PUB news 5"]);
+    assert_eq!(pool.leased(), 0);
+}
+
+/// Seed 002's duplex connection as tasks, both pipes under backpressure: the transport
+/// sends requests to the application (one task) and reads its responses (another); the
+/// application answers each request line. (With the transport's two loops in one task, it
+/// would wait to send while the application waits to answer: the runner reports that
+/// deadlock.) Every loop exits on completion, and every segment of both pipes goes back.
+#[test]
+fn duplex_pair_request_response_tasks() {
+    let mut storage = BufPoolStorage::<8, 16>::new();
+    let pool = user_pool(&mut storage);
+    let mut up: Pipe<'_> = Pipe::new(pool, opts(8, 48, 40)).unwrap();
+    let mut down: Pipe<'_> = Pipe::new(pool, opts(8, 48, 40)).unwrap();
+    let (transport, mut application) = DuplexPipe::pair(&mut up, &mut down);
+    let requests: Vec<String> = (0..50).map(|i| std::format!("GET /item/{i}\n")).collect();
+    let mut responses = Vec::new();
+    let DuplexPipe {
+        input: mut transport_in,
+        output: mut transport_out,
+    } = transport;
+    let send_task = async {
+        for req in &requests {
+            transport_out.write(req.as_bytes()).unwrap();
+            let f = transport_out.flush().await.unwrap();
+            assert!(!f.is_paused && !f.is_completed);
+        }
+        transport_out.complete(None);
+    };
+    let receive_task = async {
+        loop {
+            let result = transport_in.read().await.unwrap();
+            let buf = result.buffer();
+            let mut text = std::vec![0u8; buf.len()];
+            buf.copy_to(&mut text);
+            responses.extend_from_slice(&text);
+            let (end, done) = (buf.end(), result.is_completed());
+            transport_in.advance_to(end).unwrap();
+            if done {
+                break;
+            }
+        }
+        transport_in.complete(None);
+    };
+    let application_task = async {
+        loop {
+            let result = application.input.read().await.unwrap();
+            let buf = result.buffer();
+            let mut rest = buf;
+            let mut answers = Vec::new();
+            while let Some(n) = rest.find(b"\n") {
+                answers.extend_from_slice(b"200 ");
+                answers.extend(rest.slice(4..n).unwrap().bytes());
+                answers.push(b'\n');
+                rest = rest.slice(n + 1..).unwrap();
+            }
+            let (consumed, examined, done) = (rest.start(), buf.end(), result.is_completed());
+            application
+                .input
+                .advance_to_examined(consumed, examined)
+                .unwrap();
+            application.output.write(&answers).unwrap();
+            let f = application.output.flush().await.unwrap();
+            assert!(!f.is_completed);
+            if done {
+                break;
+            }
+        }
+        application.input.complete(None);
+        application.output.complete(None);
+    };
+    {
+        let (mut s, mut r, mut a) = (pin!(send_task), pin!(receive_task), pin!(application_task));
+        run([s.as_mut(), r.as_mut(), a.as_mut()], 10_000);
+    }
+    let want: String = (0..50).map(|i| std::format!("200 /item/{i}\n")).collect();
+    assert_eq!(String::from_utf8(responses).unwrap(), want);
     assert_eq!(pool.leased(), 0);
 }

@@ -52,7 +52,7 @@ pub(crate) fn poll_once<F: Future + ?Sized>(
     fut.poll(&mut Context::from_waker(w.waker()))
 }
 
-/// One task of [`run2`].
+/// One task of [`run`].
 struct Task<'f> {
     fut: Pin<&'f mut dyn Future<Output = ()>>,
     waker: CountingWaker,
@@ -61,16 +61,15 @@ struct Task<'f> {
     done: bool,
 }
 
-/// Runs two tasks to completion on this thread, polling each first once and afterwards only
-/// when its waker was woken since its last poll. Panics when both are pending and neither
-/// was woken (a lost wake-up: nothing else could make progress), or after `max_polls`.
-/// Returns how many polls it took in all.
-pub(crate) fn run2<'f>(
-    a: Pin<&'f mut dyn Future<Output = ()>>,
-    b: Pin<&'f mut dyn Future<Output = ()>>,
+/// Runs tasks to completion on this thread, round-robin, polling each first once and
+/// afterwards only when its waker was woken since its last poll. Panics when every
+/// unfinished task is pending and none was woken (a lost wake-up, or tasks waiting on each
+/// other: nothing could make progress), or after `max_polls`. Returns how many polls it took.
+pub(crate) fn run<const N: usize>(
+    futs: [Pin<&mut dyn Future<Output = ()>>; N],
     max_polls: usize,
 ) -> usize {
-    let mut tasks = [a, b].map(|fut| Task {
+    let mut tasks = futs.map(|fut| Task {
         fut,
         waker: CountingWaker::new(),
         seen: usize::MAX, // "never polled": poll first
@@ -98,4 +97,13 @@ pub(crate) fn run2<'f>(
         );
     }
     polls
+}
+
+/// [`run`] for two tasks.
+pub(crate) fn run2<'f>(
+    a: Pin<&'f mut dyn Future<Output = ()>>,
+    b: Pin<&'f mut dyn Future<Output = ()>>,
+    max_polls: usize,
+) -> usize {
+    run([a, b], max_polls)
 }
