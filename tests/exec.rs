@@ -1,19 +1,21 @@
 //! The executor and `Connection` against the real kernel on loopback. Every scenario runs on
 //! BOTH backends.
 
+mod exec_util;
 mod reactor_util;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
+use std::net::{Shutdown, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use exec_util::{Server, Small, Tasks, reactor, server};
 use reactor_util::{Rng, connect, leak, read_to_eof, send};
 use ringlet::exec::{
     Connection, Error, ExecError, ExecStats, Executor, SNAPSHOT_LEASES, SpawnError, TaskStorage,
@@ -21,12 +23,8 @@ use ringlet::exec::{
 use ringlet::pool::Lease;
 use ringlet::reactor::timer::TimerId;
 use ringlet::reactor::{
-    BackendChoice, CloseReason, Config, ConnId, Context, Handler, ListenerId, Reactor, Resources,
+    BackendChoice, CloseReason, Config, ConnId, Context, Handler, ListenerId, Reactor,
 };
-
-type Small = Resources<64, 256, 2048, 65536, 64>;
-/// Task slots of 4 KiB: room for every handler below (`Executor::new` says otherwise).
-type Tasks<const N: usize> = TaskStorage<N, 4096>;
 
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
@@ -52,81 +50,8 @@ both!(
     dropping_the_connection_closes_it_once,
 );
 
-fn config(backend: BackendChoice) -> Config {
-    Config {
-        backend,
-        ..Config::default()
-    }
-}
-
-fn reactor(backend: BackendChoice) -> Reactor<'static> {
-    Reactor::new(leak::<Small>(), config(backend)).expect("reactor")
-}
-
-/// A reactor thread: `build` makes the handler (and state the thread keeps) once the reactor
-/// exists; the loop runs until `stop`; `finish` reports.
-struct Server<R> {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    join: Option<JoinHandle<R>>,
-}
-
-impl<R> Server<R> {
-    fn stop(mut self) -> R {
-        self.stop.store(true, Ordering::SeqCst);
-        let join = self.join.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !join.is_finished() {
-            assert!(Instant::now() < deadline, "server did not stop within 10 s");
-            thread::sleep(Duration::from_millis(5));
-        }
-        join.join().expect("server thread panicked")
-    }
-}
-
-impl<R> Drop for Server<R> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn server<H, X, R, B, F>(backend: BackendChoice, build: B, finish: F) -> Server<R>
-where
-    H: Handler<'static>,
-    R: Send + 'static,
-    B: FnOnce(&mut Reactor<'static>) -> (H, X) + Send + 'static,
-    F: FnOnce(H, X, &Reactor<'static>) -> R + Send + 'static,
-{
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let (tx, rx) = mpsc::channel();
-    let join = thread::spawn(move || {
-        let mut reactor = reactor(backend);
-        let l = reactor.listen("127.0.0.1:0".parse().unwrap()).unwrap();
-        let (mut handler, extra) = build(&mut reactor);
-        tx.send(reactor.listener_addr(l).unwrap()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !reactor.is_stopped() {
-            assert!(Instant::now() < deadline, "server ran for 60 s: test hung");
-            if stop2.load(Ordering::SeqCst) {
-                reactor.stop();
-            }
-            reactor
-                .turn(&mut handler, Some(Duration::from_millis(20)))
-                .expect("turn");
-        }
-        finish(handler, extra, &reactor)
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(10)).expect("started");
-    Server {
-        addr,
-        stop,
-        join: Some(join),
-    }
-}
-
 /// Writes all of `bytes`, flushing whenever the slab is full.
-async fn write_all(conn: &mut Connection, mut bytes: &[u8]) -> Result<(), Error> {
+async fn write_all(conn: &Connection, mut bytes: &[u8]) -> Result<(), Error> {
     while !bytes.is_empty() {
         match conn.write_some(bytes) {
             Ok(n) => bytes = &bytes[n..],
@@ -138,10 +63,10 @@ async fn write_all(conn: &mut Connection, mut bytes: &[u8]) -> Result<(), Error>
 }
 
 /// The async echo: every snapshot written back, then flushed.
-async fn echo(mut conn: Connection) {
+async fn echo(conn: Connection) {
     while let Ok(snapshot) = conn.read().await {
         for bytes in snapshot.iter() {
-            if write_all(&mut conn, bytes).await.is_err() {
+            if write_all(&conn, bytes).await.is_err() {
                 return;
             }
         }
@@ -280,7 +205,7 @@ fn flush_waits_only_for_bytes_staged_before_it(backend: BackendChoice) {
         |r| {
             let probe = Rc::new(FlushProbe::default());
             let p = probe.clone();
-            let task = move |mut conn: Connection| {
+            let task = move |conn: Connection| {
                 let p = p.clone();
                 async move {
                     conn.write(&[b'A'; A_LEN]).unwrap();
@@ -332,7 +257,7 @@ fn peer_close_mid_read_is_eof_and_the_task_can_still_reply(backend: BackendChoic
         |r| {
             let log: Log = Rc::default();
             let l = log.clone();
-            let task = move |mut conn: Connection| {
+            let task = move |conn: Connection| {
                 let log = l.clone();
                 async move {
                     let mut total = 0;
@@ -422,7 +347,7 @@ fn close_from_a_callback_fails_a_pending_read(backend: BackendChoice) {
         |r| {
             let log: Log = Rc::default();
             let l = log.clone();
-            let task = move |mut conn: Connection| {
+            let task = move |conn: Connection| {
                 let log = l.clone();
                 async move {
                     let r = conn.read().await.map(|s| s.bytes());
@@ -455,7 +380,7 @@ fn peer_reset_fails_a_pending_read_with_the_reason(backend: BackendChoice) {
     let srv = server(
         backend,
         move |r| {
-            let task = move |mut conn: Connection| {
+            let task = move |conn: Connection| {
                 let log = l.clone();
                 async move {
                     let first = conn.read().await.map(|s| s.bytes());

@@ -11,6 +11,7 @@ use heapless::Deque;
 use super::ExecCore;
 use crate::pool::Lease;
 use crate::reactor::{CloseReason, ConnError, ConnId};
+use crate::sys::socket::Shutdown;
 
 /// How many leases one [`Snapshot`] (and one connection's unread receive queue) holds. The
 /// executor requires the reactor's [`Config::lease_quota`](crate::reactor::Config::lease_quota)
@@ -336,8 +337,9 @@ impl fmt::Debug for Snapshot {
 /// - Dropping the connection closes it (gracefully: staged bytes are still sent), once;
 ///   [`Connection::close`] does it earlier.
 ///
-/// It holds a key (the [`ConnId`]) and the executor's task state, never a borrow of the
-/// reactor: each operation reaches the reactor through the context of the turn that polls
+/// Its methods take `&self`, so a task can read and flush at once (one pending read and one
+/// pending flush at a time: each keeps one waker). It holds a key (the [`ConnId`]) and the
+/// executor's task state, never a borrow of the reactor: each operation reaches the reactor through the context of the turn that polls
 /// the task. Not `Send`: it belongs to the loop's thread.
 ///
 /// # Receive buffers
@@ -356,7 +358,7 @@ impl fmt::Debug for Snapshot {
 /// ```no_run
 /// use ringlet::exec::{Connection, Error};
 ///
-/// async fn echo(mut conn: Connection) {
+/// async fn echo(conn: Connection) {
 ///     loop {
 ///         let snapshot = match conn.read().await {
 ///             Ok(s) => s,
@@ -403,12 +405,12 @@ impl Connection {
     /// [`Error::Closed`] when the connection closed (closing it from a callback, a reset or
     /// the reactor stopping fails a pending read); [`Error::Overrun`] (see the type's docs).
     /// Bytes received before any of these are returned first.
-    pub async fn read(&mut self) -> Result<Snapshot, Error> {
+    pub async fn read(&self) -> Result<Snapshot, Error> {
         poll_fn(|cx| self.poll_read(cx)).await
     }
 
     /// [`Connection::read`] as a poll function.
-    pub fn poll_read(&mut self, cx: &mut core::task::Context<'_>) -> Poll<Result<Snapshot, Error>> {
+    pub fn poll_read(&self, cx: &mut core::task::Context<'_>) -> Poll<Result<Snapshot, Error>> {
         let mut io = self.io().borrow_mut();
         if io.conn != Some(self.id) {
             return Poll::Ready(Err(Error::Closed(CloseReason::Local)));
@@ -453,7 +455,7 @@ impl Connection {
     /// [`Error::WouldBlock`] when the slab has no room for all of it (nothing written: flush
     /// and write again), [`Error::TooLarge`] when it is larger than the slab,
     /// [`Error::Closed`], [`Error::Detached`].
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+    pub fn write(&self, bytes: &[u8]) -> Result<(), Error> {
         self.check_open()?;
         if bytes.is_empty() {
             return Ok(());
@@ -473,7 +475,7 @@ impl Connection {
     ///
     /// [`Error::WouldBlock`] when the slab is full (nothing written), [`Error::Closed`],
     /// [`Error::Detached`].
-    pub fn write_some(&mut self, bytes: &[u8]) -> Result<usize, Error> {
+    pub fn write_some(&self, bytes: &[u8]) -> Result<usize, Error> {
         self.check_open()?;
         if bytes.is_empty() {
             return Ok(0);
@@ -523,7 +525,7 @@ impl Connection {
     ///
     /// [`Error::Closed`] when the connection closes before those bytes are sent,
     /// [`Error::Detached`].
-    pub async fn flush(&mut self) -> Result<(), Error> {
+    pub async fn flush(&self) -> Result<(), Error> {
         self.check_open()?;
         let id = self.id;
         let target = self
@@ -545,7 +547,7 @@ impl Connection {
     }
 
     fn poll_flushed(
-        &mut self,
+        &self,
         cx: &mut core::task::Context<'_>,
         target: u64,
     ) -> Poll<Result<(), Error>> {
@@ -564,6 +566,22 @@ impl Connection {
         io.flush_target = Some(target);
         register(&mut io.flush_waker, cx.waker());
         Poll::Pending
+    }
+
+    /// Shuts down the sending side (the peer reads the end of the stream after every byte
+    /// sent before); flush first, or staged bytes are cut off. Reading goes on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::Detached`].
+    pub fn shutdown_write(&self) -> Result<(), Error> {
+        self.check_open()?;
+        let id = self.id;
+        self.core
+            .scope
+            .with(|cx| cx.shutdown(id, Shutdown::Write))
+            .ok_or(Error::Detached)?
+            .map_err(Error::from_conn)
     }
 
     /// Closes the connection gracefully now (staged bytes are still sent, for at most the

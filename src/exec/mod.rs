@@ -12,7 +12,7 @@
 //! use ringlet::pool::StaticSlot;
 //! use ringlet::reactor::{Config, Reactor, Resources};
 //!
-//! async fn echo(mut conn: Connection) {
+//! async fn echo(conn: Connection) {
 //!     while let Ok(snapshot) = conn.read().await {
 //!         for bytes in snapshot.iter() {
 //!             if conn.write(bytes).is_err() {

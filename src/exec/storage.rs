@@ -194,7 +194,8 @@ mod tests {
 
     impl Drop for Probe {
         fn drop(&mut self) {
-            self.drops.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            self.drops
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
     }
 
