@@ -278,11 +278,14 @@ fn write_eof_flushes_then_ends_and_later_writes_fail(backend: BackendChoice) {
                         off += s.write_some(&big[off..]).await.unwrap();
                     }
                     s.write_eof().await.unwrap();
-                    let mut log = seen.lock().unwrap();
-                    log.push(format!("{:?}", s.write_some(b"late").await));
-                    log.push(format!("{:?}", s.write_some(b"").await));
-                    log.push(format!("{:?}", s.write_eof().await));
-                    drop(log);
+                    let late = s.write_some(b"late").await;
+                    let empty = s.write_some(b"").await;
+                    let again = s.write_eof().await;
+                    seen.lock().unwrap().extend([
+                        format!("{late:?}"),
+                        format!("{empty:?}"),
+                        format!("{again:?}"),
+                    ]);
                     // The read side still works after our end: the peer says goodbye.
                     let mut buf = [0u8; 8];
                     let n = s.read_some(&mut buf).await.unwrap();
@@ -344,12 +347,14 @@ fn conformance_read_stream_and_read_source(backend: BackendChoice) {
                     if !checker {
                         // A stream connection: hand it over and stay alive (the connection's
                         // events are routed through this task's slot).
-                        let mut h = handoff.borrow_mut();
-                        h.conns.push_back(conn);
-                        if let Some(w) = h.waiting.take() {
+                        let waiting = {
+                            let mut h = handoff.borrow_mut();
+                            h.conns.push_back(conn);
+                            h.waiting.take()
+                        };
+                        if let Some(w) = waiting {
                             w.wake();
                         }
-                        drop(h);
                         pending::<()>().await;
                         return;
                     }
