@@ -71,8 +71,8 @@ broker:
 probe:
 	$(CARGO) run --example probe
 
-## Echo benchmark: ringlet (io_uring and epoll backends) side by side with tokio and monoio echo
-## servers, server pinned to CPU 0 and load generator to CPU 1; prints a table with ratios.
+## Echo benchmark: ringlet (io_uring and epoll backends, and the async stream_echo on io_uring)
+## side by side with tokio and monoio echo servers, server pinned to CPU 0 and load generator to CPU 1; prints a table with ratios.
 ## Settings: BENCH_SECS, BENCH_RUNS, BENCH_WARMUP_SECS, BENCH_COUNT_SECS, BENCH_SERVERS, BENCH_ROWS,
 ## RINGLET_ECHO (environment), or flags through BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
 ## Needs `perf` for the syscall column (Debian: apt-get install linux-perf); see bench/README.md.
@@ -86,6 +86,7 @@ bench:
 	else \
 		echo "bench: examples/echo.rs does not exist yet: the ringlet rows will be skipped (unless RINGLET_ECHO names an echo binary)"; \
 	fi
+	$(CARGO) build --release --example stream_echo
 	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/bench $(BENCH_ARGS)
 
 ## Fuzz the broker's parsers (needs `cargo install cargo-fuzz` and nightly):

@@ -77,32 +77,45 @@ impl Error {
 /// When it is full, a new lease's bytes are packed into the spare room of the leases it holds
 /// (a copy, on this path only), so it holds bytes rather than receives; only when every held
 /// buffer is full does it refuse.
+///
+/// It is a [`Snapshot`] in the making: a read takes it whole ([`Inbox::take`]), or copies out
+/// of it in place ([`Inbox::read_into`], keeping a read position in the first lease).
 pub(crate) struct Inbox {
-    q: Deque<Lease<'static>, SNAPSHOT_LEASES>,
+    s: Snapshot,
 }
 
 impl Inbox {
     pub(crate) const fn new() -> Inbox {
-        Inbox { q: Deque::new() }
+        Inbox { s: Snapshot::new() }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.q.is_empty()
+        self.s.is_empty()
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.q.len()
+        self.s.len()
+    }
+
+    /// Unread bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.s.bytes()
     }
 
     /// Returns every lease to the pool.
     pub(crate) fn clear(&mut self) {
-        self.q.clear();
+        self.s = Snapshot::new();
     }
 
-    /// Takes every lease out.
-    pub(crate) fn take(&mut self) -> Deque<Lease<'static>, SNAPSHOT_LEASES> {
-        core::mem::take(&mut self.q)
+    /// Takes every unread byte out, as a snapshot.
+    pub(crate) fn take(&mut self) -> Snapshot {
+        core::mem::take(&mut self.s)
+    }
+
+    /// Copies unread bytes into `dst` ([`Snapshot::read_into`]).
+    pub(crate) fn read_into(&mut self, dst: &mut [u8]) -> usize {
+        self.s.read_into(dst)
     }
 
     /// Appends `lease` (an empty one is dropped). Hands it back, untouched in total content
@@ -112,27 +125,27 @@ impl Inbox {
         if lease.is_empty() {
             return Ok(());
         }
-        if !self.q.is_full() {
-            let _ = self.q.push_back(lease);
+        let q = &mut self.s.leases;
+        if !q.is_full() {
+            let _ = q.push_back(lease);
             return Ok(());
         }
-        if let Some(back) = self.q.back_mut() {
+        if let Some(back) = q.back_mut() {
             absorb(back, &mut lease);
         }
         if lease.is_empty() {
             return Ok(());
         }
         self.compact();
-        match self.q.push_back(lease) {
-            Ok(()) => Ok(()),
-            Err(lease) => Err(lease),
-        }
+        self.s.leases.push_back(lease)
     }
 
     /// Moves bytes forward so every lease but the last is full, and returns the leases that
-    /// became empty to the pool. Order is kept.
+    /// became empty to the pool. Order is kept. Bytes only ever move to the end of an earlier
+    /// lease, so the read position in the first lease stays valid.
     fn compact(&mut self) {
-        let s = self.q.make_contiguous();
+        let q = &mut self.s.leases;
+        let s = q.make_contiguous();
         let mut w = 0;
         for r in 1..s.len() {
             while w < r {
@@ -144,11 +157,11 @@ impl Inbox {
                 w += 1;
             }
         }
-        for _ in 0..self.q.len() {
-            if let Some(l) = self.q.pop_front()
+        for _ in 0..q.len() {
+            if let Some(l) = q.pop_front()
                 && !l.is_empty()
             {
-                let _ = self.q.push_back(l);
+                let _ = q.push_back(l);
             }
         }
     }
@@ -417,19 +430,69 @@ impl Connection {
         }
         if !io.inbox.is_empty() {
             io.read_waker = None;
-            return Poll::Ready(Ok(Snapshot {
-                leases: io.inbox.take(),
-                offset: 0,
-            }));
+            return Poll::Ready(Ok(io.inbox.take()));
         }
+        Self::poll_end(&mut io, cx).map(Err)
+    }
+
+    /// Copies received bytes into `buf` (the one copy; waiting for some if none are there)
+    /// and returns how many: at least one for a non-empty `buf`, `Ok(0)` at once for an empty
+    /// one. Bytes that do not fit stay for the next read; each receive buffer goes back to the
+    /// pool as soon as its last byte is copied. No snapshot is made: this is the
+    /// [`ReadStream`](crate::stream::ReadStream) shape of [`Connection::read`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::read`]: the end comes after every received byte was read.
+    pub async fn read_some(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        poll_fn(|cx| self.poll_read_some(cx, buf)).await
+    }
+
+    /// [`Connection::read_some`] as a poll function.
+    pub fn poll_read_some(
+        &self,
+        cx: &mut core::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Result<usize, Error>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut io = self.io().borrow_mut();
+        if io.conn != Some(self.id) {
+            return Poll::Ready(Err(Error::Closed(CloseReason::Local)));
+        }
+        if !io.inbox.is_empty() {
+            io.read_waker = None;
+            return Poll::Ready(Ok(io.inbox.read_into(buf)));
+        }
+        Self::poll_end(&mut io, cx).map(Err)
+    }
+
+    /// Copies bytes already received into `buf`, without waiting, and returns how many (0
+    /// when none are there, or the connection is closed).
+    pub fn read_buffered(&self, buf: &mut [u8]) -> usize {
+        let mut io = self.io().borrow_mut();
+        if io.conn != Some(self.id) {
+            return 0;
+        }
+        io.inbox.read_into(buf)
+    }
+
+    /// Unread bytes waiting in the connection (received, not yet returned by a read).
+    pub fn buffered(&self) -> usize {
+        self.io().borrow().inbox.bytes()
+    }
+
+    /// Nothing to read: the end, or wait.
+    fn poll_end(io: &mut Io, cx: &mut core::task::Context<'_>) -> Poll<Error> {
         if io.overrun {
-            return Poll::Ready(Err(Error::Overrun));
+            return Poll::Ready(Error::Overrun);
         }
         if io.eof {
-            return Poll::Ready(Err(Error::Eof));
+            return Poll::Ready(Error::Eof);
         }
         if let Some(reason) = io.closed {
-            return Poll::Ready(Err(Error::Closed(reason)));
+            return Poll::Ready(Error::Closed(reason));
         }
         register(&mut io.read_waker, cx.waker());
         Poll::Pending
@@ -646,10 +709,7 @@ mod tests {
     }
 
     fn contents(inbox: &mut Inbox) -> Vec<u8> {
-        let mut s = Snapshot {
-            leases: inbox.take(),
-            offset: 0,
-        };
+        let mut s = inbox.take();
         let mut out = std::vec![0u8; s.bytes()];
         assert_eq!(s.read_into(&mut out), out.len());
         assert!(s.is_empty());
@@ -701,6 +761,33 @@ mod tests {
     }
 
     #[test]
+    fn inbox_read_in_place_then_packing_keeps_the_read_position() {
+        let pool = pool();
+        let mut inbox = Inbox::new();
+        for i in 0..SNAPSHOT_LEASES {
+            inbox.push(lease(pool, &[i as u8, i as u8, 0xAA])).unwrap();
+        }
+        // Read 4 bytes in place: the first lease goes back, the second is half read.
+        let mut buf = [0u8; 4];
+        assert_eq!(inbox.read_into(&mut buf), 4);
+        assert_eq!(buf, [0, 0, 0xAA, 1]);
+        assert_eq!(inbox.len(), SNAPSHOT_LEASES - 1);
+        assert_eq!(inbox.bytes(), SNAPSHOT_LEASES * 3 - 4);
+        // Fill the queue again, then overflow it: packing moves bytes behind the position.
+        inbox.push(lease(pool, &[0xBB; 8])).unwrap();
+        inbox.push(lease(pool, &[0xCC; 8])).unwrap();
+        assert!(inbox.len() < SNAPSHOT_LEASES);
+        let mut expect = std::vec![1, 0xAA];
+        for i in 2..SNAPSHOT_LEASES {
+            expect.extend_from_slice(&[i as u8, i as u8, 0xAA]);
+        }
+        expect.extend_from_slice(&[0xBB; 8]);
+        expect.extend_from_slice(&[0xCC; 8]);
+        assert_eq!(contents(&mut inbox), expect);
+        assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
     fn snapshot_read_into_small_slices_keeps_the_rest_and_returns_buffers() {
         let pool = pool();
         let mut inbox = Inbox::new();
@@ -708,10 +795,7 @@ mod tests {
         inbox.push(lease(pool, b"")).unwrap(); // dropped at once
         inbox.push(lease(pool, b", world")).unwrap();
         assert_eq!(pool.leased(), 2);
-        let mut s = Snapshot {
-            leases: inbox.take(),
-            offset: 0,
-        };
+        let mut s = inbox.take();
         assert_eq!((s.len(), s.bytes()), (2, 12));
         let mut out = Vec::new();
         let mut buf = [0u8; 3];

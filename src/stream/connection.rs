@@ -4,7 +4,7 @@
 use core::fmt;
 
 use super::{Error, ReadSource, ReadStream, WriteSink, WriteStream};
-use crate::exec::{self, Connection, Snapshot};
+use crate::exec::{self, Connection};
 use crate::reactor::CloseReason;
 
 /// How a [`Connection`]'s errors read as stream errors: `Eof` is [`Error::Eof`]; a close
@@ -30,11 +30,10 @@ impl From<exec::Error> for Error {
 /// codecs, [`relay`](super::relay)). The seed's `ConnectionStream`, with what .NET reports as
 /// `NotSupported` (synchronous read and flush, seek, length, position) simply absent.
 ///
-/// - **Read: one copy.** [`read_some`](ReadStream::read_some) takes the connection's next
-///   receive [`Snapshot`] when it holds no unread bytes, copies as much as fits into the
-///   caller's slice, and keeps the rest for the next read. Each receive buffer goes back to
-///   the pool as soon as its last byte is copied (so a reader that keeps up never holds more
-///   than the snapshot it is in).
+/// - **Read: one copy.** [`read_some`](ReadStream::read_some) copies received bytes from the
+///   connection's receive buffers into the caller's slice, as many as fit, waiting only when
+///   there are none ([`Connection::read_some`]); what does not fit stays for the next read,
+///   and each receive buffer goes back to the pool as soon as its last byte is copied.
 /// - **Write: one copy, no implicit send.** [`write_some`](WriteStream::write_some) copies
 ///   into the connection's write slab (as much as fits; when it is full it flushes and waits
 ///   for room, then copies); nothing is sent until [`flush`](WriteStream::flush)`.await`,
@@ -67,7 +66,6 @@ impl From<exec::Error> for Error {
 /// ```
 pub struct ConnectionStream {
     conn: Connection,
-    unread: Snapshot,
     eof_written: bool,
 }
 
@@ -76,7 +74,6 @@ impl ConnectionStream {
     pub fn new(conn: Connection) -> ConnectionStream {
         ConnectionStream {
             conn,
-            unread: Snapshot::new(),
             eof_written: false,
         }
     }
@@ -86,24 +83,21 @@ impl ConnectionStream {
         &self.conn
     }
 
-    /// Bytes received and not read yet (from the last snapshot).
+    /// Bytes received and not read yet.
     pub fn buffered(&self) -> usize {
-        self.unread.bytes()
+        self.conn.buffered()
     }
 
-    /// The connection back, with the bytes received and not read yet.
-    pub fn into_parts(self) -> (Connection, Snapshot) {
-        (self.conn, self.unread)
+    /// The connection back (bytes received and not read yet stay in it).
+    pub fn into_inner(self) -> Connection {
+        self.conn
     }
 
     /// A read half and a write half of the stream, usable at the same time (one read and
     /// one write side, e.g. [`relay`](super::relay) from the connection back to it).
     pub fn split(&mut self) -> (ConnectionReadHalf<'_>, ConnectionWriteHalf<'_>) {
         (
-            ConnectionReadHalf {
-                conn: &self.conn,
-                unread: &mut self.unread,
-            },
+            ConnectionReadHalf { conn: &self.conn },
             ConnectionWriteHalf {
                 conn: &self.conn,
                 eof_written: &mut self.eof_written,
@@ -125,7 +119,6 @@ impl fmt::Debug for ConnectionStream {
 /// The reading half of a [`ConnectionStream`] ([`ConnectionStream::split`]).
 pub struct ConnectionReadHalf<'a> {
     conn: &'a Connection,
-    unread: &'a mut Snapshot,
 }
 
 /// The writing half of a [`ConnectionStream`] ([`ConnectionStream::split`]).
@@ -138,7 +131,7 @@ impl fmt::Debug for ConnectionReadHalf<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionReadHalf")
             .field("conn", self.conn)
-            .field("buffered", &self.unread.bytes())
+            .field("buffered", &self.conn.buffered())
             .finish()
     }
 }
@@ -154,27 +147,22 @@ impl fmt::Debug for ConnectionWriteHalf<'_> {
 
 impl ReadStream for ConnectionReadHalf<'_> {
     async fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.unread.is_empty() {
-            // A snapshot is never empty: the copy below moves at least one byte.
-            *self.unread = self.conn.read().await?;
-        }
-        Ok(self.unread.read_into(buf))
+        Ok(self.conn.read_some(buf).await?)
     }
 
-    /// One copy across the buffers: fills each from the snapshot before the next.
+    /// One copy across the buffers: waits for bytes into the first non-empty buffer, then
+    /// fills the following ones from what is already received, each before the next.
     async fn read_some_vectored(&mut self, bufs: &mut [&mut [u8]]) -> Result<usize, Error> {
-        if bufs.iter().all(|b| b.is_empty()) {
+        let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
             return Ok(0);
+        };
+        let (head, rest) = bufs[first..].split_at_mut(1);
+        let mut n = self.conn.read_some(head[0]).await?;
+        if n < head[0].len() {
+            return Ok(n);
         }
-        if self.unread.is_empty() {
-            *self.unread = self.conn.read().await?;
-        }
-        let mut n = 0;
-        for buf in bufs.iter_mut() {
-            let k = self.unread.read_into(buf);
+        for buf in rest.iter_mut() {
+            let k = self.conn.read_buffered(buf);
             n += k;
             if k < buf.len() {
                 break;
