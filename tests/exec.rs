@@ -48,6 +48,7 @@ both!(
     a_stale_waker_never_polls_the_task_that_reused_its_slot,
     a_wake_from_another_thread_ends_the_loops_sleep,
     dropping_the_connection_closes_it_once,
+    a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped,
 );
 
 /// Writes all of `bytes`, flushing whenever the slab is full.
@@ -714,4 +715,96 @@ fn executor_new_names_what_to_raise_or_lower() {
         Executor::new(&r2, leak::<Tasks<1>>(), echo),
         Err(ExecError::LeaseQuota { quota: q, .. }) if q == quota
     ));
+}
+
+fn a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped(
+    backend: BackendChoice,
+) {
+    let srv = server(
+        backend,
+        |r| {
+            let cell: Rc<RefCell<(Option<Connection>, Option<Waker>)>> = Rc::default();
+            let n = Rc::new(Cell::new(0));
+            let task = move |conn: Connection| {
+                let (cell, n) = (cell.clone(), n.clone());
+                let me = n.get();
+                n.set(me + 1);
+                async move {
+                    if me == 0 {
+                        // The first task hands its connection over and finishes.
+                        let waiting = {
+                            let mut c = cell.borrow_mut();
+                            c.0 = Some(conn);
+                            c.1.take()
+                        };
+                        if let Some(w) = waiting {
+                            w.wake();
+                        }
+                        return;
+                    }
+                    if me == 1 {
+                        let moved = poll_fn(|cx| {
+                            let mut c = cell.borrow_mut();
+                            match c.0.take() {
+                                Some(moved) => Poll::Ready(moved),
+                                None => {
+                                    c.1 = Some(cx.waker().clone());
+                                    Poll::Pending
+                                }
+                            }
+                        })
+                        .await;
+                        // Echo one message on the moved connection, then drop it.
+                        let s = moved.read().await.unwrap();
+                        for b in s.iter() {
+                            moved.write(b).unwrap();
+                        }
+                        drop(s);
+                        moved.flush().await.unwrap();
+                        drop(moved);
+                    }
+                    echo(conn).await;
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<2>>(), task).expect("executor");
+            (exec, ())
+        },
+        |exec, (), r| (exec.stats(), r.pool().leased(), r.connections()),
+    );
+    let roundtrip = |s: &mut std::net::TcpStream, msg: &[u8]| {
+        send(s, msg);
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    };
+    // Task A hands its connection over and is done; B takes it (whichever runs first).
+    let mut a = connect(srv.addr);
+    let mut b = connect(srv.addr);
+    roundtrip(&mut a, b"served by the second task");
+    assert_eq!(
+        read_to_eof(&mut a),
+        b"",
+        "dropping the moved connection closed it"
+    );
+    roundtrip(&mut b, b"b");
+    // Both slots were taken (A held, B live); A's is free again: a third client is served.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut c = loop {
+        let mut c = connect(srv.addr);
+        send(&mut c, b"c");
+        let mut one = [0u8; 1];
+        match c.read(&mut one) {
+            Ok(1) => break c,
+            _ => {
+                assert!(Instant::now() < deadline, "the held slot was never freed");
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    roundtrip(&mut c, b"cc");
+    drop((b, c));
+    let (stats, leased, conns) = srv.stop();
+    assert!(stats.spawned >= 3, "{stats:?}");
+    assert_eq!(stats.live, 0, "{stats:?}");
+    assert_eq!((leased, conns), (0, 0));
 }

@@ -7,7 +7,7 @@ mod reactor_util;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{pending, poll_fn};
+use std::future::poll_fn;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::rc::Rc;
@@ -345,8 +345,8 @@ fn conformance_read_stream_and_read_source(backend: BackendChoice) {
                 let checker = first.replace(false);
                 async move {
                     if !checker {
-                        // A stream connection: hand it over and stay alive (the connection's
-                        // events are routed through this task's slot).
+                        // A stream connection: hand it over and finish (its slot stays taken,
+                        // and its events keep coming, until the checker drops it).
                         let waiting = {
                             let mut h = handoff.borrow_mut();
                             h.conns.push_back(conn);
@@ -355,7 +355,6 @@ fn conformance_read_stream_and_read_source(backend: BackendChoice) {
                         if let Some(w) = waiting {
                             w.wake();
                         }
-                        pending::<()>().await;
                         return;
                     }
                     // The control connection: ask the peer for a fresh stream per `make`.
@@ -387,7 +386,7 @@ fn conformance_read_stream_and_read_source(backend: BackendChoice) {
             let exec = Executor::new(r, leak::<Tasks<64>>(), task).expect("executor");
             (exec, ())
         },
-        |exec, (), _| exec.stats(),
+        |exec, (), r| (exec.stats(), r.pool().leased()),
     );
     let addr = srv.addr;
     let data = expected();
@@ -409,8 +408,10 @@ fn conformance_read_stream_and_read_source(backend: BackendChoice) {
             other => panic!("unexpected command {other:?}"),
         }
     }
-    let stats = srv.stop();
+    let (stats, leased) = srv.stop();
     assert_eq!(verdict.lock().unwrap().as_deref(), Some("passed"));
     assert!(streams.len() >= 10, "checked {} streams", streams.len());
     assert_eq!(stats.spawned as usize, streams.len() + 1);
+    assert_eq!((stats.completed, stats.live), (stats.spawned, 0));
+    assert_eq!(leased, 0);
 }

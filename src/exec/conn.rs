@@ -198,6 +198,9 @@ pub(crate) struct Io {
     pub(crate) flush_target: Option<u64>,
     /// Bytes sent on the connection ([`Context::sent`](crate::reactor::Context::sent)).
     pub(crate) sent: u64,
+    /// The task finished while its `Connection` lives on elsewhere (moved out of the future):
+    /// the slot stays taken until that `Connection` is dropped.
+    pub(crate) held: bool,
 }
 
 impl Io {
@@ -212,6 +215,7 @@ impl Io {
             flush_waker: None,
             flush_target: None,
             sent: 0,
+            held: false,
         }
     }
 
@@ -349,6 +353,10 @@ impl fmt::Debug for Snapshot {
 ///   writing to the connection, do not keep it waiting).
 /// - Dropping the connection closes it (gracefully: staged bytes are still sent), once;
 ///   [`Connection::close`] does it earlier.
+///
+/// A connection may be moved from its task to another (a channel of connections between
+/// tasks): its events keep arriving wherever it is polled, and if the task it was spawned
+/// with finishes first, that task's slot stays taken until the connection is dropped.
 ///
 /// Its methods take `&self`, so a task can read and flush at once (one pending read and one
 /// pending flush at a time: each keeps one waker). It holds a key (the [`ConnId`]) and the
@@ -657,7 +665,13 @@ impl Connection {
         }
         let open = io.closed.is_none();
         io.detach();
+        let held = io.held;
         drop(io);
+        if held {
+            // The task that owned this connection is done: the executor frees its slot
+            // when it next polls the slot.
+            self.core.sched.wake(self.task);
+        }
         if open {
             let id = self.id;
             self.core.scope.with(|cx| {

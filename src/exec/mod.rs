@@ -134,6 +134,7 @@ use scope::Scope;
 pub(crate) struct ExecCore {
     io: &'static [RefCell<Io>],
     scope: Scope,
+    sched: Scheduler,
 }
 
 /// The size of the future `handler` returns, as a constant: the `SIZE` to give
@@ -271,7 +272,8 @@ pub struct ExecStats {
     pub refused: u64,
     /// Task polls.
     pub polls: u64,
-    /// Tasks alive now.
+    /// Task slots in use now: tasks alive, and finished tasks whose connection was moved
+    /// out and is still alive.
     pub live: usize,
 }
 
@@ -318,6 +320,7 @@ where
         let core: &'static ExecCore = parts.core.write(ExecCore {
             io: parts.io,
             scope: Scope::new(),
+            sched: parts.sched,
         });
         Ok(Executor {
             sched: parts.sched,
@@ -383,11 +386,17 @@ where
         Ok(())
     }
 
-    /// The task slot that owns `conn`, if a task of this executor does.
+    /// The task slot that owns `conn`, if a task of this executor does (or did, and the
+    /// task's `Connection` lives on elsewhere).
     fn owner(&self, cx: &Context<'_, 'static>, conn: ConnId) -> Option<usize> {
         let slot = usize::try_from(cx.tag(conn)?.checked_sub(1)?).ok()?;
         let io = self.core.io.get(slot)?;
-        (self.live[slot] && io.borrow().conn == Some(conn)).then_some(slot)
+        (io.borrow().conn == Some(conn)).then_some(slot)
+    }
+
+    fn free_slot(&mut self, slot: usize) {
+        self.free[self.free_len] = slot as u16;
+        self.free_len += 1;
     }
 
     /// Wakes the future that registered `waker` for the task in `slot`: the task's own waker
@@ -411,7 +420,14 @@ where
 
     fn poll_slot(&mut self, cx: &mut Context<'_, 'static>, slot: usize) {
         if !self.live.get(slot).is_some_and(|&l| l) {
-            // Finished after it was scheduled.
+            // Finished after it was scheduled; or finished earlier with its connection moved
+            // out, which has now been dropped: the slot is free again.
+            let mut io = self.core.io[slot].borrow_mut();
+            if io.held && io.conn.is_none() {
+                io.held = false;
+                drop(io);
+                self.free_slot(slot);
+            }
             return;
         }
         let Some(waker) = self.sched.waker(slot) else {
@@ -436,10 +452,17 @@ where
         });
         if done {
             self.live[slot] = false;
-            self.free[self.free_len] = slot as u16;
-            self.free_len += 1;
             self.sched.retire(slot);
             self.stats.completed += 1;
+            let mut io = self.core.io[slot].borrow_mut();
+            if io.conn.is_some() {
+                // The task moved its connection out (to another task): its events keep
+                // coming through this slot, so the slot stays taken until it is dropped.
+                io.held = true;
+            } else {
+                drop(io);
+                self.free_slot(slot);
+            }
         }
     }
 }
