@@ -87,7 +87,7 @@ bench:
 	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/bench $(BENCH_ARGS)
 
 ## Fuzz the broker's parsers (needs `cargo install cargo-fuzz` and nightly):
-## make fuzz FUZZ_TARGET=parser|connect|subject FUZZ_SECS=60
+## make fuzz FUZZ_TARGET=parser|connect|subject|http FUZZ_SECS=60
 FUZZ_TARGET ?= parser
 FUZZ_SECS ?= 60
 fuzz:

@@ -47,6 +47,7 @@
 //! - on close: remove every subscription of the connection from the sublist.
 
 pub mod connect;
+pub mod http;
 pub mod parser;
 pub mod proto;
 pub mod server;
