@@ -416,7 +416,10 @@ mod tests {
         assert_eq!(p.path(), b"/varz");
         assert_eq!(p.query(), b"");
         let (p, _, s) = parse(b"HEAD /healthz HTTP/1.0\n\n");
-        assert_eq!((s, p.method(), p.path()), (Status::Done, Method::Head, &b"/healthz"[..]));
+        assert_eq!(
+            (s, p.method(), p.path()),
+            (Status::Done, Method::Head, &b"/healthz"[..])
+        );
         let (p, _, s) = parse(b"DELETE /x HTTP/1.1\r\n\r\n");
         assert_eq!((s, p.method()), (Status::Done, Method::Other));
     }
@@ -447,7 +450,8 @@ mod tests {
 
     #[test]
     fn every_split_gives_the_same_result() {
-        let req: &[u8] = b"\r\nGET /subsz?subs=1 HTTP/1.1\r\nUser-Agent: curl/8\r\nX: a\tb\r\n\r\nrest";
+        let req: &[u8] =
+            b"\r\nGET /subsz?subs=1 HTTP/1.1\r\nUser-Agent: curl/8\r\nX: a\tb\r\n\r\nrest";
         let (whole, n, s) = parse(req);
         assert_eq!(s, Status::Done);
         for i in 0..=req.len() {

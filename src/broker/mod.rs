@@ -48,6 +48,7 @@
 
 pub mod connect;
 pub mod http;
+pub mod monitor;
 pub mod parser;
 pub mod proto;
 pub mod server;

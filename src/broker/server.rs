@@ -67,11 +67,13 @@
 //! - The first server PING comes after `min(2 s, ping_interval)`, then every ping_interval;
 //!   a PING is skipped when the client sent anything since the last tick.
 
+use core::net::SocketAddr;
 use core::time::Duration;
 
 use heapless::String as HString;
 
 use super::connect::{self, ClientOptions};
+use super::monitor::{MONITOR_TOKEN, Monitor};
 use super::parser::{MAX_CONTROL_LINE, Op, ParseError, Parser, ParserConfig};
 use super::proto::{self, Info, OK, PONG, ServerError, SliceSink};
 use super::subject;
@@ -82,6 +84,7 @@ use crate::pipe::{ConnectionPipeReader, Position, ReadBuf};
 use crate::pool::{Key, Lease, Slab, SlabStorage, Slot};
 use crate::reactor::timer::TimerId;
 use crate::reactor::{CloseReason, ConnId, Context, Handler, ListenerId};
+use crate::time::Instant;
 
 /// Lease slots of a connection's reader.
 pub const READER_SEGS: usize = 128;
@@ -129,6 +132,10 @@ pub struct ServerConfig {
     /// How long a consumer whose write slab went past half full may take to send all it has
     /// staged before it is closed as a slow consumer (zero: no deadline).
     pub write_deadline: Duration,
+    /// Bytes a client may have staged and not yet sent (nats-server's `max_pending`, default
+    /// 64 MiB); see "Slow consumers" in the [module docs](self) for what happens at the
+    /// limit. The write slab bounds it too: the lower of the two applies.
+    pub max_pending: usize,
 }
 
 impl Default for ServerConfig {
@@ -147,6 +154,7 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
             write_deadline: Duration::from_secs(10),
+            max_pending: 64 * 1024 * 1024,
         }
     }
 }
@@ -247,6 +255,85 @@ pub struct Client {
     subs: [SubSlot; SUBS_PER_CLIENT],
     in_msgs: u64,
     out_msgs: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+    /// `client_id` in INFO, `cid` in `/connz`.
+    cid: u64,
+    /// The peer's address, asked of the kernel at accept.
+    peer: Option<SocketAddr>,
+    start: Instant,
+    last_activity: Instant,
+    /// When the last server PING went out, until its PONG; and the round trip it measured.
+    ping_sent: Option<Instant>,
+    rtt: u64,
+}
+
+/// What the monitoring endpoints read of a client.
+impl Client {
+    pub(super) fn conn_id(&self) -> ConnId {
+        self.conn
+    }
+
+    pub(super) fn cid(&self) -> u64 {
+        self.cid
+    }
+
+    pub(super) fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    pub(super) fn started(&self) -> Instant {
+        self.start
+    }
+
+    pub(super) fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
+    pub(super) fn rtt_nanos(&self) -> u64 {
+        self.rtt
+    }
+
+    pub(super) fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    /// (in_msgs, out_msgs, in_bytes, out_bytes).
+    pub(super) fn counters(&self) -> (u64, u64, u64, u64) {
+        (self.in_msgs, self.out_msgs, self.in_bytes, self.out_bytes)
+    }
+
+    pub(super) fn subscription_count(&self) -> usize {
+        self.subs.iter().filter(|s| s.used).count()
+    }
+
+    pub(super) fn subscription_slots(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub(super) fn sub_used(&self, i: usize) -> bool {
+        self.subs.get(i).is_some_and(|s| s.used)
+    }
+
+    /// (sid, delivered, max) of subscription slot `i` (empty for a free one).
+    pub(super) fn sub_facts(&self, i: usize) -> (&[u8], u64, u64) {
+        match self.subs.get(i).filter(|s| s.used) {
+            Some(s) => (s.sid(), u64::from(s.delivered), u64::from(s.max)),
+            None => (&[], 0, 0),
+        }
+    }
+
+    /// The subject of subscription slot `i`, into `out`.
+    pub(super) fn sub_subject(&self, core: &Core<'_>, i: usize, out: &mut [u8]) -> Option<usize> {
+        let s = self.subs.get(i).filter(|s| s.used)?;
+        core.sublist.subject_of(s.key, out)
+    }
+
+    /// The queue group of subscription slot `i` (0 bytes: none), into `out`.
+    pub(super) fn sub_queue(&self, core: &Core<'_>, i: usize, out: &mut [u8]) -> Option<usize> {
+        let s = self.subs.get(i).filter(|s| s.used)?;
+        core.sublist.queue_of(s.key, out)
+    }
 }
 
 /// A PUB waiting for its payload: subject and reply copied out of the line, and where the
@@ -393,7 +480,7 @@ impl core::fmt::Display for BrokerError {
 impl core::error::Error for BrokerError {}
 
 /// The protocol state shared by all connections (everything but the sessions).
-struct Core<'a> {
+pub(super) struct Core<'a> {
     config: ServerConfig,
     clients: Slab<'a, Client>,
     keys: &'a mut [u64],
@@ -402,12 +489,78 @@ struct Core<'a> {
     stats: BrokerStats,
     next_client_id: u64,
     paused_publishers: usize,
+    /// The monotonic and the wall clock when the broker was built (to show times).
+    start: Instant,
+    start_wall: u64,
+    /// Targets per published message: the most, the sum, and messages counted.
+    fanout_max: u64,
+    fanout_sum: u64,
+    fanout_n: u64,
+}
+
+/// What the monitoring endpoints read of the broker.
+impl Core<'_> {
+    pub(super) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub(super) fn stats(&self) -> BrokerStats {
+        self.stats
+    }
+
+    pub(super) fn started(&self) -> Instant {
+        self.start
+    }
+
+    /// The wall-clock time (ns since the Unix epoch) of a monotonic instant.
+    pub(super) fn wall_at(&self, t: Instant) -> u64 {
+        if t >= self.start {
+            let d = t.saturating_duration_since(self.start).as_nanos() as u64;
+            self.start_wall.saturating_add(d)
+        } else {
+            let d = self.start.saturating_duration_since(t).as_nanos() as u64;
+            self.start_wall.saturating_sub(d)
+        }
+    }
+
+    /// Connection slots (the range of [`Core::client_at`]).
+    pub(super) fn client_slots(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The client on connection slot `index`, if any.
+    pub(super) fn client_at(&self, index: usize) -> Option<&Client> {
+        self.clients.get(self.client_key(index)?).ok()
+    }
+
+    pub(super) fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub(super) fn sublist_len(&self) -> usize {
+        self.sublist.len()
+    }
+
+    pub(super) fn sublist_stats(&self) -> super::sublist::SublistStats {
+        self.sublist.stats()
+    }
+
+    /// (max_fanout, avg_fanout) over the messages published.
+    pub(super) fn fanout(&self) -> (u64, f64) {
+        let avg = if self.fanout_n == 0 {
+            0.0
+        } else {
+            self.fanout_sum as f64 / self.fanout_n as f64
+        };
+        (self.fanout_max, avg)
+    }
 }
 
 /// The NATS broker: a [`Handler`] for a reactor whose connections are NATS clients.
 pub struct Broker<'a, 'r> {
     sessions: Slab<'a, Session<'r>>,
     core: Core<'a>,
+    monitor: Monitor,
 }
 
 impl core::fmt::Debug for Broker<'_, '_> {
@@ -465,7 +618,13 @@ impl<'a, 'r> Broker<'a, 'r> {
                 stats: BrokerStats::default(),
                 next_client_id: 1,
                 paused_publishers: 0,
+                start: crate::sys::clock::now(),
+                start_wall: crate::sys::clock::realtime_nanos(),
+                fanout_max: 0,
+                fanout_sum: 0,
+                fanout_n: 0,
             },
+            monitor: Monitor::new(),
         })
     }
 
@@ -482,6 +641,20 @@ impl<'a, 'r> Broker<'a, 'r> {
     /// Counters.
     pub fn stats(&self) -> BrokerStats {
         self.core.stats
+    }
+
+    /// Serves HTTP monitoring (see [`super::monitor`]) on connections accepted by `listener`
+    /// (a listener of the same reactor; `port` is what `/varz` shows as `http_port`). Every
+    /// other listener's connections are NATS clients.
+    pub fn set_monitor_listener(&mut self, listener: ListenerId, port: u16) {
+        self.monitor.listener = Some(listener);
+        self.monitor.port = port;
+    }
+
+    /// Monitoring connections refused because all
+    /// [`MONITOR_CONNS`](super::monitor::MONITOR_CONNS) were busy.
+    pub fn monitor_refused(&self) -> u64 {
+        self.monitor.refused
     }
 
     /// Open client connections.
@@ -622,7 +795,12 @@ impl Core<'_> {
                 }
             }
             Op::Ping => send(cx, conn, PONG),
-            Op::Pong => client.pings_out = 0,
+            Op::Pong => {
+                client.pings_out = 0;
+                if let Some(t) = client.ping_sent.take() {
+                    client.rtt = cx.now().saturating_duration_since(t).as_nanos() as u64;
+                }
+            }
             Op::Ok => {}
             Op::Err(_) => {
                 cx.close(conn);
@@ -813,7 +991,11 @@ impl Core<'_> {
         }
         if let Ok(c) = clients.get_mut(ckey) {
             c.in_msgs += 1;
+            c.in_bytes += u64::from(p.total_len);
         }
+        self.fanout_max = self.fanout_max.max(n as u64);
+        self.fanout_sum += n as u64;
+        self.fanout_n += 1;
         self.stats.in_msgs += 1;
         self.stats.in_bytes += u64::from(p.total_len);
         let mut delivered_any = false;
@@ -858,6 +1040,7 @@ impl Core<'_> {
             let _ = cx.flush(target);
             delivered_any = true;
             c.out_msgs += 1;
+            c.out_bytes += u64::from(body_len);
             self.stats.out_msgs += 1;
             self.stats.out_bytes += u64::from(body_len);
             s.delivered = s.delivered.saturating_add(1);
@@ -944,7 +1127,11 @@ impl Core<'_> {
 }
 
 impl<'r> Handler<'r> for Broker<'_, 'r> {
-    fn on_accept(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, _: ListenerId) {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, listener: ListenerId) {
+        if self.monitor.listener == Some(listener) {
+            self.monitor.accept(&self.core, cx, conn);
+            return;
+        }
         let core = &mut self.core;
         core.stats.total_connections += 1;
         if core.clients.len() >= core.config.max_connections
@@ -997,6 +1184,9 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             let first = interval.min(Duration::from_secs(2));
             cx.set_timer(first, Some(interval), token | PING_TOKEN).ok()
         };
+        let client_id = core.next_client_id;
+        let peer = cx.peer_addr(conn).ok();
+        let now = cx.now();
         let Ok(ckey) = core.clients.try_insert(Client {
             conn,
             opts: ClientOptions::new(),
@@ -1012,6 +1202,14 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             subs: [SubSlot::EMPTY; SUBS_PER_CLIENT],
             in_msgs: 0,
             out_msgs: 0,
+            in_bytes: 0,
+            out_bytes: 0,
+            cid: client_id,
+            peer,
+            start: now,
+            last_activity: now,
+            ping_sent: None,
+            rtt: 0,
         }) else {
             let _ = self.sessions.remove(skey);
             cx.abort(conn);
@@ -1019,9 +1217,15 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
         };
         debug_assert_eq!(skey, ckey);
         core.keys[conn.index()] = ckey.to_u64() + 1;
-        let client_id = core.next_client_id;
         core.next_client_id += 1;
         let cfg = &core.config;
+        let mut ip_buf = [0u8; 48];
+        let mut ip_out = super::monitor::SliceOut::new(&mut ip_buf);
+        if let Some(p) = peer {
+            use core::fmt::Write as _;
+            let _ = write!(FmtSink(&mut ip_out), "{}", p.ip());
+        }
+        let client_ip = core::str::from_utf8(ip_out.written()).unwrap_or("");
         let info = Info {
             server_id: &cfg.server_id,
             server_name: &cfg.server_name,
@@ -1030,6 +1234,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             max_payload: cfg.max_payload,
             auth_required: auth,
             client_id,
+            client_ip,
             ..Info::DEFAULT
         };
         let mut buf = [0u8; 1024];
@@ -1041,6 +1246,9 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
 
     fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>) {
         let Some(key) = self.session_key(conn) else {
+            if self.monitor.owns(conn) {
+                self.monitor.on_data(&self.core, cx, conn, lease);
+            }
             return;
         };
         let Ok(session) = self.sessions.get_mut(key) else {
@@ -1052,15 +1260,24 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
         }
         if let Ok(c) = self.core.clients.get_mut(key) {
             c.active = true;
+            c.last_activity = cx.now();
         }
         process(session, &mut self.core, cx, conn, key);
     }
 
     fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
+        if self.monitor.owns(conn) {
+            self.monitor.on_read_closed(cx, conn);
+            return;
+        }
         cx.close(conn);
     }
 
     fn on_flushed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
+        if self.monitor.owns(conn) {
+            self.monitor.on_flushed(&self.core, cx, conn);
+            return;
+        }
         if let Some(k) = self.session_key(conn)
             && let Ok(c) = self.core.clients.get_mut(k)
             && let Some(t) = c.deadline_timer.take()
@@ -1071,6 +1288,10 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_, 'r>, _: TimerId, token: u64) {
+        if token & MONITOR_TOKEN != 0 {
+            self.monitor.on_timer(&self.core, cx, token);
+            return;
+        }
         let index = (token & 0xffff_ffff) as usize;
         let generation = ((token >> 32) & u64::from(GEN_MASK)) as u32;
         let Some(k) = self.core.client_key(index) else {
@@ -1105,6 +1326,9 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
                 send_err(cx, c.conn, ServerError::StaleConnection);
             } else {
                 c.pings_out += 1;
+                if c.ping_sent.is_none() {
+                    c.ping_sent = Some(cx.now());
+                }
                 send(cx, c.conn, proto::PING);
             }
             return;
@@ -1118,6 +1342,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
 
     fn on_close(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, _: CloseReason) {
         if self.session_key(conn).is_none() {
+            self.monitor.on_close(cx, conn);
             return;
         }
         let index = conn.index();
@@ -1276,5 +1501,15 @@ fn fail(cx: &mut Context<'_, '_>, conn: ConnId, e: ParseError) {
             cx.close(conn);
         }
         None => cx.close(conn),
+    }
+}
+
+/// `core::fmt` into a monitoring [`Out`](super::monitor::Out).
+struct FmtSink<'o, O: super::monitor::Out>(&'o mut O);
+
+impl<O: super::monitor::Out> core::fmt::Write for FmtSink<'_, O> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.put(s.as_bytes());
+        Ok(())
     }
 }
