@@ -61,9 +61,10 @@ ARGS ?=
 echo:
 	$(CARGO) run --release --example echo -- --addr 127.0.0.1:7000 $(ARGS)
 
-## The NATS-compatible broker on 127.0.0.1:4222 (nats-server flags: make broker ARGS="-D").
+## The NATS-compatible broker on 127.0.0.1:4222, HTTP monitoring on 8222 (nats-server flags:
+## make broker ARGS="-D").
 broker:
-	$(CARGO) run --release --example static_broker -- -a 127.0.0.1 -p 4222 $(ARGS)
+	$(CARGO) run --release --example static_broker -- -a 127.0.0.1 -p 4222 -m 8222 $(ARGS)
 
 ## What this kernel's io_uring supports, and which backend Auto picks.
 probe:
