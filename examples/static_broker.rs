@@ -298,7 +298,10 @@ fn main() -> ExitCode {
                 broker.set_monitor_listener(m, a.port());
             }
             Err(e) => {
-                log("FTL", &format!("Error listening on monitor port: {hbind}, {e}"));
+                log(
+                    "FTL",
+                    &format!("Error listening on monitor port: {hbind}, {e}"),
+                );
                 return ExitCode::from(1);
             }
         }

@@ -31,9 +31,31 @@
 //! reader's consumed position is held at the payload's first byte, and only then is the
 //! message written, MSG line, payload segments and `\r\n`, into each target's write slab (one
 //! copy per target). Past [`READER_QUOTA`] leases the reader packs new leases densely, so a
-//! payload of `n` bytes holds about `READER_QUOTA + n / buf_size` leases: the reactor's
-//! [`Config::lease_quota`](crate::reactor::Config::lease_quota) must allow that (see
-//! [`ServerConfig::check_capacity`]), or a message too large would stall its connection.
+//! payload of `n` bytes holds at most [`ServerConfig::buffers_for`]`(n)` leases
+//! (`READER_QUOTA + n / buf_size + 3`); [`READER_SEGS`] bounds it
+//! ([`ServerConfig::check_capacity`]).
+//!
+//! # Large messages
+//!
+//! A connection may hold the reactor's
+//! [`Config::lease_quota`](crate::reactor::Config::lease_quota) receive buffers at once; a
+//! message that needs more (a big PUB payload, held whole) *reserves* them up front, when its
+//! PUB line is parsed and the payload has not all arrived:
+//!
+//! - The reservation comes from a budget: the pool's receive buffers minus
+//!   [`ServerConfig::buffer_reserve`] (a quarter by default), so large messages together
+//!   never hold more than the budget, and the reserve is always left for everyone else.
+//! - Granted, the connection's lease quota is raised to the reservation
+//!   ([`Context::set_lease_quota`]) until the message is delivered, then it goes back to the
+//!   default and the buffers go back to the budget (also when the connection closes).
+//! - When the budget is taken, the connection's receive is paused (it holds only what had
+//!   already arrived) and it waits, in connection-slot order from where the last grant
+//!   stopped, for a reservation to end. Meanwhile every other connection is served.
+//! - A message that needs more than the whole budget can never be granted: `-ERR 'Maximum
+//!   Payload Violation'` and close ([`ServerConfig::check_budget`] tells at start-up).
+//!
+//! Counters: [`BrokerStats::reservations`], [`BrokerStats::reservation_waits`],
+//! [`BrokerStats::reserved_high_water`].
 //!
 //! # Slow consumers
 //!
@@ -48,20 +70,39 @@
 //!   fast publisher slows to its slowest consumer's pace, and per-publisher order is kept.
 //! - **Early backpressure.** After a fan-out that leaves a target's slab more than half full,
 //!   the publisher is paused too, so it rarely gets as far as holding.
-//! - **Write deadline.** When a consumer's slab goes past half full, or a message waits for
+//! - **max_pending.** A consumer never has more than [`ServerConfig::max_pending`] bytes
+//!   staged and unsent for messages (nor more than its write slab holds: the lower of the two
+//!   is its *limit*). A message that would take it past the limit waits, as for a full slab:
+//!   that is the all-or-nothing hold above, so a burst slows the publisher down and never cuts
+//!   a consumer that keeps reading. Protocol replies (`PONG`, `+OK`, `-ERR`) may go past
+//!   max_pending, up to the slab (a client whose slab cannot take one is closed).
+//! - **Write deadline.** When a consumer goes past half its limit, or a message waits for
 //!   it, a one-shot timer of [`ServerConfig::write_deadline`] is armed; its
 //!   [`Handler::on_flushed`] (everything staged was sent) cancels it. If it fires first, the
 //!   consumer is a *slow consumer*: counted ([`BrokerStats::slow_consumers`]), aborted (its
 //!   socket is not draining, so a graceful close would only linger; like recent nats-servers,
 //!   no `-ERR`), and the held publishers go on. A consumer that stops reading thus holds its
-//!   publishers back for at most the write deadline. The slab size plays the role of
-//!   nats-server's `max_pending`.
-//! - A message larger than a target's whole slab can never be written: that target is closed
-//!   as a slow consumer at once.
-
+//!   publishers back for at most the write deadline.
+//! - **Past the limit.** A message larger than a target's whole limit (its slab, or
+//!   max_pending) can never be written: its pending bytes would pass the limit, so that target
+//!   is counted as a slow consumer and closed at once, while the others get the message.
+//!   (nats-server refuses to start with `max_payload` above `max_pending`; ringlet takes the
+//!   configuration and applies this rule.)
+//!
+//! So where nats-server cuts a consumer the moment its pending bytes pass max_pending,
+//! ringlet first holds the publishers (backpressure), and cuts the consumer only if it stays
+//! behind for the write deadline, or if one message alone is past its limit.
+//!
+//! # Monitoring
+//!
+//! [`Broker::set_monitor_listener`] names a listener of the same reactor whose connections
+//! are HTTP monitoring clients, served by [`super::monitor`] from this state.
+//!
 //! # Deviations from nats-server
 //!
-//! - `client_ip` is not in INFO (the reactor does not expose peer addresses).
+//! - `client_ip` in INFO is the peer's address as the kernel reports it at accept
+//!   ([`Context::peer_addr`]); an IPv4 client of a dual-stack listener shows as
+//!   `::ffff:a.b.c.d`.
 //! - A sid is at most [`SID_MAX`] bytes and a connection has at most [`SUBS_PER_CLIENT`]
 //!   subscriptions: beyond, `-ERR 'maximum subscriptions exceeded'` (connection stays open).
 //! - The first server PING comes after `min(2 s, ping_interval)`, then every ping_interval;
@@ -136,6 +177,9 @@ pub struct ServerConfig {
     /// 64 MiB); see "Slow consumers" in the [module docs](self) for what happens at the
     /// limit. The write slab bounds it too: the lower of the two applies.
     pub max_pending: usize,
+    /// Receive buffers large messages never reserve: always left for everyone else (see
+    /// "Large messages" in the [module docs](self)). `None`: a quarter of the pool.
+    pub buffer_reserve: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -155,6 +199,7 @@ impl Default for ServerConfig {
             ping_max: 2,
             write_deadline: Duration::from_secs(10),
             max_pending: 64 * 1024 * 1024,
+            buffer_reserve: None,
         }
     }
 }
@@ -172,22 +217,56 @@ impl ServerConfig {
     }
 
     /// Whether a payload of `max_payload` bytes (plus a full control line) can be held in a
-    /// connection's leases with receive buffers of `buf_size` bytes and the reactor's
-    /// `lease_quota`. Returns the largest max_payload that fits when it cannot.
+    /// connection's reader ([`READER_SEGS`] leases) with receive buffers of `buf_size` bytes.
+    /// Returns the largest max_payload that fits when it cannot.
+    ///
+    /// `lease_quota` is the reactor's default quota. It does not limit max_payload: a message
+    /// that needs more leases than the quota reserves them (see "Large messages" in the
+    /// [module docs](self)); with a quota that covers max_payload, no message ever has to.
     ///
     /// # Errors
     ///
     /// The largest payload that would fit.
     pub fn check_capacity(&self, buf_size: usize, lease_quota: usize) -> Result<(), u64> {
-        let slots = lease_quota
-            .min(READER_SEGS)
-            .saturating_sub(READER_QUOTA + 2);
+        let _ = lease_quota;
+        let slots = READER_SEGS.saturating_sub(READER_QUOTA + 2);
         let room = (slots as u64) * (buf_size as u64);
         let need = u64::from(self.max_payload) + MAX_CONTROL_LINE as u64 + 2;
         if need <= room {
             Ok(())
         } else {
             Err(room.saturating_sub(MAX_CONTROL_LINE as u64 + 2))
+        }
+    }
+
+    /// The receive buffers a message of `total` payload bytes may need held at once: its
+    /// bytes in whole buffers, plus the [`READER_QUOTA`] receives the reader keeps unpacked
+    /// and two partial ones at the ends.
+    pub fn buffers_for(total: u64, buf_size: usize) -> u64 {
+        (total + 2).div_ceil(buf_size.max(1) as u64) + READER_QUOTA as u64 + 2
+    }
+
+    /// Buffers large messages may reserve together, of a pool with `recv_buffers` receive
+    /// buffers: all but [`ServerConfig::buffer_reserve`] (by default a quarter).
+    pub fn reservation_budget(&self, recv_buffers: usize) -> usize {
+        let reserve = self.buffer_reserve.unwrap_or(recv_buffers / 4);
+        recv_buffers.saturating_sub(reserve)
+    }
+
+    /// Whether a max_payload message fits the reservation budget of a pool of
+    /// `recv_buffers` buffers of `buf_size` bytes (a message that does not is refused with
+    /// `Maximum Payload Violation` when it needs a reservation).
+    ///
+    /// # Errors
+    ///
+    /// The largest payload whose reservation would fit.
+    pub fn check_budget(&self, buf_size: usize, recv_buffers: usize) -> Result<(), u64> {
+        let budget = self.reservation_budget(recv_buffers) as u64;
+        if Self::buffers_for(u64::from(self.max_payload), buf_size) <= budget {
+            Ok(())
+        } else {
+            let whole = budget.saturating_sub(READER_QUOTA as u64 + 2);
+            Err((whole * buf_size as u64).saturating_sub(2))
         }
     }
 }
@@ -211,6 +290,12 @@ pub struct BrokerStats {
     pub slow_consumers: u64,
     /// Times a publisher was paused for a consumer's full slab.
     pub publisher_pauses: u64,
+    /// Large messages that reserved receive buffers.
+    pub reservations: u64,
+    /// Large messages that had to wait for the reservation budget.
+    pub reservation_waits: u64,
+    /// The most receive buffers reserved at once.
+    pub reserved_high_water: u64,
 }
 
 /// One subscription of a client.
@@ -266,6 +351,10 @@ pub struct Client {
     /// When the last server PING went out, until its PONG; and the round trip it measured.
     ping_sent: Option<Instant>,
     rtt: u64,
+    /// Receive buffers reserved for the message being received (its lease quota), and the
+    /// reservation it waits for (its receive paused meanwhile).
+    reservation: u16,
+    wants: u16,
 }
 
 /// What the monitoring endpoints read of a client.
@@ -496,6 +585,11 @@ pub(super) struct Core<'a> {
     fanout_max: u64,
     fanout_sum: u64,
     fanout_n: u64,
+    /// Receive buffers reserved by large messages, and clients waiting for a reservation.
+    reserved: usize,
+    waiting: usize,
+    /// Where the next scan for waiting clients starts (so none waits forever behind others).
+    wait_cursor: usize,
 }
 
 /// What the monitoring endpoints read of the broker.
@@ -623,6 +717,9 @@ impl<'a, 'r> Broker<'a, 'r> {
                 fanout_max: 0,
                 fanout_sum: 0,
                 fanout_n: 0,
+                reserved: 0,
+                waiting: 0,
+                wait_cursor: 0,
             },
             monitor: Monitor::new(),
         })
@@ -967,13 +1064,17 @@ impl Core<'_> {
                 + body_len as usize
                 + 2;
             let target = c.conn;
-            let free = cx.write_capacity(target);
+            let staged = cx.staged(target);
+            // What this consumer may hold: its slab, and no more than max_pending.
+            let limit = (cx.write_capacity(target) + staged).min(self.config.max_pending);
+            let room = limit.saturating_sub(staged);
             c.reserve += need;
-            if c.closing || free >= c.reserve {
+            if c.closing || room >= c.reserve {
                 continue;
             }
-            if c.reserve > free + cx.staged(target) {
-                // Larger than its whole slab: it can never take it.
+            if c.reserve > limit {
+                // More than its slab or max_pending even when drained: it can never take
+                // it. Its pending bytes would pass the limit: a slow consumer.
                 c.closing = true;
                 self.stats.slow_consumers += 1;
                 cx.close(target);
@@ -1048,7 +1149,9 @@ impl Core<'_> {
                 let _ = sublist.remove(s.key);
                 *s = SubSlot::EMPTY;
             }
-            if cx.staged(target) > cx.write_capacity(target) {
+            let staged = cx.staged(target);
+            let limit = (cx.write_capacity(target) + staged).min(self.config.max_pending);
+            if staged > limit / 2 {
                 pause_publisher = true;
                 let deadline = self.config.write_deadline;
                 if c.deadline_timer.is_none() && !deadline.is_zero() {
@@ -1104,7 +1207,9 @@ impl Core<'_> {
         for (_, c) in self.clients.iter_mut() {
             if c.paused {
                 c.paused = false;
-                let _ = cx.resume(c.conn);
+                if c.wants == 0 {
+                    let _ = cx.resume(c.conn);
+                }
             }
         }
         self.paused_publishers = 0;
@@ -1121,9 +1226,145 @@ impl Core<'_> {
             if c.paused {
                 self.paused_publishers = self.paused_publishers.saturating_sub(1);
             }
+            self.reserved = self.reserved.saturating_sub(usize::from(c.reservation));
+            if c.wants > 0 {
+                self.waiting = self.waiting.saturating_sub(1);
+            }
         }
         self.keys[index] = 0;
     }
+
+    /// A PUB whose payload starts at `p.start` was parsed and `have` of its bytes (with the
+    /// trailing CRLF) are here: reserve receive buffers for it if it needs more than the
+    /// connection's quota (see "Large messages" in the module docs).
+    fn reserve_for(
+        &mut self,
+        cx: &mut Context<'_, '_>,
+        conn: ConnId,
+        key: Key,
+        p: &Pending,
+        have: u64,
+    ) -> Reserve {
+        let total = u64::from(p.total_len) + 2;
+        if have >= total {
+            return Reserve::NotNeeded;
+        }
+        let pool = cx.pool();
+        let need = ServerConfig::buffers_for(u64::from(p.total_len), pool.buf_size());
+        if need <= u64::from(cx.lease_quota(conn)) {
+            return Reserve::NotNeeded;
+        }
+        let budget = self.budget(cx);
+        if need > budget as u64 || need > READER_SEGS as u64 {
+            return Reserve::Never;
+        }
+        let Ok(c) = self.clients.get_mut(key) else {
+            return Reserve::Never;
+        };
+        c.wants = need as u16;
+        self.waiting += 1;
+        if self.try_grant(cx, key) {
+            Reserve::Granted
+        } else {
+            self.stats.reservation_waits += 1;
+            let _ = cx.pause(conn);
+            Reserve::Waiting
+        }
+    }
+
+    fn budget(&self, cx: &Context<'_, '_>) -> usize {
+        let pool = cx.pool();
+        let recv = pool
+            .total()
+            .saturating_sub(usize::from(pool.user_reserve()));
+        self.config.reservation_budget(recv)
+    }
+
+    /// Grants the reservation `key` waits for, if the budget has room: raises its lease
+    /// quota and resumes its receive (unless backpressure holds it).
+    fn try_grant(&mut self, cx: &mut Context<'_, '_>, key: Key) -> bool {
+        let budget = self.budget(cx);
+        let Ok(c) = self.clients.get_mut(key) else {
+            return false;
+        };
+        let need = usize::from(c.wants);
+        if need == 0 || self.reserved + need > budget {
+            return false;
+        }
+        if cx.set_lease_quota(c.conn, Some(c.wants)).is_err() {
+            return false;
+        }
+        self.reserved += need;
+        c.reservation = c.wants;
+        c.wants = 0;
+        self.waiting = self.waiting.saturating_sub(1);
+        self.stats.reservations += 1;
+        self.stats.reserved_high_water = self.stats.reserved_high_water.max(self.reserved as u64);
+        if !c.paused {
+            let _ = cx.resume(c.conn);
+        }
+        true
+    }
+
+    /// The message `key` reserved for is done: give the buffers back to the budget, the
+    /// connection back to the default quota, and grant waiting reservations.
+    fn release(&mut self, cx: &mut Context<'_, '_>, key: Key) {
+        let Ok(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if c.wants > 0 {
+            // It completed with what had arrived before its receive paused: no more waiting.
+            c.wants = 0;
+            self.waiting = self.waiting.saturating_sub(1);
+            if !c.paused {
+                let _ = cx.resume(c.conn);
+            }
+        }
+        if c.reservation == 0 {
+            return;
+        }
+        self.reserved = self.reserved.saturating_sub(usize::from(c.reservation));
+        c.reservation = 0;
+        let _ = cx.set_lease_quota(c.conn, None);
+        self.grant_waiting(cx);
+    }
+
+    /// Grants what the budget allows to waiting clients, scanning from where the last scan
+    /// stopped.
+    fn grant_waiting(&mut self, cx: &mut Context<'_, '_>) {
+        let n = self.keys.len();
+        let mut i = 0;
+        while self.waiting > 0 && i < n {
+            let index = (self.wait_cursor + i) % n;
+            i += 1;
+            let Some(key) = self.client_key(index) else {
+                continue;
+            };
+            if self
+                .clients
+                .get(key)
+                .is_ok_and(|c| c.wants > 0 && !c.closing)
+                && !self.try_grant(cx, key)
+            {
+                // Wait in order: later clients do not overtake this one.
+                self.wait_cursor = index;
+                return;
+            }
+        }
+        self.wait_cursor = 0;
+    }
+}
+
+/// What [`Core::reserve_for`] decided.
+enum Reserve {
+    /// The connection's quota holds the message (or it is here already).
+    NotNeeded,
+    /// Buffers reserved; the connection's quota is raised until the message is done.
+    Granted,
+    /// The budget is taken: the connection's receive is paused until a reservation ends.
+    Waiting,
+    /// The message could never be reserved (larger than the budget or the reader).
+    Never,
 }
 
 impl<'r> Handler<'r> for Broker<'_, 'r> {
@@ -1210,6 +1451,8 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             last_activity: now,
             ping_sent: None,
             rtt: 0,
+            reservation: 0,
+            wants: 0,
         }) else {
             let _ = self.sessions.remove(skey);
             cx.abort(conn);
@@ -1362,6 +1605,8 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             let _ = self.sessions.remove(k);
         }
         self.core.remove_client(index);
+        // Its reservation (if any) is back in the budget: waiting large messages go on.
+        self.core.grant_waiting(cx);
         // Publishers held back for this connection (or any) try again.
         self.unblock(cx);
     }
@@ -1422,6 +1667,7 @@ fn process(
             }
             *blocked = false;
             *pending = None;
+            core.release(cx, key);
         }
         let from = buf.offset_of(*parsed).unwrap_or(0);
         let Some(view) = buf.slice(from..) else {
@@ -1450,6 +1696,7 @@ fn process(
                                     };
                                     if core.deliver(cx, conn, key, &p, &line[..], payload) {
                                         *pending = None;
+                                        core.release(cx, key);
                                     } else {
                                         *blocked = true;
                                         *parsed = Position::from_absolute(pos);
@@ -1460,6 +1707,7 @@ fn process(
                                 }
                             }
                             Some(op) => {
+                                let publish = matches!(op, Op::Pub { .. });
                                 after = core.on_op(
                                     cx,
                                     conn,
@@ -1469,6 +1717,15 @@ fn process(
                                     line,
                                     Position::from_absolute(pos),
                                 );
+                                if publish && let Some(p) = *pending {
+                                    let have = buf.end().absolute().saturating_sub(pos);
+                                    if let Reserve::Never =
+                                        core.reserve_for(cx, conn, key, &p, have)
+                                    {
+                                        send_err(cx, conn, ServerError::MaxPayloadViolation);
+                                        return;
+                                    }
+                                }
                             }
                             None => {}
                         }
