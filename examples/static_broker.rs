@@ -12,8 +12,9 @@
 //! it cleanly (connections are flushed and closed).
 //!
 //! Capacities are compile-time: 256 connections, 65 536 subscriptions; 2048 receive buffers
-//! of 32 KiB (64 MiB) and a 2 MiB write slab per connection (a slab is the per-client
-//! `max_pending`: a consumer whose slab cannot take a message is closed as slow). The storage
+//! of 32 KiB (64 MiB) and a 2 MiB write slab per connection (the slab caps `max_pending`,
+//! 64 MiB by default: a consumer never has more than the lower of the two staged; see the
+//! broker's "Slow consumers" docs). The storage
 //! is leaked zeroed once at start-up: about 600 MiB of address space, mostly slabs, touched
 //! only as connections use them.
 
