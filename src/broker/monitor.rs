@@ -23,6 +23,14 @@
 //!   path: `404 page not found`; a bad `offset`, `limit` or `subs`: `400` with nats-server's
 //!   error text; a malformed request head: its [`http::HttpError`] status.
 //!
+//! # Memory
+//!
+//! The monitor's state lives inside the [`Broker`](super::server::Broker) value: a request
+//! parser (its target buffer is [`http::MAX_TARGET`] bytes) and a cursor per monitoring
+//! connection, about 5.5 KiB for [`MONITOR_CONNS`] of them. Connections accepted on the
+//! monitoring listener take reactor connection slots (not broker clients: `max_connections`
+//! does not count them).
+//!
 //! # Writing without allocation, and answers larger than the write slab
 //!
 //! An answer is written straight into the connection's write slab as a sequence of *atoms*:
