@@ -402,6 +402,9 @@ struct Core<'a> {
     stats: BrokerStats,
     next_client_id: u64,
     paused_publishers: usize,
+    /// Where a delivery's MSG line is formatted, reused: a fresh zeroed line buffer per
+    /// delivered message cost a 4 KiB memset each (a tenth of the loop's time at 16 B).
+    msg_line: [u8; LINE_BUF],
 }
 
 /// The NATS broker: a [`Handler`] for a reactor whose connections are NATS clients.
@@ -465,6 +468,7 @@ impl<'a, 'r> Broker<'a, 'r> {
                 stats: BrokerStats::default(),
                 next_client_id: 1,
                 paused_publishers: 0,
+                msg_line: [0; LINE_BUF],
             },
         })
     }
@@ -734,6 +738,7 @@ impl Core<'_> {
             keys,
             sublist,
             targets,
+            msg_line,
             ..
         } = self;
         let lookup = |keys: &[u64], v: u64| -> (usize, usize, Option<Key>) {
@@ -834,8 +839,7 @@ impl Core<'_> {
                 },
                 None => (None, payload),
             };
-            let mut lbuf = [0u8; LINE_BUF];
-            let mut sink = SliceSink::new(&mut lbuf);
+            let mut sink = SliceSink::new(&mut msg_line[..]);
             let body_len = body.len() as u32;
             if proto::write_msg_line(&mut sink, subj, s.sid(), reply, header_len, body_len).is_err()
             {
