@@ -146,7 +146,9 @@ fn parse_opts() -> Opts {
         }
     }
     if o.size < STAMP || o.size > 64 * 1024 {
-        fail(format!("--size must be {STAMP}..=65536 (the payload carries a stamp)"));
+        fail(format!(
+            "--size must be {STAMP}..=65536 (the payload carries a stamp)"
+        ));
     }
     if o.pubs == 0 || o.subs == 0 || o.requesters == 0 || o.conns == 0 {
         fail("--pubs, --subs, --requesters and --conns must be at least 1");
@@ -380,9 +382,9 @@ impl Gen {
                 .set_read_timeout(Some(Duration::from_secs(10)))
                 .unwrap_or_else(|e| fail(format!("SO_RCVTIMEO: {e}")));
             while c.pongs == 0 {
-                let n = (&c.stream)
-                    .read(&mut c.rbuf[c.rend..])
-                    .unwrap_or_else(|e| fail(format!("connection {}: waiting for PONG: {e}", c.id)));
+                let n = (&c.stream).read(&mut c.rbuf[c.rend..]).unwrap_or_else(|e| {
+                    fail(format!("connection {}: waiting for PONG: {e}", c.id))
+                });
                 if n == 0 {
                     fail(format!("connection {}: closed before its PONG", c.id));
                 }
@@ -479,9 +481,7 @@ impl Gen {
         }
         let per = self.pub_prefix.len() + size + 2;
         let mut n = 0u64;
-        while c.wbuf.len() + per <= WRITE_BATCH
-            && self.published[p] - slowest < self.window_msgs
-        {
+        while c.wbuf.len() + per <= WRITE_BATCH && self.published[p] - slowest < self.window_msgs {
             c.wbuf.extend_from_slice(&self.pub_prefix);
             put_payload(&mut c.wbuf, p, self.published[p], size);
             self.published[p] += 1;
@@ -553,7 +553,10 @@ impl Gen {
             c.rend -= c.rstart;
             c.rstart = 0;
             if c.rend == c.rbuf.len() {
-                fail(format!("connection {}: an operation larger than the buffer", c.id));
+                fail(format!(
+                    "connection {}: an operation larger than the buffer",
+                    c.id
+                ));
             }
         }
         // SAFETY: the range is inside `rbuf`, valid and writable.
@@ -601,7 +604,10 @@ impl Gen {
             Role::Responder => parse(c, &mut |c: &mut Conn, reply: &[u8], payload: &[u8]| {
                 msgs += 1;
                 if reply.is_empty() {
-                    fail(format!("connection {}: a request without reply subject", c.id));
+                    fail(format!(
+                        "connection {}: a request without reply subject",
+                        c.id
+                    ));
                 }
                 check_payload(payload, c.id);
                 c.wbuf.extend_from_slice(b"PUB ");
@@ -762,7 +768,13 @@ fn write_out(ep: RawFd, c: &mut Conn) {
     c.wpos = 0;
     if c.want_out {
         c.want_out = false;
-        epoll_ctl(ep, libc::EPOLL_CTL_MOD, c.fd, libc::EPOLLIN as u32, c.id as u64);
+        epoll_ctl(
+            ep,
+            libc::EPOLL_CTL_MOD,
+            c.fd,
+            libc::EPOLLIN as u32,
+            c.id as u64,
+        );
     }
 }
 

@@ -40,7 +40,10 @@ type Res = Resources<CONNS, BUFS, BUF_SIZE, SLAB, { 4 * CONNS }>;
 /// plus a full `memset`, which commits every page at start-up (2.3 GB with these capacities).
 fn leak<T: ZeroInit>() -> &'static mut T {
     let size = std::mem::size_of::<T>().max(1);
-    assert!(std::mem::align_of::<T>() <= 4096, "storage aligned above a page");
+    assert!(
+        std::mem::align_of::<T>() <= 4096,
+        "storage aligned above a page"
+    );
     // SAFETY: an anonymous private mapping of `size` bytes at an address the kernel picks;
     // no existing memory is affected.
     let p = unsafe {
