@@ -73,7 +73,7 @@ use heapless::String as HString;
 
 use super::connect::{self, ClientOptions};
 use super::parser::{MAX_CONTROL_LINE, Op, ParseError, Parser, ParserConfig};
-use super::proto::{self, Info, OK, PONG, ServerError, SliceSink};
+use super::proto::{self, Info, OK, PONG, ServerError, Sink, SliceSink};
 use super::subject;
 use super::sublist::{
     CacheLine, Chunk, Group, InsertError, Node, SubEntry, SubKey, Sublist, SublistError, SublistMem,
@@ -93,6 +93,8 @@ pub const SUBS_PER_CLIENT: usize = 64;
 pub const SID_MAX: usize = 32;
 /// Room for a MSG/HMSG control line: subject and reply (within the control line), sid, sizes.
 const LINE_BUF: usize = MAX_CONTROL_LINE + SID_MAX + 64;
+/// Payloads up to this size are copied behind their MSG line and written with it in one go.
+const INLINE_PAYLOAD: usize = 256;
 
 /// The reader type of a connection.
 pub type Reader<'r> = ConnectionPipeReader<'r, READER_SEGS, 256>;
@@ -849,11 +851,23 @@ impl Core<'_> {
             if c.closing || cx.write_capacity(target) < need {
                 continue;
             }
-            let mut ok = cx.write(target, sink.written()).is_ok();
-            for seg in body.segments() {
-                ok = ok && cx.write(target, seg).is_ok();
+            let mut ok;
+            if body.len() <= INLINE_PAYLOAD && sink.free() >= body.len() + 2 {
+                // A small payload joins its line in the line buffer: one write into the slab
+                // instead of three (each validates the connection and copies a few bytes).
+                ok = true;
+                for seg in body.segments() {
+                    ok = ok && sink.put(seg).is_ok();
+                }
+                ok = ok && sink.put(proto::CRLF).is_ok();
+                ok = ok && cx.write(target, sink.written()).is_ok();
+            } else {
+                ok = cx.write(target, sink.written()).is_ok();
+                for seg in body.segments() {
+                    ok = ok && cx.write(target, seg).is_ok();
+                }
+                ok = ok && cx.write(target, proto::CRLF).is_ok();
             }
-            ok = ok && cx.write(target, proto::CRLF).is_ok();
             if !ok {
                 c.closing = true;
                 cx.close(target);
