@@ -114,28 +114,24 @@ const ROWS: [Row; 7] = [
 enum Server {
     RingletUring,
     RingletEpoll,
-    NatsServer,
+    Nats,
 }
 
-const SERVERS: [Server; 3] = [
-    Server::RingletUring,
-    Server::RingletEpoll,
-    Server::NatsServer,
-];
+const SERVERS: [Server; 3] = [Server::RingletUring, Server::RingletEpoll, Server::Nats];
 
 impl Server {
     fn name(self) -> &'static str {
         match self {
             Server::RingletUring => "ringlet-uring",
             Server::RingletEpoll => "ringlet-epoll",
-            Server::NatsServer => "nats-server",
+            Server::Nats => "nats-server",
         }
     }
 
     fn command(self, cfg: &Config, port: u16) -> Command {
         let mut cmd = match self {
             Server::RingletUring | Server::RingletEpoll => Command::new(&cfg.broker),
-            Server::NatsServer => Command::new(&cfg.nats_server),
+            Server::Nats => Command::new(&cfg.nats_server),
         };
         cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
         match self {
@@ -145,7 +141,7 @@ impl Server {
             Server::RingletEpoll => {
                 cmd.args(["--backend", "epoll"]);
             }
-            Server::NatsServer => {}
+            Server::Nats => {}
         }
         cmd
     }
@@ -645,7 +641,7 @@ fn print_row_table(
         }
         println!("{}", line.trim_end());
     }
-    let Some(reference) = stats.get(&Server::NatsServer) else {
+    let Some(reference) = stats.get(&Server::Nats) else {
         return;
     };
     for r in [Server::RingletUring, Server::RingletEpoll] {
@@ -745,7 +741,7 @@ fn run() -> i32 {
     let mut skip: BTreeMap<Server, String> = BTreeMap::new();
     if !cfg.nats_server.is_file() {
         skip.insert(
-            Server::NatsServer,
+            Server::Nats,
             format!(
                 "skipped: nats-server not found at {} (Debian: apt-get install nats-server; \
                  NATS_SERVER=PATH to point elsewhere); no ratios",

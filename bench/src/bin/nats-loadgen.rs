@@ -795,7 +795,11 @@ fn parse_size(t: &[u8]) -> Option<usize> {
 /// Handles every complete operation in `c.rbuf[c.rstart..c.rend]`: MSG goes to `on_msg(conn,
 /// reply, payload)`, PING is answered (staged in `wbuf`), PONG counted, INFO and +OK ignored;
 /// -ERR, HMSG and anything unknown end the run.
-fn parse(c: &mut Conn, on_msg: &mut dyn FnMut(&mut Conn, &[u8], &[u8])) {
+/// What [`parse`] hands every MSG to: the connection, the reply subject (empty: none), the
+/// payload.
+type OnMsg<'f> = dyn FnMut(&mut Conn, &[u8], &[u8]) + 'f;
+
+fn parse(c: &mut Conn, on_msg: &mut OnMsg<'_>) {
     // The buffer is taken out so `on_msg` can have the connection.
     let buf = std::mem::take(&mut c.rbuf);
     let mut pos = c.rstart;
