@@ -20,19 +20,21 @@ build:
 test:
 	$(CARGO) test
 	$(CARGO) test --features std --lib
+	$(CARGO) test --features embedded-io-async --lib stream::
 
 ## Format check and clippy with warnings as errors.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --features std -- -D warnings
+	$(CARGO) clippy --all-targets --features embedded-io-async -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
 ## API docs; warnings are errors.
 doc:
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --features embedded-io-async
 
 ## The pool's tests under Miri (no kernel calls there, so all of them apply).
 miri:
