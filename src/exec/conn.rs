@@ -370,7 +370,9 @@ impl fmt::Debug for Snapshot {
 /// reactor pauses the connection's receive, and resumes it when they come back. Unread leases
 /// wait in the connection's queue of [`SNAPSHOT_LEASES`]; receives already under way when
 /// the connection paused can still arrive, so the executor requires the quota to be at most
-/// half of that, and packs bytes densely if the queue fills anyway. Should even that not fit,
+/// half of that (keep a per-connection quota raised with
+/// [`Context::set_lease_quota`](crate::reactor::Context::set_lease_quota) within it too), and
+/// packs bytes densely if the queue fills anyway. Should even that not fit,
 /// the connection is aborted and, after the bytes that fit, the read reports
 /// [`Error::Overrun`].
 ///
