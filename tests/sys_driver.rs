@@ -97,3 +97,58 @@ fn a_slot_is_released_only_after_its_last_completion() {
         assert_eq!(d.pool().leased(), 0, "every buffer back in the pool");
     }
 }
+
+#[test]
+fn quiesce_ends_every_operation_and_closes_every_socket() {
+    use std::io::{ErrorKind, Read};
+    for uring in [true, false] {
+        let mut d = driver(uring);
+        let l = ringlet::sys::socket::TcpListener::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            ringlet::sys::socket::ListenOptions::DEFAULT,
+        )
+        .unwrap();
+        let li = d.add_listener(l).unwrap().unwrap();
+        let laddr = d.listener_addr(li).unwrap();
+        let mut clients = Vec::new();
+        for slot in 0..3 {
+            let (server, client) = pair();
+            d.open(slot, 1, server).unwrap();
+            d.arm_recv(slot).unwrap();
+            clients.push(client);
+        }
+        // One receive has delivered data (its lease is dropped at once), one has data waiting.
+        clients[0].write_all(b"first").unwrap();
+        events_until(&mut d, |ev| matches!(ev, IoEvent::Data { slot: 0, .. }));
+        clients[1].write_all(b"never read").unwrap();
+        // Something staged and flushed, not yet submitted.
+        d.slab(2).unwrap().append(b"staged").unwrap();
+        d.flush(2);
+        d.submit_flushes().unwrap();
+        d.quiesce().expect("quiesce");
+        for slot in 0..4 {
+            assert!(!d.is_busy(slot), "slot {slot} still busy (uring: {uring})");
+        }
+        assert_eq!(d.pool().leased(), 0, "every buffer back in the pool");
+        assert!(!d.has_listeners());
+        // Every socket is really closed: nothing in flight holds a reference to it.
+        for c in &mut clients {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 64];
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue, // the staged bytes may have gone out first
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                    Err(e) => panic!("client (uring: {uring}): {e}"),
+                }
+            }
+        }
+        match TcpStream::connect(laddr) {
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused),
+            Ok(_) => panic!("listener still open after quiesce (uring: {uring})"),
+        }
+        // Again: nothing left to do.
+        d.quiesce().expect("quiesce twice");
+    }
+}

@@ -404,6 +404,14 @@ impl Sqe {
         sqe
     }
 
+    /// Cancel every operation in flight on this ring (`IORING_ASYNC_CANCEL_ANY | ALL`, Linux
+    /// 5.19). The result is how many were found; each still posts its own final completion.
+    pub fn cancel_any() -> Sqe {
+        let mut sqe = Sqe::new(IoringOp::AsyncCancel, -1);
+        sqe.0.op_flags.cancel_flags = IoringAsyncCancelFlags::ANY | IoringAsyncCancelFlags::ALL;
+        sqe
+    }
+
     /// A timeout that completes with `ETIME` after the relative time at `ts`, or earlier (with
     /// result 0) once `count` other completions were posted (`count == 0`: time only).
     pub fn timeout(ts: *const Timespec, count: u32) -> Sqe {
@@ -918,6 +926,17 @@ impl Uring {
     /// [`Uring::submit_and_wait`] does) after draining the queue.
     pub fn cq_overflow_pending(&self) -> bool {
         self.sq.flags().contains(IoringSqFlags::CQ_OVERFLOW)
+    }
+
+    /// Completions posted and not yet reaped (without taking any).
+    pub fn cq_ready(&self) -> u32 {
+        // SAFETY: khead is ours (we are its only writer); ktail is the kernel's, stored with
+        // Release after its CQEs.
+        unsafe {
+            (*self.cq.ktail)
+                .load(Ordering::Acquire)
+                .wrapping_sub((*self.cq.khead).load(Ordering::Relaxed))
+        }
     }
 
     /// The completions available now. Each is yielded once; the queue space is given back to
