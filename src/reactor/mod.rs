@@ -115,10 +115,12 @@ pub struct Config {
     pub accept_backoff: Duration,
     /// Set TCP_NODELAY on every connection.
     pub nodelay: bool,
-    /// io_uring on Linux 6.12+: after a turn that sent, the next wait holds out this long for
-    /// the sends' completions plus one more event, so one system call collects both. It delays
-    /// a send's completion ([`Handler::on_flushed`]) by at most this much when nothing else
-    /// happens. Zero disables it.
+    /// io_uring on Linux 6.12+: after a turn that answered several connections (each sent data
+    /// and got a reply in the same turn) or sent on several, the next wait holds out up to this
+    /// long for the sends' completions and for half of the connections answered to send again
+    /// (or for one more event), so one system call collects a batch instead of waking at the
+    /// first arrival. It delays an event (a send's completion, [`Handler::on_flushed`]) by at
+    /// most this much when fewer arrive. Zero disables it.
     pub batch_wait: Duration,
 }
 
