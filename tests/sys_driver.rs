@@ -152,3 +152,41 @@ fn quiesce_ends_every_operation_and_closes_every_socket() {
         d.quiesce().expect("quiesce twice");
     }
 }
+
+/// io_uring: a connection's socket sits in the ring's fixed-file table while it is open, and
+/// leaves it when the slot is released, so the close really closes it (the peer sees EOF).
+#[test]
+fn fixed_file_entry_is_dropped_on_release() {
+    use std::io::Read;
+    let mut d = driver(true);
+    let (server, mut client) = pair();
+    d.open(0, 1, server).unwrap();
+    assert_eq!(
+        d.kernel_calls().registers,
+        1,
+        "the socket went into the table"
+    );
+    d.arm_recv(0).unwrap();
+    d.slab(0)
+        .unwrap()
+        .append(b"through the fixed file")
+        .unwrap();
+    d.flush(0);
+    d.submit_flushes().unwrap();
+    client.write_all(b"ping").unwrap();
+    events_until(&mut d, |ev| matches!(ev, IoEvent::Data { slot: 0, .. }));
+    let mut buf = [0u8; 22];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"through the fixed file");
+    d.close(0).unwrap();
+    events_until(&mut d, |ev| matches!(ev, IoEvent::Released { slot: 0 }));
+    assert_eq!(d.kernel_calls().registers, 2, "and left it on release");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(
+        client.read(&mut buf).unwrap(),
+        0,
+        "EOF: the socket is closed"
+    );
+}
