@@ -18,6 +18,26 @@
 //! slab and `msghdr` the kernel may read stay untouched, and the slot cannot be reused. A
 //! completion whose generation does not match its slot is consumed and ignored.
 //!
+//! # Storage the kernel may still use
+//!
+//! [`Driver::new`] takes `'static` storage: whatever happens to the driver (dropped, leaked),
+//! the memory the kernel writes into outlives it. For storage that dies (a stack frame),
+//! [`scoped`] lends a driver to a closure and, before it returns, makes the driver
+//! [`Driver::quiesce`]: cancel every operation (`ASYNC_CANCEL` with `ANY | ALL`), reap every
+//! final completion (multishot ends included), then unregister the provided-buffer ring.
+//! Closing the ring instead would not do: its teardown runs asynchronously in a kernel worker
+//! after the last reference to the ring's file is gone, and other references can exist (a
+//! `fork`ed child, a descriptor passed over a socket), so when `close` returns nothing is known
+//! about what is still in flight. A driver leaked inside [`scoped`] cannot quiesce; that is
+//! detected and the process aborts rather than return.
+//!
+//! # Fixed files and batched waits (io_uring)
+//!
+//! Connections are also put in the ring's fixed-file table (one entry per slot, when the
+//! kernel grants it), so receives and sends name them by index and skip the descriptor lookup
+//! and reference count of every operation; a slot's entry is emptied before its descriptor is
+//! closed. A wait after sends can hold out for a batch of completions, see [`Driver::wait`].
+//!
 //! # The epoll half
 //!
 //! Sockets are registered edge-triggered. An edge only says "something changed", so the driver
