@@ -20,19 +20,21 @@ build:
 test:
 	$(CARGO) test
 	$(CARGO) test --features std --lib
+	$(CARGO) test --features embedded-io-async --lib stream::
 
 ## Format check and clippy with warnings as errors.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --features std -- -D warnings
+	$(CARGO) clippy --all-targets --features embedded-io-async -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
 ## API docs; warnings are errors.
 doc:
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --features embedded-io-async
 
 ## The pool's tests under Miri (no kernel calls there, so all of them apply).
 miri:
@@ -61,9 +63,10 @@ ARGS ?=
 echo:
 	$(CARGO) run --release --example echo -- --addr 127.0.0.1:7000 $(ARGS)
 
-## The NATS-compatible broker on 127.0.0.1:4222 (nats-server flags: make broker ARGS="-D").
+## The NATS-compatible broker on 127.0.0.1:4222, HTTP monitoring on 8222 (nats-server flags:
+## make broker ARGS="-D").
 broker:
-	$(CARGO) run --release --example static_broker -- -a 127.0.0.1 -p 4222 $(ARGS)
+	$(CARGO) run --release --example static_broker -- -a 127.0.0.1 -p 4222 -m 8222 $(ARGS)
 
 ## What this kernel's io_uring supports, and which backend Auto picks.
 probe:
@@ -88,8 +91,8 @@ bench:
 
 ## Fuzz the parsers and codecs (needs `cargo install cargo-fuzz` and nightly), each target for
 ## FUZZ_SECS seconds: make fuzz, or some of them: make fuzz FUZZ_TARGET="frame line"
-## (targets: parser connect subject frame line)
-FUZZ_TARGET ?= parser connect subject frame line
+## (targets: parser connect subject http frame line)
+FUZZ_TARGET ?= parser connect subject http frame line
 FUZZ_SECS ?= 60
 fuzz:
 	cd fuzz && for t in $(FUZZ_TARGET); do \

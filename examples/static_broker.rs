@@ -2,7 +2,9 @@
 //!
 //! `cargo run --release --example static_broker -- -a 127.0.0.1 -p 4222` (or `make broker`).
 //!
-//! Flags: `-a/--addr HOST`, `-p/--port PORT` (-1: random), `-n/--name NAME`, `--user USER`,
+//! Flags: `-a/--addr HOST`, `-p/--port PORT` (-1: random), `-m/--http_port PORT` (HTTP
+//! monitoring on the same loop: `/varz`, `/connz`, `/subsz`, `/healthz`; -1: random),
+//! `-n/--name NAME`, `--user USER`,
 //! `--pass PASS`, `--auth TOKEN`, `-D` (debug), `-V` (trace), `-DV`, `--max_payload BYTES`,
 //! `--max_connections N`, `--ping_interval SECS`, `--ping_max N` (server PINGs; `Stale
 //! Connection` past ping_max), `--backend auto|uring|epoll`. Log lines go to stderr, like nats-server's:
@@ -10,8 +12,9 @@
 //! it cleanly (connections are flushed and closed).
 //!
 //! Capacities are compile-time: 256 connections, 65 536 subscriptions; 2048 receive buffers
-//! of 32 KiB (64 MiB) and a 2 MiB write slab per connection (a slab is the per-client
-//! `max_pending`: a consumer whose slab cannot take a message is closed as slow). The storage
+//! of 32 KiB (64 MiB) and a 2 MiB write slab per connection (the slab caps `max_pending`,
+//! 64 MiB by default: a consumer never has more than the lower of the two staged; see the
+//! broker's "Slow consumers" docs). The storage
 //! is leaked zeroed once at start-up: about 600 MiB of address space, mostly slabs, touched
 //! only as connections use them.
 
@@ -64,6 +67,7 @@ fn mem() -> BrokerMem<'static, 'static> {
 struct Args {
     addr: String,
     port: i32,
+    http_port: Option<i32>,
     backend: BackendChoice,
     debug: bool,
     trace: bool,
@@ -71,7 +75,7 @@ struct Args {
 }
 
 fn usage() -> &'static str {
-    "usage: static_broker [-a HOST] [-p PORT|-1] [-n NAME] [--user U --pass P] [--auth TOKEN] \
+    "usage: static_broker [-a HOST] [-p PORT|-1] [-m HTTP_PORT|-1] [-n NAME] [--user U --pass P] [--auth TOKEN] \
      [-D] [-V] [-DV] [--max_payload N] [--max_connections N] [--ping_interval SECS] \
      [--ping_max N] [--backend auto|uring|epoll]"
 }
@@ -86,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         addr: "0.0.0.0".into(),
         port: 4222,
+        http_port: None,
         backend: BackendChoice::Auto,
         debug: false,
         trace: false,
@@ -111,6 +116,9 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "-a" | "--addr" | "-addr" | "--net" | "-net" => a.addr = value()?,
             "-p" | "--port" | "-port" => a.port = num(value()?)? as i32,
+            "-m" | "--http_port" | "-http_port" | "--http" | "-http" => {
+                a.http_port = Some(num(value()?)? as i32)
+            }
             "-n" | "--name" | "-name" | "--server_name" => {
                 let v = value()?;
                 a.config.server_name.clear();
@@ -273,6 +281,32 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(hp) = args.http_port {
+        let hbind = match format!("{}:{}", args.addr, hp.max(0)).parse() {
+            Ok(a) => a,
+            Err(_) => {
+                log("FTL", &format!("bad address {}:{hp}", args.addr));
+                return ExitCode::from(1);
+            }
+        };
+        match reactor.listen(hbind) {
+            Ok(m) => {
+                let a = reactor.listener_addr(m).expect("bound address");
+                log(
+                    "INF",
+                    &format!("Starting http monitor on {}:{}", a.ip(), a.port()),
+                );
+                broker.set_monitor_listener(m, a.port());
+            }
+            Err(e) => {
+                log(
+                    "FTL",
+                    &format!("Error listening on monitor port: {hbind}, {e}"),
+                );
+                return ExitCode::from(1);
+            }
+        }
+    }
     log(
         "INF",
         &format!(
