@@ -261,8 +261,8 @@ fn over_long_line_is_an_error_naming_the_limit(b: BackendChoice) {
     ok.write_all(b"\r\n").unwrap();
     let want = reply(&max, 64, b"\r\n");
     assert_eq!(read_n(&mut ok, want.len()), want);
-    let s = srv.snapshot();
-    assert_eq!((s.stats.protocol_errors, s.errors), (1, 1));
+    let s = srv.wait("the error counted", |s| s.errors == 1);
+    assert_eq!(s.stats.protocol_errors, 1);
     drop(ok);
     let end = srv.stop();
     assert_eq!(end.leased_after_drop, 0);

@@ -76,7 +76,8 @@ impl<S: Clone + Send + 'static, C: Send + 'static> Srv<S, C> {
         self.snapshot()
     }
 
-    /// Runs a command on the server thread between turns and waits until it ran.
+    /// Runs a command on the server thread between turns and waits until it ran and the
+    /// snapshot after it was published.
     pub fn cmd(&mut self, c: C) {
         self.cmds.send(c).unwrap();
         self.sent += 1;
@@ -139,11 +140,14 @@ where
             reactor
                 .turn(&mut a, Some(Duration::from_millis(5)))
                 .expect("turn");
+            let mut ran = 0;
             while let Ok(c) = cmd_rx.try_recv() {
                 on_cmd(&mut a, c);
-                done2.fetch_add(1, Ordering::SeqCst);
+                ran += 1;
             }
             *state2.lock().unwrap() = publish(&a, &reactor);
+            // After the publish: a command's caller then sees the state it left.
+            done2.fetch_add(ran, Ordering::SeqCst);
         }
         let last = publish(&a, &reactor);
         let connections_left = reactor.connections();
