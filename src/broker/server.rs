@@ -116,7 +116,7 @@ use heapless::String as HString;
 use super::connect::{self, ClientOptions};
 use super::monitor::{MONITOR_TOKEN, Monitor};
 use super::parser::{MAX_CONTROL_LINE, Op, ParseError, Parser, ParserConfig};
-use super::proto::{self, Info, OK, PONG, ServerError, SliceSink};
+use super::proto::{self, Info, OK, PONG, ServerError, Sink, SliceSink};
 use super::subject;
 use super::sublist::{
     CacheLine, Chunk, Group, InsertError, Node, SubEntry, SubKey, Sublist, SublistError, SublistMem,
@@ -137,6 +137,8 @@ pub const SUBS_PER_CLIENT: usize = 64;
 pub const SID_MAX: usize = 32;
 /// Room for a MSG/HMSG control line: subject and reply (within the control line), sid, sizes.
 const LINE_BUF: usize = MAX_CONTROL_LINE + SID_MAX + 64;
+/// Payloads up to this size are copied behind their MSG line and written with it in one go.
+const INLINE_PAYLOAD: usize = 256;
 
 /// The reader type of a connection.
 pub type Reader<'r> = ConnectionPipeReader<'r, READER_SEGS, 256>;
@@ -590,6 +592,9 @@ pub(super) struct Core<'a> {
     waiting: usize,
     /// Where the next scan for waiting clients starts (so none waits forever behind others).
     wait_cursor: usize,
+    /// Where a delivery's MSG line is formatted, reused: a fresh zeroed line buffer per
+    /// delivered message cost a 4 KiB memset each (a tenth of the loop's time at 16 B).
+    msg_line: [u8; LINE_BUF],
 }
 
 /// What the monitoring endpoints read of the broker.
@@ -720,6 +725,7 @@ impl<'a, 'r> Broker<'a, 'r> {
                 reserved: 0,
                 waiting: 0,
                 wait_cursor: 0,
+                msg_line: [0; LINE_BUF],
             },
             monitor: Monitor::new(),
         })
@@ -1009,6 +1015,7 @@ impl Core<'_> {
             keys,
             sublist,
             targets,
+            msg_line,
             ..
         } = self;
         let lookup = |keys: &[u64], v: u64| -> (usize, usize, Option<Key>) {
@@ -1117,8 +1124,7 @@ impl Core<'_> {
                 },
                 None => (None, payload),
             };
-            let mut lbuf = [0u8; LINE_BUF];
-            let mut sink = SliceSink::new(&mut lbuf);
+            let mut sink = SliceSink::new(&mut msg_line[..]);
             let body_len = body.len() as u32;
             if proto::write_msg_line(&mut sink, subj, s.sid(), reply, header_len, body_len).is_err()
             {
@@ -1128,11 +1134,23 @@ impl Core<'_> {
             if c.closing || cx.write_capacity(target) < need {
                 continue;
             }
-            let mut ok = cx.write(target, sink.written()).is_ok();
-            for seg in body.segments() {
-                ok = ok && cx.write(target, seg).is_ok();
+            let mut ok;
+            if body.len() <= INLINE_PAYLOAD && sink.free() >= body.len() + 2 {
+                // A small payload joins its line in the line buffer: one write into the slab
+                // instead of three (each validates the connection and copies a few bytes).
+                ok = true;
+                for seg in body.segments() {
+                    ok = ok && sink.put(seg).is_ok();
+                }
+                ok = ok && sink.put(proto::CRLF).is_ok();
+                ok = ok && cx.write(target, sink.written()).is_ok();
+            } else {
+                ok = cx.write(target, sink.written()).is_ok();
+                for seg in body.segments() {
+                    ok = ok && cx.write(target, seg).is_ok();
+                }
+                ok = ok && cx.write(target, proto::CRLF).is_ok();
             }
-            ok = ok && cx.write(target, proto::CRLF).is_ok();
             if !ok {
                 c.closing = true;
                 cx.close(target);
