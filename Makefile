@@ -111,12 +111,15 @@ bench-nats:
 	$(CARGO) build --release -p ringlet-bench
 	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/nats-bench $(BENCH_NATS_ARGS)
 
-## Fuzz the broker's parsers (needs `cargo install cargo-fuzz` and nightly):
-## make fuzz FUZZ_TARGET=parser|connect|subject|http FUZZ_SECS=60
-FUZZ_TARGET ?= parser
+## Fuzz the parsers and codecs (needs `cargo install cargo-fuzz` and nightly), each target for
+## FUZZ_SECS seconds: make fuzz, or some of them: make fuzz FUZZ_TARGET="frame line"
+## (targets: parser connect subject http frame line)
+FUZZ_TARGET ?= parser connect subject http frame line
 FUZZ_SECS ?= 60
 fuzz:
-	cd fuzz && $(CARGO) $(NIGHTLY) fuzz run $(FUZZ_TARGET) -- -max_total_time=$(FUZZ_SECS)
+	cd fuzz && for t in $(FUZZ_TARGET); do \
+		$(CARGO) $(NIGHTLY) fuzz run $$t -- -max_total_time=$(FUZZ_SECS) || exit 1; \
+	done
 
 ## Nightly toolchain pieces for miri and check-nostd.
 nightly:

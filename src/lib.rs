@@ -27,11 +27,13 @@
 //!   write, flush to a position).
 //! - [`pipe`] is a producer/consumer byte pipe over pool buffers with segmented, zero-copy
 //!   read views and partial consumption, and a reader over a connection's receive leases.
-//!
+//! - [`frame`] is framing over byte streams: sans-IO codecs for u16 length-prefixed frames
+//!   (fragmentation above a chunk size, reassembly into one pool buffer, a per-connection
+//!   throttle on frames pending processing) and for CRLF/LF lines, plus handler adapters
+//!   ([`frame::Framed`], [`frame::Lines`]) that run them on reactor connections.
 //! - [`broker`] is the NATS core protocol as a sans-IO core: the client-operation parser,
 //!   subjects, the subscription index, CONNECT options and the server's protocol lines. It
 //!   takes bytes and returns results; the network glue binds it to the reactor.
-//!
 //! - [`stream`] is the byte-stream layer: the [`stream::ReadStream`] / [`stream::WriteStream`]
 //!   traits (`async fn`, seed 001's contract: a read succeeds with at least one byte or fails
 //!   with none, end of stream is [`stream::Error::Eof`]), their refinements
@@ -40,8 +42,6 @@
 //!   Memory and scripted streams, the contract as reusable conformance checks
 //!   ([`stream::conformance`]) that every stream here passes, and (feature
 //!   `embedded-io-async`) adapters to the embedded-io-async traits.
-//!
-//! Framing codecs are still to come on these layers.
 //!
 //! # Memory
 //!
@@ -65,6 +65,7 @@ extern crate std;
 pub mod broker;
 #[allow(unsafe_code)]
 pub mod exec;
+pub mod frame;
 pub mod pipe;
 #[allow(unsafe_code)]
 pub mod pool;
