@@ -9,6 +9,7 @@ pub mod runner;
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// Read buffer of the peer servers, in bytes. Larger than the biggest message the scenarios send
@@ -43,6 +44,73 @@ pub fn server_addr_from_args(name: &str) -> SocketAddr {
 fn usage_exit(name: &str, msg: &str) -> ! {
     eprintln!("{name}: {msg}\nusage: {name} --addr IP:PORT");
     std::process::exit(2);
+}
+
+/// Ends a load generator: `PROG: error: MSG` on stderr, exit status 2 (the status the runners
+/// read as a failed run).
+pub fn die(prog: &str, msg: impl std::fmt::Display) -> ! {
+    eprintln!("{prog}: error: {msg}");
+    std::process::exit(2)
+}
+
+/// Parses a load generator's command line: `-h`/`--help` prints `usage` and exits 0,
+/// `--control` is a switch (the return value), every other argument is a flag followed by its
+/// value, handed to `set` (which parses it with [`flag_num`], or rejects it). A flag without a
+/// value ends the process through [`die`].
+pub fn parse_flags(prog: &str, usage: &str, mut set: impl FnMut(&str, String)) -> bool {
+    let mut control = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "-h" || a == "--help" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        if a == "--control" {
+            control = true;
+            continue;
+        }
+        let v = args
+            .next()
+            .unwrap_or_else(|| die(prog, format!("{a} needs a value\n{usage}")));
+        set(&a, v);
+    }
+    control
+}
+
+/// The value `v` of flag `flag` parsed as a `T`, or the end of the process through [`die`].
+pub fn flag_num<T: std::str::FromStr>(prog: &str, flag: &str, v: &str) -> T {
+    v.parse()
+        .unwrap_or_else(|_| die(prog, format!("bad value for {flag}: {v:?}")))
+}
+
+/// Writes one line to stdout and flushes it; exits (status 0) when nobody reads stdout any more:
+/// whoever reads the load generator's results is gone.
+pub fn say(line: &str) {
+    let mut out = io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// `epoll_ctl` with an event of `events` carrying `token`; a failure ends the process through
+/// [`die`].
+pub fn epoll_ctl(prog: &str, ep: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: `ev` is a valid epoll_event; the descriptors are open.
+    if unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) } != 0 {
+        die(prog, format!("epoll_ctl: {}", io::Error::last_os_error()));
+    }
+}
+
+/// A load generator's process set-up: pins it to `cpu` (when given; failure ends it through
+/// [`die`]) and raises its descriptor limit (best effort).
+pub fn loadgen_setup(prog: &str, cpu: Option<usize>) {
+    if let Some(cpu) = cpu
+        && let Err(e) = pin_to_cpu(0, cpu)
+    {
+        die(prog, format!("cannot pin to CPU {cpu}: {e}"));
+    }
+    let _ = raise_nofile_limit();
 }
 
 /// Prints the readiness line the runner waits for (`listening on ADDR`) and flushes stdout.

@@ -18,14 +18,15 @@
 //! Statistics line: `mark msgs=M batches=B ns=T p50=.. p90=.. p99=.. p999=.. max=..`, latencies
 //! in nanoseconds per batch (per round trip when P = 1), `msgs` = echoed messages = round trips.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::process::exit;
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, opcode, types};
-use ringlet_bench::{Histogram, fill_payload, pin_to_cpu, raise_nofile_limit};
+use ringlet_bench::{
+    Histogram, die, epoll_ctl, fill_payload, flag_num, loadgen_setup, parse_flags, say,
+};
 
 const USAGE: &str = "usage: loadgen --addr IP:PORT [--conns C] [--size BYTES] [--depth P]
                [--driver uring|epoll] [--warmup SECS] [--duration SECS]
@@ -51,9 +52,10 @@ struct Opts {
     cpu: Option<usize>,
 }
 
+const PROG: &str = "loadgen";
+
 fn fail(msg: impl std::fmt::Display) -> ! {
-    eprintln!("loadgen: error: {msg}");
-    exit(2)
+    die(PROG, msg)
 }
 
 fn parse_opts() -> Opts {
@@ -71,46 +73,28 @@ fn parse_opts() -> Opts {
         cpu: None,
     };
     let mut have_addr = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "-h" || a == "--help" {
-            println!("{USAGE}");
-            exit(0);
+    o.control = parse_flags(PROG, USAGE, |a, v| match a {
+        "--addr" => {
+            o.addr = flag_num(PROG, a, &v);
+            have_addr = true;
         }
-        if a == "--control" {
-            o.control = true;
-            continue;
-        }
-        let v = args
-            .next()
-            .unwrap_or_else(|| fail(format!("{a} needs a value\n{USAGE}")));
-        fn num<T: std::str::FromStr>(a: &str, v: &str) -> T {
-            v.parse()
-                .unwrap_or_else(|_| fail(format!("bad value for {a}: {v:?}")))
-        }
-        match a.as_str() {
-            "--addr" => {
-                o.addr = num(&a, &v);
-                have_addr = true;
+        "--conns" => o.conns = flag_num(PROG, a, &v),
+        "--size" => o.size = flag_num(PROG, a, &v),
+        "--depth" => o.depth = flag_num(PROG, a, &v),
+        "--warmup" => o.warmup = flag_num(PROG, a, &v),
+        "--duration" => o.duration = flag_num(PROG, a, &v),
+        "--max-secs" => o.max_secs = flag_num(PROG, a, &v),
+        "--stall-secs" => o.stall_secs = flag_num(PROG, a, &v),
+        "--cpu" => o.cpu = Some(flag_num(PROG, a, &v)),
+        "--driver" => {
+            o.driver = match v.as_str() {
+                "uring" => Driver::Uring,
+                "epoll" => Driver::Epoll,
+                _ => fail(format!("--driver must be uring or epoll, not {v:?}")),
             }
-            "--conns" => o.conns = num(&a, &v),
-            "--size" => o.size = num(&a, &v),
-            "--depth" => o.depth = num(&a, &v),
-            "--warmup" => o.warmup = num(&a, &v),
-            "--duration" => o.duration = num(&a, &v),
-            "--max-secs" => o.max_secs = num(&a, &v),
-            "--stall-secs" => o.stall_secs = num(&a, &v),
-            "--cpu" => o.cpu = Some(num(&a, &v)),
-            "--driver" => {
-                o.driver = match v.as_str() {
-                    "uring" => Driver::Uring,
-                    "epoll" => Driver::Epoll,
-                    _ => fail(format!("--driver must be uring or epoll, not {v:?}")),
-                }
-            }
-            _ => fail(format!("unknown argument {a:?}\n{USAGE}")),
         }
-    }
+        _ => fail(format!("unknown argument {a:?}\n{USAGE}")),
+    });
     if !have_addr {
         fail(format!("--addr is required\n{USAGE}"));
     }
@@ -238,14 +222,6 @@ struct Ctl {
     window: Window,
     line: Vec<u8>,
     quit: bool,
-}
-
-fn say(line: &str) {
-    let mut out = io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-        // Whoever reads our results is gone.
-        exit(0);
-    }
 }
 
 impl Ctl {
@@ -533,14 +509,6 @@ fn run_uring(o: &Opts, ring: &mut IoUring, ctl: &mut Ctl) {
 
 const STDIN_TOKEN: u64 = u64::MAX;
 
-fn epoll_ctl(ep: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: `ev` is a valid epoll_event; the descriptors are open.
-    if unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) } != 0 {
-        fail(format!("epoll_ctl: {}", io::Error::last_os_error()));
-    }
-}
-
 /// Sends the rest of the current batch; on a full socket buffer waits for EPOLLOUT.
 fn epoll_send(ep: RawFd, c: &mut Conn) {
     while c.sent < c.send_buf.len() {
@@ -555,7 +523,7 @@ fn epoll_send(ep: RawFd, c: &mut Conn) {
                     if !c.send_busy {
                         c.send_busy = true;
                         let ev = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-                        epoll_ctl(ep, libc::EPOLL_CTL_MOD, c.fd, ev, u64::from(c.id));
+                        epoll_ctl(PROG, ep, libc::EPOLL_CTL_MOD, c.fd, ev, u64::from(c.id));
                     }
                     return;
                 }
@@ -567,6 +535,7 @@ fn epoll_send(ep: RawFd, c: &mut Conn) {
     if c.send_busy {
         c.send_busy = false;
         epoll_ctl(
+            PROG,
             ep,
             libc::EPOLL_CTL_MOD,
             c.fd,
@@ -585,6 +554,7 @@ fn run_epoll(o: &Opts, ctl: &mut Ctl) {
     }
     if ctl.control {
         epoll_ctl(
+            PROG,
             ep,
             libc::EPOLL_CTL_ADD,
             0,
@@ -594,6 +564,7 @@ fn run_epoll(o: &Opts, ctl: &mut Ctl) {
     }
     for c in &mut conns {
         epoll_ctl(
+            PROG,
             ep,
             libc::EPOLL_CTL_ADD,
             c.fd,
@@ -681,12 +652,7 @@ fn run_epoll(o: &Opts, ctl: &mut Ctl) {
 
 fn main() {
     let o = parse_opts();
-    if let Some(cpu) = o.cpu
-        && let Err(e) = pin_to_cpu(0, cpu)
-    {
-        fail(format!("cannot pin to CPU {cpu}: {e}"));
-    }
-    let _ = raise_nofile_limit();
+    loadgen_setup(PROG, o.cpu);
     let mut ctl = Ctl::new(&o);
     let mut driver = o.driver;
     let mut ring = None;

@@ -36,10 +36,9 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::process::exit;
 use std::time::{Duration, Instant};
 
-use ringlet_bench::{Histogram, pin_to_cpu, raise_nofile_limit};
+use ringlet_bench::{Histogram, die, epoll_ctl, flag_num, loadgen_setup, parse_flags, say};
 
 const USAGE: &str = "usage: nats-loadgen --addr IP:PORT --mode pubsub|reqrep|idle
                [--pubs P] [--subs S] [--requesters R] [--conns C] [--size BYTES]
@@ -78,9 +77,10 @@ struct Opts {
     cpu: Option<usize>,
 }
 
+const PROG: &str = "nats-loadgen";
+
 fn fail(msg: impl std::fmt::Display) -> ! {
-    eprintln!("nats-loadgen: error: {msg}");
-    exit(2)
+    die(PROG, msg)
 }
 
 fn parse_opts() -> Opts {
@@ -103,48 +103,30 @@ fn parse_opts() -> Opts {
         stall_secs: 10.0,
         cpu: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "-h" || a == "--help" {
-            println!("{USAGE}");
-            exit(0);
-        }
-        if a == "--control" {
-            o.control = true;
-            continue;
-        }
-        let v = args
-            .next()
-            .unwrap_or_else(|| fail(format!("{a} needs a value\n{USAGE}")));
-        fn num<T: std::str::FromStr>(a: &str, v: &str) -> T {
-            v.parse()
-                .unwrap_or_else(|_| fail(format!("bad value for {a}: {v:?}")))
-        }
-        match a.as_str() {
-            "--addr" => o.addr = num(&a, &v),
-            "--mode" => {
-                o.mode = match v.as_str() {
-                    "pubsub" => Mode::PubSub,
-                    "reqrep" => Mode::ReqRep,
-                    "idle" => Mode::Idle,
-                    _ => fail(format!("--mode: pubsub, reqrep or idle, not {v:?}")),
-                }
+    o.control = parse_flags(PROG, USAGE, |a, v| match a {
+        "--addr" => o.addr = flag_num(PROG, a, &v),
+        "--mode" => {
+            o.mode = match v.as_str() {
+                "pubsub" => Mode::PubSub,
+                "reqrep" => Mode::ReqRep,
+                "idle" => Mode::Idle,
+                _ => fail(format!("--mode: pubsub, reqrep or idle, not {v:?}")),
             }
-            "--pubs" => o.pubs = num(&a, &v),
-            "--subs" => o.subs = num(&a, &v),
-            "--requesters" => o.requesters = num(&a, &v),
-            "--conns" => o.conns = num(&a, &v),
-            "--size" => o.size = num(&a, &v),
-            "--window" => o.window = num(&a, &v),
-            "--subject" => o.subject = v,
-            "--warmup" => o.warmup = num(&a, &v),
-            "--duration" => o.duration = num(&a, &v),
-            "--max-secs" => o.max_secs = num(&a, &v),
-            "--stall-secs" => o.stall_secs = num(&a, &v),
-            "--cpu" => o.cpu = Some(num(&a, &v)),
-            _ => fail(format!("unknown argument {a:?}\n{USAGE}")),
         }
-    }
+        "--pubs" => o.pubs = flag_num(PROG, a, &v),
+        "--subs" => o.subs = flag_num(PROG, a, &v),
+        "--requesters" => o.requesters = flag_num(PROG, a, &v),
+        "--conns" => o.conns = flag_num(PROG, a, &v),
+        "--size" => o.size = flag_num(PROG, a, &v),
+        "--window" => o.window = flag_num(PROG, a, &v),
+        "--subject" => o.subject = v,
+        "--warmup" => o.warmup = flag_num(PROG, a, &v),
+        "--duration" => o.duration = flag_num(PROG, a, &v),
+        "--max-secs" => o.max_secs = flag_num(PROG, a, &v),
+        "--stall-secs" => o.stall_secs = flag_num(PROG, a, &v),
+        "--cpu" => o.cpu = Some(flag_num(PROG, a, &v)),
+        _ => fail(format!("unknown argument {a:?}\n{USAGE}")),
+    });
     if o.size < STAMP || o.size > 64 * 1024 {
         fail(format!(
             "--size must be {STAMP}..=65536 (the payload carries a stamp)"
@@ -272,13 +254,6 @@ impl Window {
     }
 }
 
-fn say(line: &str) {
-    let mut out = io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-        exit(0);
-    }
-}
-
 struct Gen {
     o: Opts,
     conns: Vec<Conn>,
@@ -296,14 +271,6 @@ struct Gen {
     last_progress: Instant,
     line: Vec<u8>,
     quit: bool,
-}
-
-fn epoll_ctl(ep: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: `ev` is a valid epoll_event; the descriptors are open.
-    if unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) } != 0 {
-        fail(format!("epoll_ctl: {}", io::Error::last_os_error()));
-    }
 }
 
 const STDIN_TOKEN: u64 = u64::MAX;
@@ -417,6 +384,7 @@ impl Gen {
         }
         for c in &conns {
             epoll_ctl(
+                PROG,
                 ep,
                 libc::EPOLL_CTL_ADD,
                 c.fd,
@@ -426,6 +394,7 @@ impl Gen {
         }
         if o.control {
             epoll_ctl(
+                PROG,
                 ep,
                 libc::EPOLL_CTL_ADD,
                 0,
@@ -755,7 +724,7 @@ fn write_out(ep: RawFd, c: &mut Conn) {
                     if !c.want_out {
                         c.want_out = true;
                         let ev = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-                        epoll_ctl(ep, libc::EPOLL_CTL_MOD, c.fd, ev, c.id as u64);
+                        epoll_ctl(PROG, ep, libc::EPOLL_CTL_MOD, c.fd, ev, c.id as u64);
                     }
                     return;
                 }
@@ -769,6 +738,7 @@ fn write_out(ep: RawFd, c: &mut Conn) {
     if c.want_out {
         c.want_out = false;
         epoll_ctl(
+            PROG,
             ep,
             libc::EPOLL_CTL_MOD,
             c.fd,
@@ -881,12 +851,7 @@ fn parse(c: &mut Conn, on_msg: &mut OnMsg<'_>) {
 
 fn main() {
     let o = parse_opts();
-    if let Some(cpu) = o.cpu
-        && let Err(e) = pin_to_cpu(0, cpu)
-    {
-        fail(format!("cannot pin to CPU {cpu}: {e}"));
-    }
-    let _ = raise_nofile_limit();
+    loadgen_setup(PROG, o.cpu);
     let control = o.control;
     let mut g = Gen::new(o);
     g.run();
