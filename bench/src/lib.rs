@@ -1,9 +1,11 @@
-//! Shared pieces of ringlet's echo benchmark.
+//! Shared pieces of ringlet's benchmarks.
 //!
-//! The crate holds four binaries: the peer echo servers `tokio-echo` and `monoio-echo`, the
-//! verifying load generator `loadgen`, and the runner `bench` that `make bench` starts. This
-//! library is what they share: command-line helpers, process set-up (CPU affinity, file limits,
-//! signals), the deterministic payload, and a latency histogram. See `bench/README.md`.
+//! The crate holds the echo benchmark (the peer echo servers `tokio-echo` and `monoio-echo`, the
+//! verifying load generator `loadgen`, and the runner `bench`) and the NATS benchmark (the load
+//! generator `nats-loadgen`, the runner `nats-bench`, and `ringlet-broker`). This library is
+//! what they share: command-line helpers, process set-up (CPU affinity, file limits, signals),
+//! the deterministic payload, and a latency histogram; [`runner`] holds what the two runners
+//! share. See `bench/README.md`.
 
 pub mod runner;
 

@@ -1,20 +1,21 @@
-//! What the benchmark runners (`bench` for echo, `nats-bench` for NATS) share: stopping on
-//! signals, child processes that cannot outlive the runner, CPU accounting from /proc, and the
-//! report's cells.
+//! What the benchmark runners (`bench` for echo, `nats-bench` for NATS) share: the command line
+//! and environment, stopping on signals, child processes that cannot outlive the runner, the load
+//! generators' control protocol, CPU accounting from /proc, the interleaved rounds ([`Bench`],
+//! [`run_rounds`]) and the report's cells.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::pin_to_cpu;
+use crate::{allowed_cpus, pin_to_cpu, raise_nofile_limit};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -439,5 +440,508 @@ pub struct TmpDir(pub PathBuf);
 impl Drop for TmpDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------- command line
+
+/// A runner's command line: its name and usage text, for messages.
+pub struct Cli {
+    /// The program name, first word of every message.
+    pub prog: &'static str,
+    /// The usage text, printed by `--help` and after every command-line error.
+    pub usage: &'static str,
+}
+
+impl Cli {
+    /// Prints `PROG: MSG` and the usage to stderr and exits with status 2.
+    pub fn usage_exit(&self, msg: &str) -> ! {
+        eprintln!("{}: {msg}\n{}", self.prog, self.usage);
+        std::process::exit(2)
+    }
+
+    /// `v` (the value of `what`) parsed as a `T`, or [`Cli::usage_exit`].
+    pub fn num<T: std::str::FromStr>(&self, what: &str, v: &str) -> T {
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| self.usage_exit(&format!("bad value for {what}: {v:?}")))
+    }
+
+    /// The comma list `v` as elements of `all` (found by `key`), or [`Cli::usage_exit`] naming
+    /// the choices.
+    pub fn list<T: Copy>(
+        &self,
+        what: &str,
+        v: &str,
+        all: &[T],
+        key: impl Fn(&T) -> &str,
+    ) -> Vec<T> {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                *all.iter().find(|x| key(x) == s).unwrap_or_else(|| {
+                    let names: Vec<&str> = all.iter().map(&key).collect();
+                    self.usage_exit(&format!(
+                        "unknown {what} {s:?} (one of {})",
+                        names.join(", ")
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The directory of the running binary, where the other binaries of the crate are.
+    pub fn bin_dir(&self) -> PathBuf {
+        let exe = std::env::current_exe()
+            .unwrap_or_else(|e| self.usage_exit(&format!("current_exe: {e}")));
+        exe.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    /// Reads the command line: whether `--quick` is given, and the `(flag, value)` settings in
+    /// the order they apply: first the environment variables of `env` (pairs of variable and
+    /// flag; empty values are ignored), then the flags, so flags win. `--help` prints the
+    /// usage and exits; every other argument must be a flag followed by its value.
+    pub fn settings(&self, env: &[(&str, &str)]) -> (bool, Vec<(String, String)>) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        let mut settings: Vec<(String, String)> = Vec::new();
+        for &(var, flag) in env {
+            if let Ok(v) = std::env::var(var)
+                && !v.trim().is_empty()
+            {
+                settings.push((flag.to_string(), v));
+            }
+        }
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--quick" => {}
+                "-h" | "--help" => {
+                    println!("{}", self.usage);
+                    std::process::exit(0);
+                }
+                f if f.starts_with("--") => {
+                    let v = it
+                        .next()
+                        .unwrap_or_else(|| self.usage_exit(&format!("{f} needs a value")));
+                    settings.push((a, v));
+                }
+                other => self.usage_exit(&format!("unknown argument {other:?}")),
+            }
+        }
+        (quick, settings)
+    }
+
+    /// Process set-up of a runner: checks that the server and client CPUs are two distinct
+    /// usable ones, pins the runner to the client CPU, raises the descriptor limit (children
+    /// inherit it). Returns the new descriptor limit (`None` when it could not be raised; said
+    /// on stderr), or the exit status when the CPUs do not work (said on stderr).
+    pub fn setup_cpus(&self, server_cpu: usize, client_cpu: usize) -> Result<Option<u64>, i32> {
+        let prog = self.prog;
+        let cpus = allowed_cpus();
+        if server_cpu == client_cpu || !cpus.contains(&server_cpu) || !cpus.contains(&client_cpu) {
+            eprintln!(
+                "{prog}: needs two distinct usable CPUs for server ({server_cpu}) and client \
+                 ({client_cpu}); usable: {cpus:?} (set BENCH_SERVER_CPU / BENCH_CLIENT_CPU)"
+            );
+            return Err(2);
+        }
+        if let Err(e) = pin_to_cpu(0, client_cpu) {
+            eprintln!("{prog}: cannot pin to CPU {client_cpu}: {e}");
+            return Err(2);
+        }
+        match raise_nofile_limit() {
+            Ok(n) => Ok(Some(n)),
+            Err(e) => {
+                eprintln!("{prog}: cannot raise RLIMIT_NOFILE: {e}");
+                Ok(None)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the load generator's marks
+
+/// One `mark` answer of a load generator (`mark msgs=M ... ns=T p50=.. p90=.. p99=..`): the
+/// fields the runners read, 0 where the line does not carry them.
+#[derive(Default)]
+pub struct Mark {
+    /// Messages echoed or delivered in the window.
+    pub msgs: u64,
+    /// Requests answered in the window (NATS request/reply).
+    pub reqs: u64,
+    /// Length of the window, ns.
+    pub ns: u64,
+    /// Median latency, ns.
+    pub p50: u64,
+    /// 90th percentile latency, ns.
+    pub p90: u64,
+    /// 99th percentile latency, ns.
+    pub p99: u64,
+}
+
+impl Mark {
+    /// Parses a `mark` line; `None` when it is not one (unknown keys are passed over).
+    pub fn parse(line: &str) -> Option<Mark> {
+        let rest = line.strip_prefix("mark ")?;
+        let mut m = Mark::default();
+        for kv in rest.split_ascii_whitespace() {
+            let (k, v) = kv.split_once('=')?;
+            let v: u64 = v.parse().ok()?;
+            match k {
+                "msgs" => m.msgs = v,
+                "reqs" => m.reqs = v,
+                "ns" => m.ns = v,
+                "p50" => m.p50 = v,
+                "p90" => m.p90 = v,
+                "p99" => m.p99 = v,
+                _ => {}
+            }
+        }
+        Some(m)
+    }
+}
+
+impl Proc {
+    /// Reads stdout lines until one satisfies `ready`, within `timeout`. A silent or dead
+    /// process is a start failure, named after the awaited line `what`.
+    pub fn await_line(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut ready: impl FnMut(&str) -> bool,
+    ) -> Result<String, Fail> {
+        let ready_by = Instant::now() + timeout;
+        loop {
+            let left = ready_by.saturating_duration_since(Instant::now());
+            let line = self.next_line(left).map_err(|e| match e {
+                Fail::Run(m) => Fail::Start(format!("no `{what}` line: {m}")),
+                other => other,
+            })?;
+            if ready(&line) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) for a load generator's `ready` line.
+    pub fn expect_ready(&mut self, timeout: Duration) -> Result<(), Fail> {
+        let line = self.next_line(timeout)?;
+        if line.trim() != "ready" {
+            let detail = self.stderr();
+            return Err(Fail::Run(format!(
+                "{} said {line:?} instead of ready{detail}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Asks a load generator for a `mark` and reads its answer.
+    pub fn mark(&mut self) -> Result<Mark, Fail> {
+        self.send_line("mark")?;
+        let line = self.next_line(Duration::from_secs(10))?;
+        Mark::parse(&line).ok_or_else(|| {
+            let detail = self.stderr();
+            Fail::Run(format!("{} answered {line:?} to mark{detail}", self.name))
+        })
+    }
+
+    /// Ends a load generator by closing its input; a failure unless it exits by itself, with
+    /// status 0, within 5 s.
+    pub fn finish_loadgen(&mut self) -> Result<(), Fail> {
+        let (st, by_itself) = self.stop(0, Duration::from_secs(5));
+        if !by_itself || !st.is_some_and(|s| s.success()) {
+            let st = st.map_or("killed".to_string(), |s| s.to_string());
+            let detail = self.stderr();
+            return Err(Fail::Run(format!(
+                "{} did not exit cleanly ({st}){detail}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// [`proc_stat`] of the server and client CPUs, as a run's failure when unreadable.
+pub fn cpu_snapshot(server_cpu: usize, client_cpu: usize) -> Result<[CpuTimes; 2], Fail> {
+    proc_stat([server_cpu, client_cpu]).map_err(|e| Fail::Run(format!("reading /proc/stat: {e}")))
+}
+
+/// Between two [`cpu_snapshot`]s: busy seconds of the server CPU, and the utilisation (0..=1)
+/// of the server and of the client CPU.
+pub fn cpu_use(s0: &[CpuTimes; 2], s1: &[CpuTimes; 2]) -> (f64, f64, f64) {
+    // SAFETY: sysconf is always safe to call.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let d = |k: usize| {
+        let busy = s1[k].busy.saturating_sub(s0[k].busy) as f64;
+        let total = s1[k].total.saturating_sub(s0[k].total) as f64;
+        (busy, if total > 0.0 { busy / total } else { 0.0 })
+    };
+    let (busy0, util0) = d(0);
+    let (_, util1) = d(1);
+    (busy0 / hz, util0, util1)
+}
+
+/// How busy the machine was in a run's window.
+#[derive(Clone, Copy, Default)]
+pub struct Busy {
+    /// Utilisation of the server CPU.
+    pub server: f64,
+    /// Utilisation of the client CPU.
+    pub client: f64,
+    /// Share of the window the server was runnable but waiting for its CPU (other tasks ran).
+    pub server_wait: Option<f64>,
+}
+
+impl Busy {
+    /// `busy S%/C%, srv wait W%`, for the line of one run.
+    pub fn summary(&self) -> String {
+        format!(
+            "busy {:.0}%/{:.0}%, srv wait {}",
+            self.server * 100.0,
+            self.client * 100.0,
+            self.server_wait
+                .map_or("n/a".into(), |w| format!("{:.0}%", w * 100.0)),
+        )
+    }
+
+    /// `S%/C%, W%`: the medians of a cell's runs, for the table.
+    pub fn cell<'a>(runs: impl Iterator<Item = &'a Busy> + Clone) -> String {
+        let pct =
+            |v: Vec<Option<f64>>| stat(&v).map_or("?".into(), |s| format!("{:.0}%", s.med * 100.0));
+        format!(
+            "{}/{}, {}",
+            pct(runs.clone().map(|b| Some(b.server)).collect()),
+            pct(runs.clone().map(|b| Some(b.client)).collect()),
+            pct(runs.map(|b| b.server_wait).collect()),
+        )
+    }
+}
+
+// ---------------------------------------------------------------- the interleaved rounds
+
+/// One benchmark as the round loop of [`run_rounds`] drives it.
+pub trait Bench {
+    /// A server under test.
+    type Server: Copy + Ord;
+    /// The results of one run.
+    type Metrics;
+    /// The server's name in the report.
+    fn server_name(&self, server: Self::Server) -> &'static str;
+    /// One run of row `row` (an index into the selected rows) against `server`.
+    fn run_one(&mut self, server: Self::Server, row: usize) -> Result<Self::Metrics, Fail>;
+    /// Prints a successful run's results (the rest of its progress line).
+    fn print_result(&self, row: usize, m: &Self::Metrics);
+    /// How busy the machine was in that run.
+    fn busy(m: &Self::Metrics) -> Busy;
+    /// Called after each run's line is printed (notes of the run).
+    fn after_run(&mut self) {}
+    /// What the report's table says for a server skipped for `why`.
+    fn skipped_cell(&self, why: &str) -> String {
+        why.to_string()
+    }
+}
+
+/// What [`run_rounds`] gathered.
+pub struct Outcome<S, M> {
+    /// Results per (row, server), one per successful run.
+    pub results: BTreeMap<(usize, S), Vec<M>>,
+    /// Why a (row, server) has no (or no further) result.
+    pub problems: BTreeMap<(usize, S), String>,
+    /// Some run failed.
+    pub failed: bool,
+    /// A signal ended the rounds early.
+    pub interrupted: bool,
+}
+
+/// Prints what the rounds will run: the skipped servers, a note when there are too few runs
+/// for the medians to say much, and an estimate of the time (`per_run` seconds each).
+pub fn print_plan<B: Bench>(
+    b: &B,
+    runs: usize,
+    rows: usize,
+    servers: &[B::Server],
+    skip: &BTreeMap<B::Server, String>,
+    per_run: f64,
+) {
+    for (s, why) in skip {
+        println!("{}: {why}", b.server_name(*s));
+    }
+    if runs < 5 {
+        println!("note: fewer than 5 runs: medians and spreads are indicative only");
+    }
+    let active = servers.iter().filter(|s| !skip.contains_key(s)).count();
+    println!(
+        "about {:.0} s: {rows} rows x {active} servers x {runs} runs",
+        per_run * (rows * active * runs) as f64,
+    );
+}
+
+/// Runs `runs` rounds; each runs every row (`rows` are their keys, printed `key_width` wide)
+/// against every server not in `skip`, with the server order rotated per round so slow drift
+/// of the machine spreads over all servers. A server that fails to start twice in a row is
+/// skipped from then on; a (row, server) whose run fails is not run again. Stops early on
+/// SIGINT, SIGTERM or SIGHUP. Skipped servers get their reason in `problems` for every row.
+pub fn run_rounds<B: Bench>(
+    b: &mut B,
+    runs: usize,
+    rows: &[&str],
+    key_width: usize,
+    servers: &[B::Server],
+    skip: &mut BTreeMap<B::Server, String>,
+) -> Outcome<B::Server, B::Metrics> {
+    let mut out = Outcome {
+        results: BTreeMap::new(),
+        problems: BTreeMap::new(),
+        failed: false,
+        interrupted: false,
+    };
+    let active = servers.iter().filter(|s| !skip.contains_key(s)).count();
+    let total = rows.len() * active * runs;
+    let mut n = 0;
+    'rounds: for round in 0..runs {
+        for (ri, key) in rows.iter().enumerate() {
+            let k = round % servers.len();
+            let order: Vec<B::Server> = servers[k..].iter().chain(&servers[..k]).copied().collect();
+            for server in order {
+                if skip.contains_key(&server) || out.problems.contains_key(&(ri, server)) {
+                    continue;
+                }
+                n += 1;
+                print!(
+                    "[{n}/{total}] {key:<key_width$} {:<14} run {}: ",
+                    b.server_name(server),
+                    round + 1
+                );
+                let _ = io::stdout().flush();
+                // A start failure may be transient (the free port was taken meanwhile): one
+                // more try before the server is given up.
+                let mut res = b.run_one(server, ri);
+                if let Err(Fail::Start(e)) = &res {
+                    print!(
+                        "start failed ({}), retrying: ",
+                        e.lines().next().unwrap_or("")
+                    );
+                    let _ = io::stdout().flush();
+                    res = b.run_one(server, ri);
+                }
+                match res {
+                    Ok(m) => {
+                        b.print_result(ri, &m);
+                        out.results.entry((ri, server)).or_default().push(m);
+                    }
+                    Err(Fail::Interrupted) => {
+                        println!("interrupted");
+                        out.interrupted = true;
+                        break 'rounds;
+                    }
+                    Err(Fail::Start(e)) => {
+                        println!("FAILED to start: {e}");
+                        out.failed = true;
+                        skip.insert(server, format!("FAILED to start: {e}"));
+                    }
+                    Err(Fail::Run(e)) => {
+                        println!("FAILED: {e}");
+                        out.failed = true;
+                        out.problems.insert((ri, server), format!("FAILED: {e}"));
+                    }
+                }
+                b.after_run();
+                if stopping() {
+                    out.interrupted = true;
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    for ri in 0..rows.len() {
+        for (s, why) in skip.iter() {
+            out.problems
+                .entry((ri, *s))
+                .or_insert_with(|| b.skipped_cell(why));
+        }
+    }
+    out
+}
+
+/// The reason a table cell shows for a (row, server) without results: the most telling line
+/// of `why`, a line with an `error:` (the load generator's or the server's, without the
+/// `LOADGEN stderr: ` prefix), else the first.
+pub fn short_reason<'a>(why: &'a str, loadgen: &str) -> &'a str {
+    let prefix = format!("{loadgen} stderr: ");
+    why.lines()
+        .find(|l| l.contains("error:"))
+        .map(|l| l.trim().trim_start_matches(prefix.as_str()))
+        .or_else(|| why.lines().next())
+        .unwrap_or(why)
+}
+
+/// The end of a report: a warning when the server waited for its CPU in some runs (with
+/// `advice` on what to do), the total time, and the exit status (130 interrupted, 1 a run
+/// failed, 0 otherwise).
+pub fn finish<B: Bench>(
+    out: &Outcome<B::Server, B::Metrics>,
+    server_cpu: usize,
+    advice: &str,
+    started: Instant,
+) -> i32 {
+    let noisy = out
+        .results
+        .values()
+        .flatten()
+        .filter(|m| B::busy(m).server_wait.is_some_and(|w| w > 0.05))
+        .count();
+    if noisy > 0 {
+        println!();
+        println!(
+            "warning: in {noisy} of {} runs the server waited for its CPU more than 5% of the \
+             window: other tasks ran on CPU {server_cpu} (load average now: {}). {advice} on a \
+             quieter machine for throughput and latency.",
+            out.results.values().map(Vec::len).sum::<usize>(),
+            loadavg()
+        );
+    }
+    println!();
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    if out.interrupted {
+        println!("interrupted: results above are partial");
+        return 130;
+    }
+    if out.failed {
+        println!("some runs FAILED (see above)");
+        return 1;
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_lines_of_both_load_generators_parse() {
+        let echo = Mark::parse("mark msgs=32 batches=2 ns=1000 p50=5 p90=6 p99=7 p999=8 max=9")
+            .expect("echo loadgen's mark");
+        assert_eq!((echo.msgs, echo.reqs, echo.ns), (32, 0, 1000));
+        assert_eq!((echo.p50, echo.p90, echo.p99), (5, 6, 7));
+        let nats = Mark::parse("mark msgs=4 pubs=2 reqs=2 ns=10 p50=1 p90=2 p99=3 p999=4 max=5")
+            .expect("nats-loadgen's mark");
+        assert_eq!((nats.msgs, nats.reqs, nats.ns, nats.p99), (4, 2, 10, 3));
+        assert!(Mark::parse("ready").is_none());
+        assert!(Mark::parse("mark msgs=x").is_none());
+        assert!(Mark::parse("mark msgs").is_none());
+    }
+
+    #[test]
+    fn short_reason_prefers_the_error_line() {
+        let why = "FAILED: loadgen did not exit cleanly (exit status: 2)\n    loadgen stderr: \
+                   loadgen: error: echo mismatch";
+        assert_eq!(
+            short_reason(why, "loadgen"),
+            "loadgen: error: echo mismatch"
+        );
+        assert_eq!(short_reason("FAILED: a\nb", "loadgen"), "FAILED: a");
     }
 }

@@ -20,10 +20,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringlet_bench::runner::{
-    CpuTimes, Fail, Proc, Stat, TmpDir, cell, free_port, host_line, install_signal_handlers,
-    loadavg, num, proc_stat, process_cpu_ns, stat, stopping,
+    Bench, Busy, Cli, CpuTimes, Fail, Proc, Stat, TmpDir, cell, cpu_snapshot, cpu_use, finish,
+    free_port, host_line, install_signal_handlers, loadavg, num, print_plan, process_cpu_ns,
+    run_rounds, short_reason, stat, stopping,
 };
-use ringlet_bench::{allowed_cpus, pin_to_cpu, raise_nofile_limit, sleep_unless};
+use ringlet_bench::sleep_unless;
 
 const USAGE: &str = "\
 usage: bench [--quick] [--secs S] [--runs N] [--warmup S] [--count-secs S]
@@ -158,38 +159,27 @@ struct Config {
     loadgen_driver: Option<String>,
 }
 
-fn usage_exit(msg: &str) -> ! {
-    eprintln!("bench: {msg}\n{USAGE}");
-    std::process::exit(2)
-}
-
-fn parse_num<T: std::str::FromStr>(what: &str, v: &str) -> T {
-    v.trim()
-        .parse()
-        .unwrap_or_else(|_| usage_exit(&format!("bad value for {what}: {v:?}")))
-}
-
-fn parse_list<T: Copy>(what: &str, v: &str, all: &[T], key: impl Fn(&T) -> &str) -> Vec<T> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            *all.iter().find(|x| key(x) == s).unwrap_or_else(|| {
-                let names: Vec<&str> = all.iter().map(&key).collect();
-                usage_exit(&format!(
-                    "unknown {what} {s:?} (one of {})",
-                    names.join(", ")
-                ))
-            })
-        })
-        .collect()
-}
+const CLI: Cli = Cli {
+    prog: "bench",
+    usage: USAGE,
+};
 
 fn parse_config() -> Config {
-    let exe = std::env::current_exe().unwrap_or_else(|e| usage_exit(&format!("current_exe: {e}")));
-    let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
+    let bin_dir = CLI.bin_dir();
+    // Environment first, then flags (flags win).
+    let (quick, settings) = CLI.settings(&[
+        ("BENCH_SECS", "--secs"),
+        ("BENCH_RUNS", "--runs"),
+        ("BENCH_WARMUP_SECS", "--warmup"),
+        ("BENCH_COUNT_SECS", "--count-secs"),
+        ("BENCH_SERVERS", "--servers"),
+        ("BENCH_ROWS", "--rows"),
+        ("RINGLET_ECHO", "--echo"),
+        ("RINGLET_STREAM_ECHO", "--stream-echo"),
+        ("BENCH_SERVER_CPU", "--server-cpu"),
+        ("BENCH_CLIENT_CPU", "--client-cpu"),
+        ("BENCH_LOADGEN_DRIVER", "--loadgen-driver"),
+    ]);
     let mut cfg = Config {
         secs: if quick { 0.5 } else { 2.0 },
         warmup: if quick { 0.2 } else { 0.5 },
@@ -204,65 +194,29 @@ fn parse_config() -> Config {
         client_cpu: 1,
         loadgen_driver: None,
     };
-    // Environment first, then flags (flags win).
-    let mut settings: Vec<(String, String)> = Vec::new();
-    for (env, flag) in [
-        ("BENCH_SECS", "--secs"),
-        ("BENCH_RUNS", "--runs"),
-        ("BENCH_WARMUP_SECS", "--warmup"),
-        ("BENCH_COUNT_SECS", "--count-secs"),
-        ("BENCH_SERVERS", "--servers"),
-        ("BENCH_ROWS", "--rows"),
-        ("RINGLET_ECHO", "--echo"),
-        ("RINGLET_STREAM_ECHO", "--stream-echo"),
-        ("BENCH_SERVER_CPU", "--server-cpu"),
-        ("BENCH_CLIENT_CPU", "--client-cpu"),
-        ("BENCH_LOADGEN_DRIVER", "--loadgen-driver"),
-    ] {
-        if let Ok(v) = std::env::var(env)
-            && !v.trim().is_empty()
-        {
-            settings.push((flag.to_string(), v));
-        }
-    }
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => {}
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            f if f.starts_with("--") => {
-                let v = it
-                    .next()
-                    .unwrap_or_else(|| usage_exit(&format!("{f} needs a value")));
-                settings.push((a, v));
-            }
-            other => usage_exit(&format!("unknown argument {other:?}")),
-        }
-    }
     for (flag, v) in settings {
         match flag.as_str() {
-            "--secs" => cfg.secs = parse_num(&flag, &v),
-            "--runs" => cfg.runs = parse_num(&flag, &v),
-            "--warmup" => cfg.warmup = parse_num(&flag, &v),
-            "--count-secs" => cfg.count_secs = parse_num(&flag, &v),
-            "--servers" => cfg.servers = parse_list("server", &v, &SERVERS, |s| s.name()),
-            "--rows" => cfg.rows = parse_list("row", &v, &ROWS, |r| r.key),
+            "--secs" => cfg.secs = CLI.num(&flag, &v),
+            "--runs" => cfg.runs = CLI.num(&flag, &v),
+            "--warmup" => cfg.warmup = CLI.num(&flag, &v),
+            "--count-secs" => cfg.count_secs = CLI.num(&flag, &v),
+            "--servers" => cfg.servers = CLI.list("server", &v, &SERVERS, |s| s.name()),
+            "--rows" => cfg.rows = CLI.list("row", &v, &ROWS, |r| r.key),
             "--echo" => cfg.echo = PathBuf::from(v),
             "--stream-echo" => cfg.stream_echo = PathBuf::from(v),
-            "--server-cpu" => cfg.server_cpu = parse_num(&flag, &v),
-            "--client-cpu" => cfg.client_cpu = parse_num(&flag, &v),
+            "--server-cpu" => cfg.server_cpu = CLI.num(&flag, &v),
+            "--client-cpu" => cfg.client_cpu = CLI.num(&flag, &v),
             "--loadgen-driver" => cfg.loadgen_driver = Some(v),
-            _ => usage_exit(&format!("unknown option {flag}")),
+            _ => CLI.usage_exit(&format!("unknown option {flag}")),
         }
     }
     if cfg.runs == 0 || cfg.secs <= 0.0 || cfg.warmup < 0.0 || cfg.count_secs < 0.0 {
-        usage_exit("--runs and --secs must be positive, --warmup and --count-secs not negative");
+        CLI.usage_exit(
+            "--runs and --secs must be positive, --warmup and --count-secs not negative",
+        );
     }
     if cfg.servers.is_empty() || cfg.rows.is_empty() {
-        usage_exit("no server or no row selected");
+        CLI.usage_exit("no server or no row selected");
     }
     cfg
 }
@@ -275,49 +229,10 @@ struct Snapshot {
 }
 
 fn snapshot(cfg: &Config, pid: u32) -> Result<Snapshot, Fail> {
-    let cpu = proc_stat([cfg.server_cpu, cfg.client_cpu])
-        .map_err(|e| Fail::Run(format!("reading /proc/stat: {e}")))?;
     Ok(Snapshot {
-        cpu,
+        cpu: cpu_snapshot(cfg.server_cpu, cfg.client_cpu)?,
         proc_ns: process_cpu_ns(pid),
     })
-}
-
-/// One `mark` answer of loadgen.
-struct Mark {
-    msgs: u64,
-    ns: u64,
-    p50: u64,
-    p99: u64,
-}
-
-fn parse_mark(line: &str) -> Option<Mark> {
-    let rest = line.strip_prefix("mark ")?;
-    let mut m = Mark {
-        msgs: 0,
-        ns: 0,
-        p50: 0,
-        p99: 0,
-    };
-    for kv in rest.split_ascii_whitespace() {
-        let (k, v) = kv.split_once('=')?;
-        let v: u64 = v.parse().ok()?;
-        match k {
-            "msgs" => m.msgs = v,
-            "ns" => m.ns = v,
-            "p50" => m.p50 = v,
-            "p99" => m.p99 = v,
-            _ => {}
-        }
-    }
-    Some(m)
-}
-
-fn mark(lg: &mut Proc) -> Result<Mark, Fail> {
-    lg.send_line("mark")?;
-    let line = lg.next_line(Duration::from_secs(10))?;
-    parse_mark(&line)
-        .ok_or_else(|| Fail::Run(format!("loadgen answered {line:?} to mark{}", lg.stderr())))
 }
 
 /// Results of one run.
@@ -331,10 +246,7 @@ struct Metrics {
     /// CPU time of the server process per round trip, µs.
     proc_us: Option<f64>,
     syscalls: Option<f64>,
-    server_busy: f64,
-    client_busy: f64,
-    /// Share of the window the server was runnable but waiting for its CPU (other tasks ran).
-    server_wait: Option<f64>,
+    busy: Busy,
 }
 
 // ---------------------------------------------------------------- perf
@@ -534,6 +446,51 @@ impl Ctx<'_> {
     }
 }
 
+impl Bench for Ctx<'_> {
+    type Server = Server;
+    type Metrics = Metrics;
+
+    fn server_name(&self, server: Server) -> &'static str {
+        server.name()
+    }
+
+    fn run_one(&mut self, server: Server, row: usize) -> Result<Metrics, Fail> {
+        let row = self.cfg.rows[row];
+        run_one(self, server, &row)
+    }
+
+    fn print_result(&self, _row: usize, m: &Metrics) {
+        println!(
+            "{} rt/s, p50 {} us, p99 {} us, core {} us/rt, proc {} us/rt, syscalls/rt {}, {}",
+            num(m.rt_per_s),
+            num(m.p50_us),
+            num(m.p99_us),
+            num(m.core_us),
+            m.proc_us.map_or("n/a".into(), num),
+            m.syscalls.map_or("n/a".into(), num),
+            m.busy.summary(),
+        );
+    }
+
+    fn busy(m: &Metrics) -> Busy {
+        m.busy
+    }
+
+    fn after_run(&mut self) {
+        for n in self.notes.drain(..) {
+            println!("{n}");
+        }
+    }
+
+    fn skipped_cell(&self, why: &str) -> String {
+        if why.starts_with("skipped: ringlet echo not found") {
+            "skipped: no ringlet echo binary (see the top)".to_string()
+        } else {
+            why.to_string()
+        }
+    }
+}
+
 fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail> {
     let cfg = cx.cfg;
     let port = free_port().map_err(|e| Fail::Start(format!("no free port: {e}")))?;
@@ -545,17 +502,13 @@ fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail>
         .map_err(|e| Fail::Start(format!("cannot start {}: {e}", prog.display())))?;
 
     // Wait for `listening on ADDR`, then for one real echo.
-    let ready_by = Instant::now() + Duration::from_secs(10);
-    let addr = loop {
-        let left = ready_by.saturating_duration_since(Instant::now());
-        let line = srv.next_line(left).map_err(|e| match e {
-            Fail::Run(m) => Fail::Start(format!("no `listening on` line: {m}")),
-            other => other,
-        })?;
-        if let Some(a) = line.trim().strip_prefix("listening on ") {
-            break a.trim().parse::<SocketAddr>().unwrap_or(addr);
-        }
-    };
+    let line = srv.await_line(Duration::from_secs(10), "listening on", |l| {
+        l.trim().starts_with("listening on ")
+    })?;
+    let addr = line.trim()["listening on ".len()..]
+        .trim()
+        .parse::<SocketAddr>()
+        .unwrap_or(addr);
     probe_echo(addr)
         .map_err(|e| Fail::Start(format!("probe echo to {addr} failed: {e}{}", srv.stderr())))?;
 
@@ -579,24 +532,18 @@ fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail>
     }
     let mut lg = Proc::spawn("loadgen", cmd, cfg.client_cpu, true)
         .map_err(|e| Fail::Run(format!("cannot start {}: {e}", lg_path.display())))?;
-    let line = lg.next_line(Duration::from_secs(30))?;
-    if line.trim() != "ready" {
-        return Err(Fail::Run(format!(
-            "loadgen said {line:?} instead of ready{}",
-            lg.stderr()
-        )));
-    }
+    lg.expect_ready(Duration::from_secs(30))?;
 
     // Warm-up, then the measured window.
     if !sleep_unless(Duration::from_secs_f64(cfg.warmup), stopping) {
         return Err(Fail::Interrupted);
     }
-    mark(&mut lg)?;
+    lg.mark()?;
     let s0 = snapshot(cfg, srv.pid())?;
     if !sleep_unless(Duration::from_secs_f64(cfg.secs), stopping) {
         return Err(Fail::Interrupted);
     }
-    let m = mark(&mut lg)?;
+    let m = lg.mark()?;
     let s1 = snapshot(cfg, srv.pid())?;
     if m.msgs == 0 {
         return Err(Fail::Run(format!(
@@ -612,9 +559,9 @@ fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail>
         let counted = (|| -> Result<f64, String> {
             let mut perf = PerfCount::start(cfg, &cx.tmp, srv.pid(), cx.runs_done)?;
             perf.command("enable")?;
-            mark(&mut lg).map_err(fail_text)?;
+            lg.mark().map_err(fail_text)?;
             sleep_unless(Duration::from_secs_f64(cfg.count_secs), stopping);
-            let mc = mark(&mut lg).map_err(fail_text)?;
+            let mc = lg.mark().map_err(fail_text)?;
             perf.command("disable")?;
             let n = perf.finish()?;
             if mc.msgs == 0 {
@@ -633,14 +580,7 @@ fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail>
     }
 
     // Stop loadgen (end of input), then the server (SIGTERM).
-    let (st, by_itself) = lg.stop(0, Duration::from_secs(5));
-    if !by_itself || !st.is_some_and(|s| s.success()) {
-        let st = st.map_or("killed".to_string(), |s| s.to_string());
-        return Err(Fail::Run(format!(
-            "loadgen did not exit cleanly ({st}){}",
-            lg.stderr()
-        )));
-    }
+    lg.finish_loadgen()?;
     let (st, by_itself) = srv.stop(libc::SIGTERM, Duration::from_secs(3));
     if !by_itself {
         let msg = "did not exit within 3 s of SIGTERM; killed".to_string();
@@ -655,31 +595,25 @@ fn run_one(cx: &mut Ctx<'_>, server: Server, row: &Row) -> Result<Metrics, Fail>
 
     let secs = m.ns as f64 / 1e9;
     let rts = m.msgs as f64;
-    // SAFETY: sysconf is always safe to call.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let d = |k: usize| {
-        let busy = s1.cpu[k].busy.saturating_sub(s0.cpu[k].busy) as f64;
-        let total = s1.cpu[k].total.saturating_sub(s0.cpu[k].total) as f64;
-        (busy, if total > 0.0 { busy / total } else { 0.0 })
-    };
-    let (busy0, util0) = d(0);
-    let (_, util1) = d(1);
+    let (busy_s, util0, util1) = cpu_use(&s0.cpu, &s1.cpu);
     Ok(Metrics {
         rt_per_s: rts / secs,
         p50_us: m.p50 as f64 / 1000.0,
         p99_us: m.p99 as f64 / 1000.0,
-        core_us: busy0 / hz * 1e6 / rts,
+        core_us: busy_s * 1e6 / rts,
         proc_us: match (s0.proc_ns, s1.proc_ns) {
             (Some(a), Some(b)) => Some(b.0.saturating_sub(a.0) as f64 / 1000.0 / rts),
             _ => None,
         },
-        server_wait: match (s0.proc_ns, s1.proc_ns) {
-            (Some(a), Some(b)) => Some(b.1.saturating_sub(a.1) as f64 / m.ns.max(1) as f64),
-            _ => None,
-        },
         syscalls,
-        server_busy: util0,
-        client_busy: util1,
+        busy: Busy {
+            server: util0,
+            client: util1,
+            server_wait: match (s0.proc_ns, s1.proc_ns) {
+                (Some(a), Some(b)) => Some(b.1.saturating_sub(a.1) as f64 / m.ns.max(1) as f64),
+                _ => None,
+            },
+        },
     })
 }
 
@@ -735,12 +669,7 @@ fn print_row_table(
                 for (c, w) in cols.iter().zip(WIDTHS) {
                     line.push_str(&format!("{:<w$}", cell(c)));
                 }
-                let b0 = stat(&ms.iter().map(|m| Some(m.server_busy)).collect::<Vec<_>>());
-                let b1 = stat(&ms.iter().map(|m| Some(m.client_busy)).collect::<Vec<_>>());
-                let pct =
-                    |s: Option<Stat>| s.map_or("?".into(), |s| format!("{:.0}%", s.med * 100.0));
-                let bw = stat(&ms.iter().map(|m| m.server_wait).collect::<Vec<_>>());
-                line.push_str(&format!("{}/{}, {}", pct(b0), pct(b1), pct(bw)));
+                line.push_str(&Busy::cell(ms.iter().map(|m| &m.busy)));
                 if ms.len() < cfg.runs {
                     line.push_str(&format!("  ({} of {} runs)", ms.len(), cfg.runs));
                 }
@@ -750,14 +679,7 @@ fn print_row_table(
                 let why = problems
                     .get(&(ri, server))
                     .map_or("no result", String::as_str);
-                // The most telling line: a loadgen or server error message, else the first.
-                let short = why
-                    .lines()
-                    .find(|l| l.contains("error:"))
-                    .map(|l| l.trim().trim_start_matches("loadgen stderr: "))
-                    .or_else(|| why.lines().next())
-                    .unwrap_or(why);
-                line.push_str(short);
+                line.push_str(short_reason(why, "loadgen"));
             }
         }
         println!("{line}");
@@ -808,24 +730,8 @@ fn main() {
 fn run() -> i32 {
     let cfg = parse_config();
     install_signal_handlers();
-    let cpus = allowed_cpus();
-    if cfg.server_cpu == cfg.client_cpu
-        || !cpus.contains(&cfg.server_cpu)
-        || !cpus.contains(&cfg.client_cpu)
-    {
-        eprintln!(
-            "bench: needs two distinct usable CPUs for server ({}) and client ({}); usable: {cpus:?} \
-             (set BENCH_SERVER_CPU / BENCH_CLIENT_CPU)",
-            cfg.server_cpu, cfg.client_cpu
-        );
-        return 2;
-    }
-    if let Err(e) = pin_to_cpu(0, cfg.client_cpu) {
-        eprintln!("bench: cannot pin to CPU {}: {e}", cfg.client_cpu);
-        return 2;
-    }
-    if let Err(e) = raise_nofile_limit() {
-        eprintln!("bench: cannot raise RLIMIT_NOFILE: {e}");
+    if let Err(status) = CLI.setup_cpus(cfg.server_cpu, cfg.client_cpu) {
+        return status;
     }
     for bin in ["loadgen", "tokio-echo", "monoio-echo"] {
         if !cfg.bin_dir.join(bin).is_file() {
@@ -848,7 +754,6 @@ fn run() -> i32 {
     } else {
         Err("disabled (--count-secs 0)".into())
     };
-    let mut problems: BTreeMap<(usize, Server), String> = BTreeMap::new();
     let mut skip: BTreeMap<Server, String> = BTreeMap::new();
     if !cfg.echo.is_file() {
         let why = format!(
@@ -886,22 +791,6 @@ fn run() -> i32 {
         Ok(()) => println!("syscalls/rt: perf stat -e raw_syscalls:sys_enter -p <server>"),
         Err(e) => println!("syscalls/rt: n/a: {e}"),
     }
-    for (s, why) in &skip {
-        println!("{}: {why}", s.name());
-    }
-    if cfg.runs < 5 {
-        println!("note: fewer than 5 runs: medians and spreads are indicative only");
-    }
-    let active = cfg.servers.iter().filter(|s| !skip.contains_key(s)).count();
-    let per_run = cfg.warmup + cfg.secs + cfg.count_secs + 0.6;
-    println!(
-        "about {:.0} s: {} rows x {active} servers x {} runs",
-        per_run * (cfg.rows.len() * active * cfg.runs) as f64,
-        cfg.rows.len(),
-        cfg.runs
-    );
-
-    let started = Instant::now();
     let mut cx = Ctx {
         cfg: &cfg,
         tmp: tmp.clone(),
@@ -910,95 +799,12 @@ fn run() -> i32 {
         notes: Vec::new(),
         noted: Default::default(),
     };
-    let mut results: BTreeMap<(usize, Server), Vec<Metrics>> = BTreeMap::new();
-    let mut failed = false;
-    let mut interrupted = false;
-    let total = cfg.rows.len() * active * cfg.runs;
-    let mut n = 0;
-    'rounds: for round in 0..cfg.runs {
-        for (ri, row) in cfg.rows.iter().enumerate() {
-            let k = round % cfg.servers.len();
-            let order: Vec<Server> = cfg.servers[k..]
-                .iter()
-                .chain(&cfg.servers[..k])
-                .copied()
-                .collect();
-            for server in order {
-                if skip.contains_key(&server) || problems.contains_key(&(ri, server)) {
-                    continue;
-                }
-                n += 1;
-                print!(
-                    "[{n}/{total}] {:<12} {:<14} run {}: ",
-                    row.key,
-                    server.name(),
-                    round + 1
-                );
-                let _ = io::stdout().flush();
-                // A start failure may be transient (the free port was taken meanwhile): one
-                // more try before the server is given up.
-                let mut res = run_one(&mut cx, server, row);
-                if let Err(Fail::Start(e)) = &res {
-                    print!(
-                        "start failed ({}), retrying: ",
-                        e.lines().next().unwrap_or("")
-                    );
-                    let _ = io::stdout().flush();
-                    res = run_one(&mut cx, server, row);
-                }
-                match res {
-                    Ok(m) => {
-                        println!(
-                            "{} rt/s, p50 {} us, p99 {} us, core {} us/rt, proc {} us/rt, syscalls/rt {}, busy {:.0}%/{:.0}%, srv wait {}",
-                            num(m.rt_per_s),
-                            num(m.p50_us),
-                            num(m.p99_us),
-                            num(m.core_us),
-                            m.proc_us.map_or("n/a".into(), num),
-                            m.syscalls.map_or("n/a".into(), num),
-                            m.server_busy * 100.0,
-                            m.client_busy * 100.0,
-                            m.server_wait
-                                .map_or("n/a".into(), |w| format!("{:.0}%", w * 100.0)),
-                        );
-                        results.entry((ri, server)).or_default().push(m);
-                    }
-                    Err(Fail::Interrupted) => {
-                        println!("interrupted");
-                        interrupted = true;
-                        break 'rounds;
-                    }
-                    Err(Fail::Start(e)) => {
-                        println!("FAILED to start: {e}");
-                        failed = true;
-                        skip.insert(server, format!("FAILED to start: {e}"));
-                    }
-                    Err(Fail::Run(e)) => {
-                        println!("FAILED: {e}");
-                        failed = true;
-                        problems.insert((ri, server), format!("FAILED: {e}"));
-                    }
-                }
-                for n in cx.notes.drain(..) {
-                    println!("{n}");
-                }
-                if stopping() {
-                    interrupted = true;
-                    break 'rounds;
-                }
-            }
-        }
-    }
-    for (ri, _) in cfg.rows.iter().enumerate() {
-        for (s, why) in &skip {
-            let short = if why.starts_with("skipped: ringlet echo not found") {
-                "skipped: no ringlet echo binary (see the top)".to_string()
-            } else {
-                why.clone()
-            };
-            problems.entry((ri, *s)).or_insert(short);
-        }
-    }
+    let per_run = cfg.warmup + cfg.secs + cfg.count_secs + 0.6;
+    print_plan(&cx, cfg.runs, cfg.rows.len(), &cfg.servers, &skip, per_run);
+
+    let started = Instant::now();
+    let keys: Vec<&str> = cfg.rows.iter().map(|r| r.key).collect();
+    let out = run_rounds(&mut cx, cfg.runs, &keys, 12, &cfg.servers, &mut skip);
 
     println!();
     println!(
@@ -1020,33 +826,12 @@ fn run() -> i32 {
         cfg.runs
     );
     for (ri, row) in cfg.rows.iter().enumerate() {
-        print_row_table(&cfg, row, &results, &problems, ri);
+        print_row_table(&cfg, row, &out.results, &out.problems, ri);
     }
-    let noisy = results
-        .values()
-        .flatten()
-        .filter(|m| m.server_wait.is_some_and(|w| w > 0.05))
-        .count();
-    if noisy > 0 {
-        println!();
-        println!(
-            "warning: in {noisy} of {} runs the server waited for its CPU more than 5% of the \
-             window: other tasks ran on CPU {} (load average now: {}). Prefer proc us/rt there, \
-             and rerun on a quieter machine for throughput and latency.",
-            results.values().map(Vec::len).sum::<usize>(),
-            cfg.server_cpu,
-            loadavg()
-        );
-    }
-    println!();
-    println!("total time {:.0} s", started.elapsed().as_secs_f64());
-    if interrupted {
-        println!("interrupted: results above are partial");
-        return 130;
-    }
-    if failed {
-        println!("some runs FAILED (see above)");
-        return 1;
-    }
-    0
+    finish::<Ctx>(
+        &out,
+        cfg.server_cpu,
+        "Prefer proc us/rt there, and rerun",
+        started,
+    )
 }

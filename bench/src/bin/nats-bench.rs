@@ -16,15 +16,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ringlet_bench::runner::{
-    CpuTimes, Fail, Proc, Stat, cell, free_port, host_line, install_signal_handlers, loadavg, num,
-    proc_stat, process_cpu_ns, stat, stopping,
+    Bench, Busy, Cli, CpuTimes, Fail, Proc, Stat, cell, cpu_snapshot, cpu_use, finish, free_port,
+    host_line, install_signal_handlers, loadavg, num, print_plan, process_cpu_ns, run_rounds,
+    short_reason, stat, stopping,
 };
-use ringlet_bench::{allowed_cpus, pin_to_cpu, raise_nofile_limit, sleep_unless};
+use ringlet_bench::sleep_unless;
 
 const USAGE: &str = "\
 usage: nats-bench [--quick] [--secs S] [--runs N] [--warmup S] [--servers LIST] [--rows LIST]
@@ -163,32 +164,10 @@ struct Config {
     client_cpu: usize,
 }
 
-fn usage_exit(msg: &str) -> ! {
-    eprintln!("nats-bench: {msg}\n{USAGE}");
-    std::process::exit(2)
-}
-
-fn parse_num<T: std::str::FromStr>(what: &str, v: &str) -> T {
-    v.trim()
-        .parse()
-        .unwrap_or_else(|_| usage_exit(&format!("bad value for {what}: {v:?}")))
-}
-
-fn parse_list<T: Copy>(what: &str, v: &str, all: &[T], key: impl Fn(&T) -> &str) -> Vec<T> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            *all.iter().find(|x| key(x) == s).unwrap_or_else(|| {
-                let names: Vec<&str> = all.iter().map(&key).collect();
-                usage_exit(&format!(
-                    "unknown {what} {s:?} (one of {})",
-                    names.join(", ")
-                ))
-            })
-        })
-        .collect()
-}
+const CLI: Cli = Cli {
+    prog: "nats-bench",
+    usage: USAGE,
+};
 
 /// nats-server: /usr/sbin/nats-server (Debian), else the first on PATH, else the Debian path
 /// (reported missing).
@@ -207,10 +186,19 @@ fn default_nats_server() -> PathBuf {
 }
 
 fn parse_config() -> Config {
-    let exe = std::env::current_exe().unwrap_or_else(|e| usage_exit(&format!("current_exe: {e}")));
-    let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
+    let bin_dir = CLI.bin_dir();
+    let (quick, settings) = CLI.settings(&[
+        ("BENCH_SECS", "--secs"),
+        ("BENCH_RUNS", "--runs"),
+        ("BENCH_WARMUP_SECS", "--warmup"),
+        ("BENCH_NATS_SERVERS", "--servers"),
+        ("BENCH_NATS_ROWS", "--rows"),
+        ("RINGLET_BROKER", "--broker"),
+        ("NATS_SERVER", "--nats-server"),
+        ("BENCH_IDLE_CONNS", "--idle-conns"),
+        ("BENCH_SERVER_CPU", "--server-cpu"),
+        ("BENCH_CLIENT_CPU", "--client-cpu"),
+    ]);
     let mut cfg = Config {
         secs: if quick { 0.5 } else { 2.0 },
         warmup: if quick { 0.2 } else { 0.5 },
@@ -224,62 +212,26 @@ fn parse_config() -> Config {
         server_cpu: 0,
         client_cpu: 1,
     };
-    let mut settings: Vec<(String, String)> = Vec::new();
-    for (env, flag) in [
-        ("BENCH_SECS", "--secs"),
-        ("BENCH_RUNS", "--runs"),
-        ("BENCH_WARMUP_SECS", "--warmup"),
-        ("BENCH_NATS_SERVERS", "--servers"),
-        ("BENCH_NATS_ROWS", "--rows"),
-        ("RINGLET_BROKER", "--broker"),
-        ("NATS_SERVER", "--nats-server"),
-        ("BENCH_IDLE_CONNS", "--idle-conns"),
-        ("BENCH_SERVER_CPU", "--server-cpu"),
-        ("BENCH_CLIENT_CPU", "--client-cpu"),
-    ] {
-        if let Ok(v) = std::env::var(env)
-            && !v.trim().is_empty()
-        {
-            settings.push((flag.to_string(), v));
-        }
-    }
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => {}
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            f if f.starts_with("--") => {
-                let v = it
-                    .next()
-                    .unwrap_or_else(|| usage_exit(&format!("{f} needs a value")));
-                settings.push((a, v));
-            }
-            other => usage_exit(&format!("unknown argument {other:?}")),
-        }
-    }
     for (flag, v) in settings {
         match flag.as_str() {
-            "--secs" => cfg.secs = parse_num(&flag, &v),
-            "--runs" => cfg.runs = parse_num(&flag, &v),
-            "--warmup" => cfg.warmup = parse_num(&flag, &v),
-            "--servers" => cfg.servers = parse_list("server", &v, &SERVERS, |s| s.name()),
-            "--rows" => cfg.rows = parse_list("row", &v, &ROWS, |r| r.key),
+            "--secs" => cfg.secs = CLI.num(&flag, &v),
+            "--runs" => cfg.runs = CLI.num(&flag, &v),
+            "--warmup" => cfg.warmup = CLI.num(&flag, &v),
+            "--servers" => cfg.servers = CLI.list("server", &v, &SERVERS, |s| s.name()),
+            "--rows" => cfg.rows = CLI.list("row", &v, &ROWS, |r| r.key),
             "--broker" => cfg.broker = PathBuf::from(v),
             "--nats-server" => cfg.nats_server = PathBuf::from(v),
-            "--idle-conns" => cfg.idle_conns = parse_num(&flag, &v),
-            "--server-cpu" => cfg.server_cpu = parse_num(&flag, &v),
-            "--client-cpu" => cfg.client_cpu = parse_num(&flag, &v),
-            _ => usage_exit(&format!("unknown option {flag}")),
+            "--idle-conns" => cfg.idle_conns = CLI.num(&flag, &v),
+            "--server-cpu" => cfg.server_cpu = CLI.num(&flag, &v),
+            "--client-cpu" => cfg.client_cpu = CLI.num(&flag, &v),
+            _ => CLI.usage_exit(&format!("unknown option {flag}")),
         }
     }
     if cfg.runs == 0 || cfg.secs <= 0.0 || cfg.warmup < 0.0 || cfg.idle_conns == 0 {
-        usage_exit("--runs, --secs and --idle-conns must be positive, --warmup not negative");
+        CLI.usage_exit("--runs, --secs and --idle-conns must be positive, --warmup not negative");
     }
     if cfg.servers.is_empty() || cfg.rows.is_empty() {
-        usage_exit("no server or no row selected");
+        CLI.usage_exit("no server or no row selected");
     }
     cfg
 }
@@ -300,53 +252,10 @@ struct Snapshot {
 }
 
 fn snapshot(cfg: &Config, server: u32, loadgen: u32) -> Result<Snapshot, Fail> {
-    let cpu = proc_stat([cfg.server_cpu, cfg.client_cpu])
-        .map_err(|e| Fail::Run(format!("reading /proc/stat: {e}")))?;
     Ok(Snapshot {
-        cpu,
+        cpu: cpu_snapshot(cfg.server_cpu, cfg.client_cpu)?,
         server: process_cpu_ns(server),
         loadgen: process_cpu_ns(loadgen),
-    })
-}
-
-/// One `mark` answer of nats-loadgen.
-#[derive(Default)]
-struct Mark {
-    msgs: u64,
-    reqs: u64,
-    ns: u64,
-    p50: u64,
-    p90: u64,
-    p99: u64,
-}
-
-fn parse_mark(line: &str) -> Option<Mark> {
-    let rest = line.strip_prefix("mark ")?;
-    let mut m = Mark::default();
-    for kv in rest.split_ascii_whitespace() {
-        let (k, v) = kv.split_once('=')?;
-        let v: u64 = v.parse().ok()?;
-        match k {
-            "msgs" => m.msgs = v,
-            "reqs" => m.reqs = v,
-            "ns" => m.ns = v,
-            "p50" => m.p50 = v,
-            "p90" => m.p90 = v,
-            "p99" => m.p99 = v,
-            _ => {}
-        }
-    }
-    Some(m)
-}
-
-fn mark(lg: &mut Proc) -> Result<Mark, Fail> {
-    lg.send_line("mark")?;
-    let line = lg.next_line(Duration::from_secs(10))?;
-    parse_mark(&line).ok_or_else(|| {
-        Fail::Run(format!(
-            "nats-loadgen answered {line:?} to mark{}",
-            lg.stderr()
-        ))
     })
 }
 
@@ -367,9 +276,7 @@ struct Metrics {
     /// Idle row: RSS before the connections, and per connection.
     base_mib: Option<f64>,
     per_conn_kib: Option<f64>,
-    server_busy: f64,
-    client_busy: f64,
-    server_wait: Option<f64>,
+    busy: Busy,
 }
 
 // ---------------------------------------------------------------- one run
@@ -427,6 +334,52 @@ fn loadgen_args(cfg: &Config, row: &Row) -> Vec<String> {
     a
 }
 
+struct NatsBench<'a> {
+    cfg: &'a Config,
+}
+
+impl Bench for NatsBench<'_> {
+    type Server = Server;
+    type Metrics = Metrics;
+
+    fn server_name(&self, server: Server) -> &'static str {
+        server.name()
+    }
+
+    fn run_one(&mut self, server: Server, row: usize) -> Result<Metrics, Fail> {
+        run_one(self.cfg, server, &self.cfg.rows[row])
+    }
+
+    fn print_result(&self, row: usize, m: &Metrics) {
+        let o = |v: Option<f64>| v.map_or("n/a".into(), num);
+        match self.cfg.rows[row].kind {
+            Kind::Idle => println!(
+                "RSS {} MiB (base {} MiB), {} KiB per connection",
+                o(m.rss_mib),
+                o(m.base_mib),
+                o(m.per_conn_kib)
+            ),
+            _ => println!(
+                "{} msgs/s, p50/p90/p99 {}/{}/{} us, core {} ns/msg, proc {} ns/msg, \
+                 loadgen cpu {}%, RSS {} MiB, {}",
+                o(m.msgs_per_s),
+                o(m.p50_us),
+                o(m.p90_us),
+                o(m.p99_us),
+                o(m.core_ns),
+                o(m.proc_ns),
+                o(m.loadgen_cpu.map(|x| x * 100.0)),
+                o(m.rss_mib),
+                m.busy.summary(),
+            ),
+        }
+    }
+
+    fn busy(m: &Metrics) -> Busy {
+        m.busy
+    }
+}
+
 fn run_one(cfg: &Config, server: Server, row: &Row) -> Result<Metrics, Fail> {
     let port = free_port().map_err(|e| Fail::Start(format!("no free port: {e}")))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -434,17 +387,9 @@ fn run_one(cfg: &Config, server: Server, row: &Row) -> Result<Metrics, Fail> {
     let prog = cmd.get_program().to_string_lossy().into_owned();
     let mut srv = Proc::spawn_with(server.name(), cmd, cfg.server_cpu, false, true)
         .map_err(|e| Fail::Start(format!("cannot start {prog}: {e}")))?;
-    let ready_by = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = ready_by.saturating_duration_since(Instant::now());
-        let line = srv.next_line(left).map_err(|e| match e {
-            Fail::Run(m) => Fail::Start(format!("no `Server is ready` line: {m}")),
-            other => other,
-        })?;
-        if line.contains("Server is ready") {
-            break;
-        }
-    }
+    srv.await_line(Duration::from_secs(15), "Server is ready", |l| {
+        l.contains("Server is ready")
+    })?;
     probe(addr).map_err(|e| Fail::Start(format!("probe of {addr} failed: {e}{}", srv.stderr())))?;
     // Let the probe's connection go away before the base RSS is read.
     sleep_unless(Duration::from_millis(100), stopping);
@@ -459,22 +404,16 @@ fn run_one(cfg: &Config, server: Server, row: &Row) -> Result<Metrics, Fail> {
         .args(["--max-secs", &format!("{max:.1}")]);
     let mut lg = Proc::spawn("nats-loadgen", cmd, cfg.client_cpu, true)
         .map_err(|e| Fail::Run(format!("cannot start {}: {e}", lg_path.display())))?;
-    let line = lg.next_line(Duration::from_secs(60))?;
-    if line.trim() != "ready" {
-        return Err(Fail::Run(format!(
-            "nats-loadgen said {line:?} instead of ready{}",
-            lg.stderr()
-        )));
-    }
+    lg.expect_ready(Duration::from_secs(60))?;
     if !sleep_unless(Duration::from_secs_f64(cfg.warmup), stopping) {
         return Err(Fail::Interrupted);
     }
-    mark(&mut lg)?;
+    lg.mark()?;
     let s0 = snapshot(cfg, srv.pid(), lg.pid())?;
     if !sleep_unless(Duration::from_secs_f64(cfg.secs), stopping) {
         return Err(Fail::Interrupted);
     }
-    let m = mark(&mut lg)?;
+    let m = lg.mark()?;
     let s1 = snapshot(cfg, srv.pid(), lg.pid())?;
     let rss = rss_kib(srv.pid());
     if row.kind != Kind::Idle && m.msgs == 0 {
@@ -483,14 +422,7 @@ fn run_one(cfg: &Config, server: Server, row: &Row) -> Result<Metrics, Fail> {
             lg.stderr()
         )));
     }
-    let (st, by_itself) = lg.stop(0, Duration::from_secs(5));
-    if !by_itself || !st.is_some_and(|s| s.success()) {
-        let st = st.map_or("killed".to_string(), |s| s.to_string());
-        return Err(Fail::Run(format!(
-            "nats-loadgen did not exit cleanly ({st}){}",
-            lg.stderr()
-        )));
-    }
+    lg.finish_loadgen()?;
     if let Some(st) = srv.exited() {
         return Err(Fail::Run(format!(
             "the server exited during the run ({st}){}",
@@ -499,15 +431,7 @@ fn run_one(cfg: &Config, server: Server, row: &Row) -> Result<Metrics, Fail> {
     }
     srv.stop(libc::SIGTERM, Duration::from_secs(3));
 
-    // SAFETY: sysconf is always safe to call.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let d = |k: usize| {
-        let busy = s1.cpu[k].busy.saturating_sub(s0.cpu[k].busy) as f64;
-        let total = s1.cpu[k].total.saturating_sub(s0.cpu[k].total) as f64;
-        (busy, if total > 0.0 { busy / total } else { 0.0 })
-    };
-    let (busy0, util0) = d(0);
-    let (_, util1) = d(1);
+    let (busy_s, util0, util1) = cpu_use(&s0.cpu, &s1.cpu);
     let secs = m.ns.max(1) as f64 / 1e9;
     let msgs = m.msgs as f64;
     let per_msg = |ns: f64| (m.msgs > 0).then(|| ns / msgs);
@@ -524,15 +448,17 @@ fn run_one(cfg: &Config, server: Server, row: &Row) -> Result<Metrics, Fail> {
         p50_us: us(m.p50),
         p90_us: us(m.p90),
         p99_us: us(m.p99),
-        core_ns: per_msg(busy0 / hz * 1e9),
+        core_ns: per_msg(busy_s * 1e9),
         proc_ns: srv_ns.and_then(|(run, _)| per_msg(run as f64)),
         loadgen_cpu: lg_ns.map(|(run, _)| run as f64 / m.ns.max(1) as f64),
         rss_mib: rss.map(|k| k / 1024.0),
         base_mib: None,
         per_conn_kib: None,
-        server_busy: util0,
-        client_busy: util1,
-        server_wait: srv_ns.map(|(_, wait)| wait as f64 / m.ns.max(1) as f64),
+        busy: Busy {
+            server: util0,
+            client: util1,
+            server_wait: srv_ns.map(|(_, wait)| wait as f64 / m.ns.max(1) as f64),
+        },
     };
     if row.kind == Kind::Idle {
         out.base_mib = base_rss.map(|k| k / 1024.0);
@@ -611,15 +537,7 @@ fn print_row_table(
                     line.push_str(&format!("{:<WIDTH$}", cell(c)));
                 }
                 if row.kind != Kind::Idle {
-                    let pct = |v: Vec<Option<f64>>| {
-                        stat(&v).map_or("?".into(), |s| format!("{:.0}%", s.med * 100.0))
-                    };
-                    line.push_str(&format!(
-                        "{}/{}, {}",
-                        pct(ms.iter().map(|m| Some(m.server_busy)).collect()),
-                        pct(ms.iter().map(|m| Some(m.client_busy)).collect()),
-                        pct(ms.iter().map(|m| m.server_wait).collect()),
-                    ));
+                    line.push_str(&Busy::cell(ms.iter().map(|m| &m.busy)));
                 }
                 if ms.len() < cfg.runs {
                     line.push_str(&format!("  ({} of {} runs)", ms.len(), cfg.runs));
@@ -630,13 +548,7 @@ fn print_row_table(
                 let why = problems
                     .get(&(ri, server))
                     .map_or("no result", String::as_str);
-                let short = why
-                    .lines()
-                    .find(|l| l.contains("error:"))
-                    .map(|l| l.trim().trim_start_matches("nats-loadgen stderr: "))
-                    .or_else(|| why.lines().next())
-                    .unwrap_or(why);
-                line.push_str(short);
+                line.push_str(short_reason(why, "nats-loadgen"));
             }
         }
         println!("{}", line.trim_end());
@@ -704,30 +616,14 @@ fn main() {
 fn run() -> i32 {
     let cfg = parse_config();
     install_signal_handlers();
-    let cpus = allowed_cpus();
-    if cfg.server_cpu == cfg.client_cpu
-        || !cpus.contains(&cfg.server_cpu)
-        || !cpus.contains(&cfg.client_cpu)
-    {
-        eprintln!(
-            "nats-bench: needs two distinct usable CPUs for server ({}) and client ({}); usable: \
-             {cpus:?} (set BENCH_SERVER_CPU / BENCH_CLIENT_CPU)",
-            cfg.server_cpu, cfg.client_cpu
-        );
-        return 2;
-    }
-    if let Err(e) = pin_to_cpu(0, cfg.client_cpu) {
-        eprintln!("nats-bench: cannot pin to CPU {}: {e}", cfg.client_cpu);
-        return 2;
-    }
     // Children inherit the limit: the idle row needs a descriptor per connection on both sides.
-    match raise_nofile_limit() {
-        Ok(n) if (n as usize) < cfg.idle_conns + 64 => eprintln!(
+    match CLI.setup_cpus(cfg.server_cpu, cfg.client_cpu) {
+        Err(status) => return status,
+        Ok(Some(n)) if (n as usize) < cfg.idle_conns + 64 => eprintln!(
             "nats-bench: RLIMIT_NOFILE is {n}: the idle row's {} connections may not fit",
             cfg.idle_conns
         ),
         Ok(_) => {}
-        Err(e) => eprintln!("nats-bench: cannot raise RLIMIT_NOFILE: {e}"),
     }
     let lg = cfg.bin_dir.join("nats-loadgen");
     if !lg.is_file() {
@@ -768,113 +664,19 @@ fn run() -> i32 {
     println!("ringlet broker: {}", cfg.broker.display());
     println!("nats-server: {}", cfg.nats_server.display());
     println!("load average before the start: {}", loadavg());
-    for (s, why) in &skip {
-        println!("{}: {why}", s.name());
-    }
-    if cfg.runs < 5 {
-        println!("note: fewer than 5 runs: medians and spreads are indicative only");
-    }
-    let active = cfg.servers.iter().filter(|s| !skip.contains_key(s)).count();
-    println!(
-        "about {:.0} s: {} rows x {active} servers x {} runs",
-        (cfg.warmup + cfg.secs + 1.0) * (cfg.rows.len() * active * cfg.runs) as f64,
+    let mut b = NatsBench { cfg: &cfg };
+    print_plan(
+        &b,
+        cfg.runs,
         cfg.rows.len(),
-        cfg.runs
+        &cfg.servers,
+        &skip,
+        cfg.warmup + cfg.secs + 1.0,
     );
 
     let started = Instant::now();
-    let mut results: BTreeMap<(usize, Server), Vec<Metrics>> = BTreeMap::new();
-    let mut problems: BTreeMap<(usize, Server), String> = BTreeMap::new();
-    let mut failed = false;
-    let mut interrupted = false;
-    let total = cfg.rows.len() * active * cfg.runs;
-    let mut n = 0;
-    'rounds: for round in 0..cfg.runs {
-        for (ri, row) in cfg.rows.iter().enumerate() {
-            let k = round % cfg.servers.len();
-            let order: Vec<Server> = cfg.servers[k..]
-                .iter()
-                .chain(&cfg.servers[..k])
-                .copied()
-                .collect();
-            for server in order {
-                if skip.contains_key(&server) || problems.contains_key(&(ri, server)) {
-                    continue;
-                }
-                n += 1;
-                print!(
-                    "[{n}/{total}] {:<10} {:<14} run {}: ",
-                    row.key,
-                    server.name(),
-                    round + 1
-                );
-                let _ = io::stdout().flush();
-                let mut res = run_one(&cfg, server, row);
-                if let Err(Fail::Start(e)) = &res {
-                    print!(
-                        "start failed ({}), retrying: ",
-                        e.lines().next().unwrap_or("")
-                    );
-                    let _ = io::stdout().flush();
-                    res = run_one(&cfg, server, row);
-                }
-                match res {
-                    Ok(m) => {
-                        let o = |v: Option<f64>| v.map_or("n/a".into(), num);
-                        match row.kind {
-                            Kind::Idle => println!(
-                                "RSS {} MiB (base {} MiB), {} KiB per connection",
-                                o(m.rss_mib),
-                                o(m.base_mib),
-                                o(m.per_conn_kib)
-                            ),
-                            _ => println!(
-                                "{} msgs/s, p50/p90/p99 {}/{}/{} us, core {} ns/msg, proc {} ns/msg, \
-                                 loadgen cpu {}%, RSS {} MiB, busy {:.0}%/{:.0}%, srv wait {}",
-                                o(m.msgs_per_s),
-                                o(m.p50_us),
-                                o(m.p90_us),
-                                o(m.p99_us),
-                                o(m.core_ns),
-                                o(m.proc_ns),
-                                o(m.loadgen_cpu.map(|x| x * 100.0)),
-                                o(m.rss_mib),
-                                m.server_busy * 100.0,
-                                m.client_busy * 100.0,
-                                m.server_wait
-                                    .map_or("n/a".into(), |w| format!("{:.0}%", w * 100.0)),
-                            ),
-                        }
-                        results.entry((ri, server)).or_default().push(m);
-                    }
-                    Err(Fail::Interrupted) => {
-                        println!("interrupted");
-                        interrupted = true;
-                        break 'rounds;
-                    }
-                    Err(Fail::Start(e)) => {
-                        println!("FAILED to start: {e}");
-                        failed = true;
-                        skip.insert(server, format!("FAILED to start: {e}"));
-                    }
-                    Err(Fail::Run(e)) => {
-                        println!("FAILED: {e}");
-                        failed = true;
-                        problems.insert((ri, server), format!("FAILED: {e}"));
-                    }
-                }
-                if stopping() {
-                    interrupted = true;
-                    break 'rounds;
-                }
-            }
-        }
-    }
-    for (ri, _) in cfg.rows.iter().enumerate() {
-        for (s, why) in &skip {
-            problems.entry((ri, *s)).or_insert_with(|| why.clone());
-        }
-    }
+    let keys: Vec<&str> = cfg.rows.iter().map(|r| r.key).collect();
+    let out = run_rounds(&mut b, cfg.runs, &keys, 10, &cfg.servers, &mut skip);
 
     println!();
     println!(
@@ -897,33 +699,7 @@ fn run() -> i32 {
         cfg.runs
     );
     for (ri, row) in cfg.rows.iter().enumerate() {
-        print_row_table(&cfg, row, &results, &problems, ri);
+        print_row_table(&cfg, row, &out.results, &out.problems, ri);
     }
-    let noisy = results
-        .values()
-        .flatten()
-        .filter(|m| m.server_wait.is_some_and(|w| w > 0.05))
-        .count();
-    if noisy > 0 {
-        println!();
-        println!(
-            "warning: in {noisy} of {} runs the server waited for its CPU more than 5% of the \
-             window: other tasks ran on CPU {} (load average now: {}). Rerun on a quieter \
-             machine for throughput and latency.",
-            results.values().map(Vec::len).sum::<usize>(),
-            cfg.server_cpu,
-            loadavg()
-        );
-    }
-    println!();
-    println!("total time {:.0} s", started.elapsed().as_secs_f64());
-    if interrupted {
-        println!("interrupted: results above are partial");
-        return 130;
-    }
-    if failed {
-        println!("some runs FAILED (see above)");
-        return 1;
-    }
-    0
+    finish::<NatsBench>(&out, cfg.server_cpu, "Rerun", started)
 }
