@@ -708,14 +708,14 @@ impl Busy {
     }
 
     /// `S%/C%, W%`: the medians of a cell's runs, for the table.
-    pub fn cell<'a>(runs: impl Iterator<Item = &'a Busy> + Clone) -> String {
+    pub fn cell(runs: &[Busy]) -> String {
         let pct =
             |v: Vec<Option<f64>>| stat(&v).map_or("?".into(), |s| format!("{:.0}%", s.med * 100.0));
         format!(
             "{}/{}, {}",
-            pct(runs.clone().map(|b| Some(b.server)).collect()),
-            pct(runs.clone().map(|b| Some(b.client)).collect()),
-            pct(runs.map(|b| b.server_wait).collect()),
+            pct(runs.iter().map(|b| Some(b.server)).collect()),
+            pct(runs.iter().map(|b| Some(b.client)).collect()),
+            pct(runs.iter().map(|b| b.server_wait).collect()),
         )
     }
 }
@@ -876,6 +876,41 @@ pub fn short_reason<'a>(why: &'a str, loadgen: &str) -> &'a str {
         .map(|l| l.trim().trim_start_matches(prefix.as_str()))
         .or_else(|| why.lines().next())
         .unwrap_or(why)
+}
+
+/// Appends the cells of one server's line in a row's table: per column (a getter and a width)
+/// the [`cell`] of the runs `ms`, then with `busy` the [`Busy::cell`], then a note when fewer
+/// than `runs` runs have a result. Without results: the reason `why` ([`short_reason`] of it;
+/// `loadgen` names the load generator). Returns the columns' stats, `None` without results.
+pub fn table_cells<M>(
+    line: &mut String,
+    ms: Option<&Vec<M>>,
+    cols: impl Iterator<Item = (fn(&M) -> Option<f64>, usize)>,
+    busy: Option<fn(&M) -> Busy>,
+    runs: usize,
+    why: Option<&String>,
+    loadgen: &str,
+) -> Option<Vec<Option<Stat>>> {
+    let Some(ms) = ms.filter(|ms| !ms.is_empty()) else {
+        line.push_str(short_reason(
+            why.map_or("no result", String::as_str),
+            loadgen,
+        ));
+        return None;
+    };
+    let mut stats = Vec::new();
+    for (get, w) in cols {
+        let s = stat(&ms.iter().map(get).collect::<Vec<_>>());
+        line.push_str(&format!("{:<w$}", cell(&s)));
+        stats.push(s);
+    }
+    if let Some(busy) = busy {
+        line.push_str(&Busy::cell(&ms.iter().map(busy).collect::<Vec<_>>()));
+    }
+    if ms.len() < runs {
+        line.push_str(&format!("  ({} of {runs} runs)", ms.len()));
+    }
+    Some(stats)
 }
 
 /// The end of a report: a warning when the server waited for its CPU in some runs (with

@@ -20,9 +20,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringlet_bench::runner::{
-    Bench, Busy, Cli, CpuTimes, Fail, Proc, Stat, TmpDir, cell, cpu_snapshot, cpu_use, finish,
-    free_port, host_line, install_signal_handlers, loadavg, num, print_plan, process_cpu_ns,
-    run_rounds, short_reason, stat, stopping,
+    Bench, Busy, Cli, CpuTimes, Fail, Proc, Stat, TmpDir, cpu_snapshot, cpu_use, finish, free_port,
+    host_line, install_signal_handlers, loadavg, num, print_plan, process_cpu_ns, run_rounds,
+    stopping, table_cells,
 };
 use ringlet_bench::sleep_unless;
 
@@ -660,27 +660,17 @@ fn print_row_table(
     let mut stats: BTreeMap<Server, Vec<Option<Stat>>> = BTreeMap::new();
     for &server in &cfg.servers {
         let mut line = format!("{:<15}", server.name());
-        match results.get(&(ri, server)) {
-            Some(ms) if !ms.is_empty() => {
-                let cols: Vec<Option<Stat>> = COLUMNS
-                    .iter()
-                    .map(|(_, get)| stat(&ms.iter().map(get).collect::<Vec<_>>()))
-                    .collect();
-                for (c, w) in cols.iter().zip(WIDTHS) {
-                    line.push_str(&format!("{:<w$}", cell(c)));
-                }
-                line.push_str(&Busy::cell(ms.iter().map(|m| &m.busy)));
-                if ms.len() < cfg.runs {
-                    line.push_str(&format!("  ({} of {} runs)", ms.len(), cfg.runs));
-                }
-                stats.insert(server, cols);
-            }
-            _ => {
-                let why = problems
-                    .get(&(ri, server))
-                    .map_or("no result", String::as_str);
-                line.push_str(short_reason(why, "loadgen"));
-            }
+        let cells = table_cells(
+            &mut line,
+            results.get(&(ri, server)),
+            COLUMNS.iter().map(|c| c.1).zip(WIDTHS),
+            Some(|m: &Metrics| m.busy),
+            cfg.runs,
+            problems.get(&(ri, server)),
+            "loadgen",
+        );
+        if let Some(cols) = cells {
+            stats.insert(server, cols);
         }
         println!("{line}");
     }

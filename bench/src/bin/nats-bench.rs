@@ -21,9 +21,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ringlet_bench::runner::{
-    Bench, Busy, Cli, CpuTimes, Fail, Proc, Stat, cell, cpu_snapshot, cpu_use, finish, free_port,
-    host_line, install_signal_handlers, loadavg, num, print_plan, process_cpu_ns, run_rounds,
-    short_reason, stat, stopping,
+    Bench, Busy, Cli, CpuTimes, Fail, Proc, Stat, cpu_snapshot, cpu_use, finish, free_port,
+    host_line, install_signal_handlers, loadavg, num, print_plan, process_cpu_ns, run_rounds, stat,
+    stopping, table_cells,
 };
 use ringlet_bench::sleep_unless;
 
@@ -527,29 +527,17 @@ fn print_row_table(
     let mut stats: BTreeMap<Server, Vec<Option<Stat>>> = BTreeMap::new();
     for &server in &cfg.servers {
         let mut line = format!("{:<14}", server.name());
-        match results.get(&(ri, server)) {
-            Some(ms) if !ms.is_empty() => {
-                let cs: Vec<Option<Stat>> = cols
-                    .iter()
-                    .map(|(_, get, _)| stat(&ms.iter().map(get).collect::<Vec<_>>()))
-                    .collect();
-                for c in &cs {
-                    line.push_str(&format!("{:<WIDTH$}", cell(c)));
-                }
-                if row.kind != Kind::Idle {
-                    line.push_str(&Busy::cell(ms.iter().map(|m| &m.busy)));
-                }
-                if ms.len() < cfg.runs {
-                    line.push_str(&format!("  ({} of {} runs)", ms.len(), cfg.runs));
-                }
-                stats.insert(server, cs);
-            }
-            _ => {
-                let why = problems
-                    .get(&(ri, server))
-                    .map_or("no result", String::as_str);
-                line.push_str(short_reason(why, "nats-loadgen"));
-            }
+        let cells = table_cells(
+            &mut line,
+            results.get(&(ri, server)),
+            cols.iter().map(|c| (c.1, WIDTH)),
+            (row.kind != Kind::Idle).then_some(|m: &Metrics| m.busy),
+            cfg.runs,
+            problems.get(&(ri, server)),
+            "nats-loadgen",
+        );
+        if let Some(cs) = cells {
+            stats.insert(server, cs);
         }
         println!("{}", line.trim_end());
     }
