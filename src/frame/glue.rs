@@ -78,10 +78,67 @@ impl FrameSink for ConnSink<'_, '_, '_> {
     }
 }
 
-/// Maps a connection slot to its slab key (stored `key + 1`, so 0 is "none").
-fn key_at(keys: &[u64], conn: ConnId) -> Option<Key> {
-    let raw = *keys.get(conn.index())?;
-    raw.checked_sub(1).map(Key::from_u64)
+/// The per-connection states of an adapter: a slab of states, and per reactor connection slot
+/// the key of its connection's state (stored `key + 1`, so 0 is "none").
+struct ConnTable<'m, T> {
+    slab: Slab<'m, T>,
+    keys: &'m mut [u64],
+}
+
+impl<'m, T> ConnTable<'m, T> {
+    fn new(slots: &'m mut [Slot<T>], keys: &'m mut [u64]) -> Self {
+        keys.fill(0);
+        ConnTable {
+            slab: Slab::new(slots),
+            keys,
+        }
+    }
+
+    fn key(&self, conn: ConnId) -> Option<Key> {
+        let raw = *self.keys.get(conn.index())?;
+        raw.checked_sub(1).map(Key::from_u64)
+    }
+
+    /// Whether `conn` has a state.
+    fn contains(&self, conn: ConnId) -> bool {
+        self.key(conn).is_some_and(|k| self.slab.contains(k))
+    }
+
+    fn get(&self, conn: ConnId) -> Option<&T> {
+        self.slab.get(self.key(conn)?).ok()
+    }
+
+    fn get_mut(&mut self, conn: ConnId) -> Option<&mut T> {
+        let key = self.key(conn)?;
+        self.slab.get_mut(key).ok()
+    }
+
+    /// Stores `state` (`None`: it could not be made) as `conn`'s; false when there is none or
+    /// no room for it.
+    fn insert(&mut self, conn: ConnId, state: Option<T>) -> bool {
+        let key = state.and_then(|s| self.slab.try_insert(s).ok());
+        match (key, self.keys.get_mut(conn.index())) {
+            (Some(key), Some(slot)) => {
+                *slot = key.to_u64() + 1;
+                true
+            }
+            (key, _) => {
+                if let Some(key) = key {
+                    let _ = self.slab.remove(key);
+                }
+                false
+            }
+        }
+    }
+
+    /// Takes `conn`'s state out; `None` for a connection that never had one (refused).
+    fn remove(&mut self, conn: ConnId) -> Option<T> {
+        let key = self.key(conn)?;
+        if let Some(slot) = self.keys.get_mut(conn.index()) {
+            *slot = 0;
+        }
+        self.slab.remove(key).ok()
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -318,8 +375,7 @@ pub struct Framed<'m, 'r, H, const R: usize = 4> {
     handler: H,
     config: FrameConfig,
     encoder: FrameEncoder,
-    conns: Slab<'m, FrameConn<'r, R>>,
-    keys: &'m mut [u64],
+    conns: ConnTable<'m, FrameConn<'r, R>>,
     throttles: &'r [Throttle],
     sweep: Option<TimerId>,
     /// Counters of closed connections, and the adapter's own.
@@ -353,13 +409,11 @@ impl<'m, 'r, H: FrameHandler<'r>, const R: usize> Framed<'m, 'r, H, R> {
                 "keys and throttles must have one entry per reactor connection slot",
             ));
         }
-        mem.keys.fill(0);
         Ok(Framed {
             handler,
             encoder: FrameEncoder::new(config)?,
             config,
-            conns: Slab::new(mem.conns),
-            keys: mem.keys,
+            conns: ConnTable::new(mem.conns, mem.keys),
             throttles: mem.throttles,
             sweep: None,
             stats: FramedStats::default(),
@@ -379,7 +433,7 @@ impl<'m, 'r, H: FrameHandler<'r>, const R: usize> Framed<'m, 'r, H, R> {
     /// Counters, summed over every connection, open and closed.
     pub fn stats(&self) -> FramedStats {
         let mut s = self.stats;
-        for (_, fc) in self.conns.iter() {
+        for (_, fc) in self.conns.slab.iter() {
             s.decoder.add(&fc.decoder.stats());
         }
         s
@@ -387,27 +441,27 @@ impl<'m, 'r, H: FrameHandler<'r>, const R: usize> Framed<'m, 'r, H, R> {
 
     /// Frames of `conn` delivered and not yet released (its throttle's count).
     pub fn pending(&self, conn: ConnId) -> u32 {
-        key_at(self.keys, conn)
-            .and_then(|k| self.conns.get(k).ok())
+        self.conns
+            .get(conn)
             .map_or(0, |fc| fc.decoder.throttle().pending())
     }
 
     /// Messages in reassembly on `conn`.
     pub fn reassemblies(&self, conn: ConnId) -> usize {
-        key_at(self.keys, conn)
-            .and_then(|k| self.conns.get(k).ok())
+        self.conns
+            .get(conn)
             .map_or(0, |fc| fc.decoder.reassemblies())
     }
 
     /// Framed connections open.
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.conns.slab.len()
     }
 
     /// Sets up `conn`'s framing state; false (the connection aborted, counted) when there is
     /// no room for it.
     fn open(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) -> bool {
-        if key_at(self.keys, conn).is_some_and(|k| self.conns.contains(k)) {
+        if self.conns.contains(conn) {
             return true;
         }
         let state = self.throttles.get(conn.index()).and_then(|throttle| {
@@ -419,21 +473,23 @@ impl<'m, 'r, H: FrameHandler<'r>, const R: usize> Framed<'m, 'r, H, R> {
                 failed: false,
             })
         });
-        let key = state.and_then(|s| self.conns.try_insert(s).ok());
-        match (key, self.keys.get_mut(conn.index())) {
-            (Some(key), Some(slot)) => {
-                *slot = key.to_u64() + 1;
-                true
-            }
-            (key, _) => {
-                if let Some(key) = key {
-                    let _ = self.conns.remove(key);
-                }
-                self.stats.refused += 1;
-                cx.abort(conn);
-                false
-            }
+        let opened = self.conns.insert(conn, state);
+        if !opened {
+            self.stats.refused += 1;
+            cx.abort(conn);
         }
+        opened
+    }
+
+    /// Calls the inner handler with `cx` as a [`FrameIo`].
+    fn pass(&mut self, cx: &mut Context<'_, 'r>, f: impl FnOnce(&mut H, &mut FrameIo<'_, '_, 'r>)) {
+        f(
+            &mut self.handler,
+            &mut FrameIo {
+                cx,
+                encoder: &mut self.encoder,
+            },
+        );
     }
 
     fn arm_sweep(&mut self, cx: &mut Context<'_, 'r>) {
@@ -450,7 +506,7 @@ impl<'m, 'r, H: FrameHandler<'r>, const R: usize> Framed<'m, 'r, H, R> {
     fn sweep(&mut self, cx: &mut Context<'_, 'r>, timer: TimerId) {
         let now = cx.now();
         let mut active = 0;
-        for (_, fc) in self.conns.iter_mut() {
+        for (_, fc) in self.conns.slab.iter_mut() {
             fc.decoder.expire(now);
             active += fc.decoder.reassemblies();
         }
@@ -464,11 +520,7 @@ impl<'m, 'r, H: FrameHandler<'r>, const R: usize> Framed<'m, 'r, H, R> {
 impl<'r, H: FrameHandler<'r>, const R: usize> Handler<'r> for Framed<'_, 'r, H, R> {
     fn on_accept(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, listener: ListenerId) {
         if self.open(cx, conn) {
-            let io = &mut FrameIo {
-                cx,
-                encoder: &mut self.encoder,
-            };
-            self.handler.on_accept(io, conn, listener);
+            self.pass(cx, |h, io| h.on_accept(io, conn, listener));
         }
     }
 
@@ -476,20 +528,13 @@ impl<'r, H: FrameHandler<'r>, const R: usize> Handler<'r> for Framed<'_, 'r, H, 
         if result.is_ok() && !self.open(cx, conn) {
             return;
         }
-        let io = &mut FrameIo {
-            cx,
-            encoder: &mut self.encoder,
-        };
-        self.handler.on_connect(io, conn, result);
+        self.pass(cx, |h, io| h.on_connect(io, conn, result));
     }
 
     fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>) {
-        if key_at(self.keys, conn).is_none() && !self.open(cx, conn) {
+        if !self.conns.contains(conn) && !self.open(cx, conn) {
             return;
         }
-        let Some(key) = key_at(self.keys, conn) else {
-            return;
-        };
         let Framed {
             handler,
             encoder,
@@ -497,7 +542,7 @@ impl<'r, H: FrameHandler<'r>, const R: usize> Handler<'r> for Framed<'_, 'r, H, 
             stats,
             ..
         } = self;
-        let Ok(fc) = conns.get_mut(key) else {
+        let Some(fc) = conns.get_mut(conn) else {
             return;
         };
         if fc.failed {
@@ -544,56 +589,35 @@ impl<'r, H: FrameHandler<'r>, const R: usize> Handler<'r> for Framed<'_, 'r, H, 
     }
 
     fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
-        let io = &mut FrameIo {
-            cx,
-            encoder: &mut self.encoder,
-        };
-        self.handler.on_read_closed(io, conn);
+        self.pass(cx, |h, io| h.on_read_closed(io, conn));
     }
 
     fn on_flushed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
-        let io = &mut FrameIo {
-            cx,
-            encoder: &mut self.encoder,
-        };
-        self.handler.on_flushed(io, conn);
+        self.pass(cx, |h, io| h.on_flushed(io, conn));
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_, 'r>, timer: TimerId, token: u64) {
         if token == SWEEP_TOKEN && self.sweep == Some(timer) {
             return self.sweep(cx, timer);
         }
-        let io = &mut FrameIo {
-            cx,
-            encoder: &mut self.encoder,
-        };
-        self.handler.on_timer(io, timer, token);
+        self.pass(cx, |h, io| h.on_timer(io, timer, token));
     }
 
     fn on_close(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, reason: CloseReason) {
-        let Some(key) = key_at(self.keys, conn) else {
+        let Some(fc) = self.conns.remove(conn) else {
             return; // refused: the handler never saw it
         };
-        if let Some(slot) = self.keys.get_mut(conn.index()) {
-            *slot = 0;
-        }
-        if let Ok(fc) = self.conns.remove(key) {
-            // Dropping the state returns the reader's leases and the reassembly buffers, and
-            // ends the throttle's generation.
-            self.stats.decoder.add(&fc.decoder.stats());
-        }
-        let io = &mut FrameIo {
-            cx,
-            encoder: &mut self.encoder,
-        };
-        self.handler.on_close(io, conn, reason);
+        // Dropping the state returns the reader's leases and the reassembly buffers, and ends
+        // the throttle's generation.
+        self.stats.decoder.add(&fc.decoder.stats());
+        self.pass(cx, |h, io| h.on_close(io, conn, reason));
     }
 }
 
 impl<H, const R: usize> fmt::Debug for Framed<'_, '_, H, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Framed")
-            .field("connections", &self.conns.len())
+            .field("connections", &self.conns.slab.len())
             .field("sweep", &self.sweep)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
@@ -781,8 +805,7 @@ pub trait LineHandler<'r> {
 pub struct Lines<'m, 'r, H> {
     handler: H,
     config: LineConfig,
-    conns: Slab<'m, LineConn<'r>>,
-    keys: &'m mut [u64],
+    conns: ConnTable<'m, LineConn<'r>>,
     stats: LinesStats,
 }
 
@@ -813,12 +836,10 @@ impl<'m, 'r, H: LineHandler<'r>> Lines<'m, 'r, H> {
                  (lease_quota - 10) * buf_size >= max_line + 2 (lease_quota up to 32)",
             ));
         }
-        mem.keys.fill(0);
         Ok(Lines {
             handler,
             config,
-            conns: Slab::new(mem.conns),
-            keys: mem.keys,
+            conns: ConnTable::new(mem.conns, mem.keys),
             stats: LinesStats::default(),
         })
     }
@@ -839,7 +860,7 @@ impl<'m, 'r, H: LineHandler<'r>> Lines<'m, 'r, H> {
     }
 
     fn open(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) -> bool {
-        if key_at(self.keys, conn).is_some_and(|k| self.conns.contains(k)) {
+        if self.conns.contains(conn) {
             return true;
         }
         let state = LineReader::new(LINE_READER_QUOTA)
@@ -851,29 +872,28 @@ impl<'m, 'r, H: LineHandler<'r>> Lines<'m, 'r, H> {
                 failed: false,
                 eof: false,
             });
-        let key = state.and_then(|s| self.conns.try_insert(s).ok());
-        match (key, self.keys.get_mut(conn.index())) {
-            (Some(key), Some(slot)) => {
-                *slot = key.to_u64() + 1;
-                true
-            }
-            (key, _) => {
-                if let Some(key) = key {
-                    let _ = self.conns.remove(key);
-                }
-                self.stats.refused += 1;
-                cx.abort(conn);
-                false
-            }
+        let opened = self.conns.insert(conn, state);
+        if !opened {
+            self.stats.refused += 1;
+            cx.abort(conn);
         }
+        opened
+    }
+
+    /// Calls the inner handler with `cx` as a [`LineIo`].
+    fn pass(&mut self, cx: &mut Context<'_, 'r>, f: impl FnOnce(&mut H, &mut LineIo<'_, '_, 'r>)) {
+        f(
+            &mut self.handler,
+            &mut LineIo {
+                cx,
+                config: &self.config,
+            },
+        );
     }
 
     /// Hands `conn`'s complete lines to the handler until none is left, it waits, or the
     /// connection fails; then reports a pending end of input.
     fn process(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
-        let Some(key) = key_at(self.keys, conn) else {
-            return;
-        };
         let Lines {
             handler,
             config,
@@ -881,7 +901,7 @@ impl<'m, 'r, H: LineHandler<'r>> Lines<'m, 'r, H> {
             stats,
             ..
         } = self;
-        let Ok(lc) = conns.get_mut(key) else {
+        let Some(lc) = conns.get_mut(conn) else {
             return;
         };
         while !lc.waiting && !lc.failed && cx.is_open(conn) {
@@ -929,11 +949,7 @@ impl<'m, 'r, H: LineHandler<'r>> Lines<'m, 'r, H> {
 impl<'r, H: LineHandler<'r>> Handler<'r> for Lines<'_, 'r, H> {
     fn on_accept(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, listener: ListenerId) {
         if self.open(cx, conn) {
-            let io = &mut LineIo {
-                cx,
-                config: &self.config,
-            };
-            self.handler.on_accept(io, conn, listener);
+            self.pass(cx, |h, io| h.on_accept(io, conn, listener));
         }
     }
 
@@ -941,18 +957,14 @@ impl<'r, H: LineHandler<'r>> Handler<'r> for Lines<'_, 'r, H> {
         if result.is_ok() && !self.open(cx, conn) {
             return;
         }
-        let io = &mut LineIo {
-            cx,
-            config: &self.config,
-        };
-        self.handler.on_connect(io, conn, result);
+        self.pass(cx, |h, io| h.on_connect(io, conn, result));
     }
 
     fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>) {
-        if key_at(self.keys, conn).is_none() && !self.open(cx, conn) {
+        if !self.conns.contains(conn) && !self.open(cx, conn) {
             return;
         }
-        let Some(lc) = key_at(self.keys, conn).and_then(|k| self.conns.get_mut(k).ok()) else {
+        let Some(lc) = self.conns.get_mut(conn) else {
             return;
         };
         if lc.failed {
@@ -968,75 +980,51 @@ impl<'r, H: LineHandler<'r>> Handler<'r> for Lines<'_, 'r, H> {
             let e = LineError::TooLong {
                 max: self.config.max_line,
             };
-            let io = &mut LineIo {
-                cx,
-                config: &self.config,
-            };
-            return self.handler.on_error(io, conn, e);
+            return self.pass(cx, |h, io| h.on_error(io, conn, e));
         }
         self.process(cx, conn);
     }
 
     fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
-        match key_at(self.keys, conn).and_then(|k| self.conns.get_mut(k).ok()) {
+        match self.conns.get_mut(conn) {
             Some(lc) if !lc.failed => {
                 lc.reader.push_eof();
                 lc.eof = true;
                 self.process(cx, conn);
             }
             _ => {
-                let io = &mut LineIo {
-                    cx,
-                    config: &self.config,
-                };
-                self.handler.on_read_closed(io, conn);
+                self.pass(cx, |h, io| h.on_read_closed(io, conn));
             }
         }
     }
 
     fn on_flushed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
-        if let Some(lc) = key_at(self.keys, conn).and_then(|k| self.conns.get_mut(k).ok())
+        if let Some(lc) = self.conns.get_mut(conn)
             && lc.waiting
         {
             lc.waiting = false;
             self.process(cx, conn);
         }
-        let io = &mut LineIo {
-            cx,
-            config: &self.config,
-        };
-        self.handler.on_flushed(io, conn);
+        self.pass(cx, |h, io| h.on_flushed(io, conn));
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_, 'r>, timer: TimerId, token: u64) {
-        let io = &mut LineIo {
-            cx,
-            config: &self.config,
-        };
-        self.handler.on_timer(io, timer, token);
+        self.pass(cx, |h, io| h.on_timer(io, timer, token));
     }
 
     fn on_close(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, reason: CloseReason) {
-        let Some(key) = key_at(self.keys, conn) else {
-            return;
-        };
-        if let Some(slot) = self.keys.get_mut(conn.index()) {
-            *slot = 0;
-        }
         // Dropping the state returns the reader's leases.
-        let _ = self.conns.remove(key);
-        let io = &mut LineIo {
-            cx,
-            config: &self.config,
-        };
-        self.handler.on_close(io, conn, reason);
+        if self.conns.remove(conn).is_none() {
+            return; // refused: the handler never saw it
+        }
+        self.pass(cx, |h, io| h.on_close(io, conn, reason));
     }
 }
 
 impl<H> fmt::Debug for Lines<'_, '_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lines")
-            .field("connections", &self.conns.len())
+            .field("connections", &self.conns.slab.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
