@@ -11,16 +11,12 @@
 //! `SendLease`; the worker checksums it and drops it there, and the buffer finds its way back
 //! to the loop's pool. At exit the counters show every buffer back.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod common;
+
 use std::sync::mpsc;
-use std::time::Duration;
 
 use ringlet::pool::{Lease, SendLease, StaticSlot};
-use ringlet::reactor::{
-    BackendChoice, Config, ConnError, ConnId, Context, Handler, Reactor, Resources,
-};
+use ringlet::reactor::{Config, ConnError, ConnId, Context, Handler, Reactor, Resources};
 
 /// Connections, receive buffers (and their size), write slab bytes per connection, timers.
 const CONNS: usize = 1024;
@@ -110,45 +106,13 @@ impl Handler<'static> for Echo {
     }
 }
 
-fn usage() -> ! {
-    eprintln!("usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--offload N]");
-    std::process::exit(2);
-}
-
 fn main() {
-    let mut addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-    let mut backend = BackendChoice::Auto;
-    let mut offload = 0usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--addr" => {
-                addr = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--backend" => {
-                backend = match args.next().as_deref() {
-                    Some("auto") => BackendChoice::Auto,
-                    Some("uring") => BackendChoice::Uring,
-                    Some("epoll") => BackendChoice::Epoll,
-                    _ => usage(),
-                }
-            }
-            "--offload" => {
-                offload = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            _ => usage(),
-        }
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).expect("signal handler");
-    }
+    let args = common::server_args(
+        "usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--offload N]",
+    );
+    let (addr, backend) = (args.addr, args.backend);
+    let offload = args.offload.unwrap_or(0);
+    let stop = common::stop_on_signals();
     let _ = ringlet::sys::socket::raise_nofile_limit(CONNS as u64 + 64);
 
     let resources = RESOURCES.take().expect("resources taken once");
@@ -193,16 +157,7 @@ fn main() {
         workers,
         next: 0,
     };
-    while !reactor.is_stopped() {
-        if stop.load(Ordering::Relaxed) {
-            reactor.stop();
-        }
-        // A bounded wait, so a signal is noticed even if the kernel restarts the wait.
-        if let Err(e) = reactor.turn(&mut echo, Some(Duration::from_millis(100))) {
-            eprintln!("echo: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::run_until_stopped("echo", &mut reactor, &mut echo, &stop);
     // Let the workers finish, then take back what they returned after the loop stopped.
     drop(echo);
     for j in joins {

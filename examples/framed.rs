@@ -23,6 +23,8 @@
 //! `demo` (the default) runs a server on its own thread and the client against it, then also
 //! checks the server's counters: every message delivered, none dropped, every buffer back.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -172,15 +174,7 @@ fn run_server(
         eprintln!("framed: {e}");
         exit(1);
     });
-    while !reactor.is_stopped() {
-        if stop.load(Ordering::Relaxed) {
-            reactor.stop();
-        }
-        if let Err(e) = reactor.turn(&mut framed, Some(Duration::from_millis(100))) {
-            eprintln!("framed: {e}");
-            exit(1);
-        }
-    }
+    common::run_until_stopped("framed", &mut reactor, &mut framed, &stop);
     let stats = framed.stats();
     let (replies, waited) = (framed.handler().replies, framed.handler().waited);
     drop(framed); // every frame still held goes back
@@ -383,14 +377,7 @@ fn main() {
         let mut value = || args.next().unwrap_or_else(|| usage());
         match a.as_str() {
             "--addr" => addr = value().parse().unwrap_or_else(|_| usage()),
-            "--backend" => {
-                backend = match value().as_str() {
-                    "auto" => BackendChoice::Auto,
-                    "uring" => BackendChoice::Uring,
-                    "epoll" => BackendChoice::Epoll,
-                    _ => usage(),
-                }
-            }
+            "--backend" => backend = common::backend(&value()).unwrap_or_else(|| usage()),
             "--count" => opts.count = value().parse().unwrap_or_else(|_| usage()),
             "--conns" => opts.conns = value().parse().unwrap_or_else(|_| usage()),
             "--window" => opts.window = value().parse().unwrap_or_else(|_| usage()),

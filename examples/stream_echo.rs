@@ -17,14 +17,11 @@
 //! the receive buffers, so there are no buffers to hand to worker threads (use `echo
 //! --offload`).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+mod common;
 
 use ringlet::exec::{Connection, Executor, TaskStorage, future_size};
 use ringlet::pool::StaticSlot;
-use ringlet::reactor::{BackendChoice, Config, Reactor, Resources};
+use ringlet::reactor::{Config, Reactor, Resources};
 use ringlet::stream::{ConnectionStream, relay};
 
 /// Connections, receive buffers (and their size), write slab bytes per connection, timers: as
@@ -48,45 +45,18 @@ async fn echo(conn: Connection) {
 static RESOURCES: StaticSlot<Res> = StaticSlot::new();
 static TASKS: StaticSlot<TaskStorage<CONNS, { future_size(&echo) }>> = StaticSlot::new();
 
-fn usage() -> ! {
-    eprintln!("usage: stream_echo [--addr HOST:PORT] [--backend auto|uring|epoll]");
-    std::process::exit(2);
-}
-
 fn main() {
-    let mut addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-    let mut backend = BackendChoice::Auto;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--addr" => {
-                addr = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--backend" => {
-                backend = match args.next().as_deref() {
-                    Some("auto") => BackendChoice::Auto,
-                    Some("uring") => BackendChoice::Uring,
-                    Some("epoll") => BackendChoice::Epoll,
-                    _ => usage(),
-                }
-            }
-            "--offload" => {
-                eprintln!(
-                    "stream_echo: --offload is not supported: the stream copies out of the \
-                     receive buffers, so there are none to hand to workers (see echo --offload)"
-                );
-                std::process::exit(2);
-            }
-            _ => usage(),
-        }
+    let args =
+        common::server_args("usage: stream_echo [--addr HOST:PORT] [--backend auto|uring|epoll]");
+    if args.offload.is_some() {
+        eprintln!(
+            "stream_echo: --offload is not supported: the stream copies out of the receive \
+             buffers, so there are none to hand to workers (see echo --offload)"
+        );
+        std::process::exit(2);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).expect("signal handler");
-    }
+    let (addr, backend) = (args.addr, args.backend);
+    let stop = common::stop_on_signals();
     let _ = ringlet::sys::socket::raise_nofile_limit(CONNS as u64 + 64);
 
     let config = Config {
@@ -114,16 +84,7 @@ fn main() {
     );
     // `reactor.serve_tasks(tasks, echo)` does all of this in one call; the loop is spelled
     // out here only to notice the signals.
-    while !reactor.is_stopped() {
-        if stop.load(Ordering::Relaxed) {
-            reactor.stop();
-        }
-        // A bounded wait, so a signal is noticed even if the kernel restarts the wait.
-        if let Err(e) = reactor.turn(&mut exec, Some(Duration::from_millis(100))) {
-            eprintln!("stream_echo: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::run_until_stopped("stream_echo", &mut reactor, &mut exec, &stop);
     eprintln!("{:#?}", reactor.stats());
     eprintln!("{:#?}", exec.stats());
     let pool = reactor.pool().stats();
