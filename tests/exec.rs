@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use exec_util::{Server, Small, Tasks, reactor, server};
-use reactor_util::{Rng, connect, leak, read_to_eof, send};
+use reactor_util::{Rng, connect, leak, read_to_eof, reset, send};
 use ringlet::exec::{
     Connection, Error, ExecError, ExecStats, Executor, SNAPSHOT_LEASES, SpawnError, TaskStorage,
 };
@@ -25,17 +25,6 @@ use ringlet::reactor::timer::TimerId;
 use ringlet::reactor::{
     BackendChoice, CloseReason, Config, ConnId, Context, Handler, ListenerId, Reactor,
 };
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
-        }
-    };
-}
 
 both!(
     async_echo_many_connections,
@@ -400,9 +389,7 @@ fn peer_reset_fails_a_pending_read_with_the_reason(backend: BackendChoice) {
     send(&mut s, b"hello");
     let mut x = [0u8; 1];
     s.read_exact(&mut x).unwrap();
-    // RST: linger 0 then close.
-    let sock = socket2_linger_zero(s);
-    drop(sock);
+    reset(s);
     let deadline = Instant::now() + Duration::from_secs(10);
     while log.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the task did not see the reset");
@@ -414,27 +401,6 @@ fn peer_reset_fails_a_pending_read_with_the_reason(backend: BackendChoice) {
     assert!(log[0].starts_with("Ok(5) Err(Closed(Error("), "{log:?}");
     assert_eq!(stats.completed, 1);
     assert_eq!(leased, 0);
-}
-
-/// Sets SO_LINGER to zero so that closing the stream sends a reset.
-fn socket2_linger_zero(s: std::net::TcpStream) -> std::net::TcpStream {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd and a properly sized `linger`.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
-    s
 }
 
 fn task_pool_full_refuses_counts_and_recovers(backend: BackendChoice) {

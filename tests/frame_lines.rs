@@ -4,6 +4,7 @@
 //! with an error that names the limit.
 
 mod frame_util;
+mod reactor_util;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -17,18 +18,6 @@ use ringlet::frame::{
 };
 use ringlet::pipe::ReadBuf;
 use ringlet::reactor::{BackendChoice, Config, ConnId, Reactor, Resources};
-
-/// Generates one test per backend from `fn name(backend: BackendChoice)`.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
-        }
-    };
-}
 
 both!(
     line_echo_waits_for_room_and_answers_every_line,

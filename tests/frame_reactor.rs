@@ -5,6 +5,7 @@
 //! connection table.
 
 mod frame_util;
+mod reactor_util;
 
 use std::io::{Read, Write};
 use std::thread;
@@ -19,18 +20,6 @@ use ringlet::pool::SlabStorage;
 use ringlet::reactor::{
     BackendChoice, CloseReason, Config, ConnId, ListenerId, Reactor, Resources,
 };
-
-/// Generates one test per backend from `fn name(backend: BackendChoice)`.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
-        }
-    };
-}
 
 both!(
     echo_every_size_pipelined_and_trickled,

@@ -20,18 +20,6 @@ use ringlet::reactor::{
     BackendChoice, ConnError, ConnId, Context, Handler, ListenerId, Reactor, Resources,
 };
 
-/// Generates one test per backend from `fn name(backend: BackendChoice)`.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
-        }
-    };
-}
-
 both!(
     line_echo_over_connection_pipe_reader,
     a_parser_needing_data_sees_every_split_as_a_receive_boundary,

@@ -22,18 +22,6 @@ fn small(config: Config) -> Reactor<'static> {
     Reactor::new(leak::<Small>(), config).expect("reactor")
 }
 
-/// Generates one test per backend from `fn name(backend: BackendChoice)`.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
-        }
-    };
-}
-
 both!(
     echo_one_connection,
     echo_many_connections_random_sizes,

@@ -22,17 +22,6 @@ fn reactor(config: Config) -> Reactor<'static> {
     Reactor::new(leak::<Res>(), config).expect("reactor")
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
-        }
-    };
-}
-
 both!(
     peer_addr_is_the_clients_address,
     per_connection_lease_quota_raises_and_lowers,

@@ -28,17 +28,6 @@ type Res = Resources<8, 64, 2048, 16384, 4>;
 const RES_SIZE: usize = std::mem::size_of::<Res>();
 const PATTERN: u8 = 0xA5;
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
-        }
-    };
-}
-
 both!(
     returns_with_io_in_flight_and_the_frame_is_not_written,
     panic_in_the_closure_tears_down_too,

@@ -17,22 +17,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use exec_util::{Server, Tasks, server};
-use reactor_util::{Rng, connect, leak, read_n, read_to_eof, send};
+use reactor_util::{Rng, connect, leak, read_n, read_to_eof, reset, send};
 use ringlet::exec::{Connection, ExecStats, Executor, TaskStorage};
 use ringlet::reactor::BackendChoice;
 use ringlet::stream::conformance::{check_read_source, check_read_stream};
 use ringlet::stream::{ConnectionStream, Error, ReadStream, WriteSink, WriteStream, relay};
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
-        }
-    };
-}
 
 both!(
     relay_echo_many_connections,
@@ -239,26 +228,6 @@ fn peer_reset_mid_stream_is_an_io_error(backend: BackendChoice) {
     let ends = ends.lock().unwrap().clone();
     assert!(ends[0].starts_with("Err(Io("), "{ends:?}");
     assert_eq!((stats.completed, leased), (1, 0));
-}
-
-/// Closes `s` with SO_LINGER 0: the peer gets a reset.
-fn reset(s: std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a properly sized `linger`.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 fn write_eof_flushes_then_ends_and_later_writes_fail(backend: BackendChoice) {

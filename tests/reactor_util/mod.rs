@@ -15,6 +15,25 @@ use std::time::{Duration, Instant};
 use ringlet::pool::{ZeroInit, init_zeroed};
 use ringlet::reactor::{Backend, BackendChoice, Config, Handler, Reactor, Stats};
 
+/// Generates two tests, `uring::NAME` and `epoll::NAME`, from each `fn NAME(backend:
+/// BackendChoice)` named: every reactor-level scenario runs on both backends.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
+        }
+        mod epoll {
+            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
+        }
+    };
+}
+
+/// Closes `s` with SO_LINGER 0: the peer gets a reset instead of an orderly end.
+pub fn reset(s: TcpStream) {
+    rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO)).expect("SO_LINGER 0");
+}
+
 /// Storage leaked once, zeroed by the allocator (never built on the stack).
 pub fn leak<T: ZeroInit>() -> &'static mut T {
     let b: Box<MaybeUninit<T>> = Box::new_zeroed();
