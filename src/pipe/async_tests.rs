@@ -7,7 +7,7 @@ use core::task::Poll;
 use std::string::String;
 use std::vec::Vec;
 
-use super::harness::{CountingWaker, poll_once, run, run2};
+use super::harness::{CountingWaker, poll_once, ready_ok, run};
 use super::tests::{opts, user_pool};
 use super::*;
 use crate::pool::BufPoolStorage;
@@ -38,9 +38,7 @@ fn a_waiting_read_is_woken_only_by_a_flush_past_examined() {
         assert_eq!(rw.wakes(), 1, "a flush past examined wakes the read");
         let _ = w.try_flush().unwrap();
         assert_eq!(rw.wakes(), 1, "woken once per wait");
-        let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-            panic!("woken: ready")
-        };
+        let res = ready_ok(read.as_mut(), &rw, "woken: ready");
         assert_eq!(res.buffer(), *b"PUB a 5\r\nhel");
         assert!(!res.is_completed() && !res.is_canceled());
     }
@@ -62,9 +60,7 @@ fn a_waiting_read_is_woken_only_by_a_flush_past_examined() {
         assert_eq!(rw.wakes(), 0);
         let _ = w.try_flush().unwrap();
         assert_eq!(rw.wakes(), 1);
-        let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-            panic!("ready")
-        };
+        let res = ready_ok(read.as_mut(), &rw, "ready");
         assert_eq!(res.buffer(), *b"PUB a 5\r\nhell");
     }
     // Examined only part: what is past it is already there, so the read is ready at once.
@@ -73,9 +69,7 @@ fn a_waiting_read_is_woken_only_by_a_flush_past_examined() {
     let rw = CountingWaker::new();
     {
         let mut read = pin!(r.read());
-        let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-            panic!("bytes past examined: ready at once")
-        };
+        let res = ready_ok(read.as_mut(), &rw, "bytes past examined: ready at once");
         assert_eq!(res.buffer().len(), 13);
     }
     assert_eq!(rw.wakes(), 0);
@@ -119,9 +113,7 @@ fn a_dropped_read_loses_nothing() {
     assert!(stale.wakes() <= 1);
     let rw = CountingWaker::new();
     let mut read = pin!(r.read());
-    let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-        panic!("ready")
-    };
+    let res = ready_ok(read.as_mut(), &rw, "ready");
     assert_eq!(res.buffer(), *b"kept!");
 }
 
@@ -142,9 +134,7 @@ fn the_writer_completing_wakes_the_reader() {
         assert_eq!(rw.wakes(), 1);
         w.complete(None);
         assert_eq!(rw.wakes(), 1, "completing again wakes nothing");
-        let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-            panic!("ready")
-        };
+        let res = ready_ok(read.as_mut(), &rw, "ready");
         assert!(res.is_completed() && res.buffer().is_empty());
         assert_eq!(res.error(), Some(3));
     }
@@ -164,9 +154,7 @@ fn the_writer_completing_wakes_the_reader() {
         assert!(poll_once(read.as_mut(), &rw).is_pending());
         w.complete(None);
         assert_eq!(rw.wakes(), 1);
-        let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-            panic!("ready")
-        };
+        let res = ready_ok(read.as_mut(), &rw, "ready");
         assert!(res.is_completed() && res.error().is_none());
         assert_eq!(res.buffer(), *b"PUB a 9\r\nhello", "the truncated message");
     }
@@ -174,9 +162,7 @@ fn the_writer_completing_wakes_the_reader() {
     let rw = CountingWaker::new();
     {
         let mut read = pin!(r.read());
-        let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-            panic!("ready")
-        };
+        let res = ready_ok(read.as_mut(), &rw, "ready");
         assert!(res.is_completed());
     }
     r.complete(None);
@@ -209,9 +195,7 @@ fn a_cancelled_read_is_woken_with_and_without_pending_data() {
         assert!(poll_once(read.as_mut(), &rw).is_pending());
         cancel.cancel_pending_read();
         assert_eq!(rw.wakes(), 1);
-        let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-            panic!("ready")
-        };
+        let res = ready_ok(read.as_mut(), &rw, "ready");
         assert!(res.is_canceled() && res.buffer().is_empty() && !res.is_completed());
     }
     {
@@ -231,9 +215,7 @@ fn a_cancelled_read_is_woken_with_and_without_pending_data() {
         assert!(poll_once(read.as_mut(), &rw).is_pending());
         w.cancel_handle().cancel_pending_read();
         assert_eq!(rw.wakes(), 1, "cancelled from the writer's side");
-        let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-            panic!("ready")
-        };
+        let res = ready_ok(read.as_mut(), &rw, "ready");
         assert!(res.is_canceled());
         assert_eq!(res.buffer(), *b"abc", "the buffer is still valid");
     }
@@ -242,9 +224,7 @@ fn a_cancelled_read_is_woken_with_and_without_pending_data() {
     let rw = CountingWaker::new();
     {
         let mut read = pin!(r.read());
-        let Poll::Ready(Ok(res)) = poll_once(read.as_mut(), &rw) else {
-            panic!("ready")
-        };
+        let res = ready_ok(read.as_mut(), &rw, "ready");
         assert!(res.is_canceled());
     }
     assert_eq!(rw.wakes(), 0);
@@ -263,9 +243,11 @@ fn a_flush_waits_at_the_pause_threshold_and_is_woken_below_resume() {
     w.write(&[1; 99]).unwrap();
     {
         let mut flush = pin!(w.flush());
-        let Poll::Ready(Ok(f)) = poll_once(flush.as_mut(), &ww) else {
-            panic!("99 unread: below the threshold, no wait")
-        };
+        let f = ready_ok(
+            flush.as_mut(),
+            &ww,
+            "99 unread: below the threshold, no wait",
+        );
         assert!(!f.is_paused);
     }
     w.write(&[2; 1]).unwrap();
@@ -290,9 +272,7 @@ fn a_flush_waits_at_the_pause_threshold_and_is_woken_below_resume() {
     let p = r.try_read().unwrap().buffer().position(1).unwrap();
     r.advance_to(p).unwrap();
     assert_eq!(ww.wakes(), 1, "woken once");
-    let Poll::Ready(Ok(f)) = poll_once(flush.as_mut(), &ww) else {
-        panic!("resumed: ready")
-    };
+    let f = ready_ok(flush.as_mut(), &ww, "resumed: ready");
     assert!(!f.is_paused && !f.is_completed && !f.is_canceled);
 }
 
@@ -313,9 +293,7 @@ fn a_waiting_flush_ends_on_reader_completion_and_on_cancel() {
         assert!(poll_once(flush.as_mut(), &ww).is_pending());
         cancel.cancel_pending_flush();
         assert_eq!(ww.wakes(), 1);
-        let Poll::Ready(Ok(f)) = poll_once(flush.as_mut(), &ww) else {
-            panic!("ready")
-        };
+        let f = ready_ok(flush.as_mut(), &ww, "ready");
         assert!(f.is_canceled && f.is_paused, "cancelled, still paused");
     }
     // Reported once: the next flush waits again.
@@ -329,9 +307,7 @@ fn a_waiting_flush_ends_on_reader_completion_and_on_cancel() {
     let ww = CountingWaker::new();
     {
         let mut flush = pin!(w.flush());
-        let Poll::Ready(Ok(f)) = poll_once(flush.as_mut(), &ww) else {
-            panic!("ready")
-        };
+        let f = ready_ok(flush.as_mut(), &ww, "ready");
         assert!(f.is_canceled && f.is_paused);
     }
     assert_eq!(ww.wakes(), 0);
@@ -343,9 +319,7 @@ fn a_waiting_flush_ends_on_reader_completion_and_on_cancel() {
         r.complete(Some(9));
         assert_eq!(ww.wakes(), 1);
         assert_eq!(pool.leased(), 0, "the unread bytes went back");
-        let Poll::Ready(Ok(f)) = poll_once(flush.as_mut(), &ww) else {
-            panic!("ready")
-        };
+        let f = ready_ok(flush.as_mut(), &ww, "ready");
         assert!(f.is_completed && !f.is_paused);
         assert_eq!(f.reader_error, Some(9));
     }
@@ -353,9 +327,7 @@ fn a_waiting_flush_ends_on_reader_completion_and_on_cancel() {
     w.write(&[2; 40]).unwrap();
     let ww = CountingWaker::new();
     let mut flush = pin!(w.flush());
-    let Poll::Ready(Ok(f)) = poll_once(flush.as_mut(), &ww) else {
-        panic!("ready")
-    };
+    let f = ready_ok(flush.as_mut(), &ww, "ready");
     assert!(f.is_completed);
     assert_eq!(pool.leased(), 0);
 }
@@ -388,9 +360,7 @@ fn a_message_longer_than_the_resume_threshold_stalls_both_sides() {
         cancel.cancel_pending_flush();
     }
     assert_eq!(ww.wakes(), 1);
-    let Poll::Ready(Ok(f)) = poll_once(flush.as_mut(), &ww) else {
-        panic!("cancelled: ready")
-    };
+    let f = ready_ok(flush.as_mut(), &ww, "cancelled: ready");
     assert!(f.is_canceled && f.is_paused);
 }
 
@@ -484,7 +454,10 @@ fn producer_and_consumer_tasks_move_every_line() {
         };
         {
             let (mut producer, mut consumer) = (pin!(producer), pin!(consumer));
-            run2(producer.as_mut(), consumer.as_mut(), 20 * chunks.len() + 20);
+            run(
+                [producer.as_mut(), consumer.as_mut()],
+                20 * chunks.len() + 20,
+            );
         }
         assert_eq!(got, lines, "seed {seed}");
         assert!(
@@ -550,7 +523,7 @@ fn a_byte_at_a_time_producer_wakes_the_consumer_for_each_byte() {
     };
     {
         let (mut producer, mut consumer) = (pin!(producer), pin!(consumer));
-        run2(producer.as_mut(), consumer.as_mut(), 1000);
+        run([producer.as_mut(), consumer.as_mut()], 1000);
     }
     assert_eq!(
         reads,

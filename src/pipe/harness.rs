@@ -1,5 +1,5 @@
 //! A tiny harness for testing the pipe's async face without an executor: a waker that
-//! counts its wakes, single polls, and a two-task runner that polls a task only after its
+//! counts its wakes, single polls, and a runner of N tasks that polls a task only after its
 //! waker was woken, so a lost wake-up shows up as a deadlock (a test failure), not a hang.
 
 use core::future::Future;
@@ -52,6 +52,24 @@ pub(crate) fn poll_once<F: Future + ?Sized>(
     fut.poll(&mut Context::from_waker(w.waker()))
 }
 
+/// Polls `fut` once with `w`'s waker and returns its `Ok` output.
+///
+/// # Panics
+///
+/// With `what` when the future is pending or fails.
+#[track_caller]
+pub(crate) fn ready_ok<F, T, E>(fut: Pin<&mut F>, w: &CountingWaker, what: &str) -> T
+where
+    F: Future<Output = Result<T, E>> + ?Sized,
+    E: core::fmt::Debug,
+{
+    match poll_once(fut, w) {
+        Poll::Ready(Ok(v)) => v,
+        Poll::Ready(Err(e)) => panic!("{what}: failed with {e:?}"),
+        Poll::Pending => panic!("{what}: pending"),
+    }
+}
+
 /// One task of [`run`].
 struct Task<'f> {
     fut: Pin<&'f mut dyn Future<Output = ()>>,
@@ -97,13 +115,4 @@ pub(crate) fn run<const N: usize>(
         );
     }
     polls
-}
-
-/// [`run`] for two tasks.
-pub(crate) fn run2<'f>(
-    a: Pin<&'f mut dyn Future<Output = ()>>,
-    b: Pin<&'f mut dyn Future<Output = ()>>,
-    max_polls: usize,
-) -> usize {
-    run([a, b], max_polls)
 }
