@@ -85,27 +85,39 @@ fn payload(rng: &mut XorShift, n: usize) -> Vec<u8> {
     (0..n).map(|_| rng.next() as u8).collect()
 }
 
-/// Decodes `input` as one slice at a time `now`, dropping each frame after recording its
-/// bytes; returns the messages and the error, if any.
-fn decode_all<const R: usize>(
-    dec: &mut FrameDecoder<'_, R>,
+/// Decodes `input` as one slice at a time `now` until no frame is left or an error, handing
+/// each frame to `each`; returns the bytes consumed and the error, if any.
+fn decode_each<'r, const R: usize>(
+    dec: &mut FrameDecoder<'r, R>,
     input: &[u8],
     now: Instant,
-) -> (Vec<Vec<u8>>, Option<FrameError>) {
-    let mut out = Vec::new();
+    mut each: impl FnMut(Frame<'r>),
+) -> (usize, Option<FrameError>) {
     let mut pos = 0;
     loop {
         match dec.decode(ReadBuf::from_slice(&input[pos..]), now) {
             Ok(d) => {
                 pos += d.consumed;
                 match d.frame {
-                    Some(f) => out.push(f.to_vec()),
-                    None => return (out, None),
+                    Some(f) => each(f),
+                    None => return (pos, None),
                 }
             }
-            Err(e) => return (out, Some(e)),
+            Err(e) => return (pos, Some(e)),
         }
     }
+}
+
+/// [`decode_each`], dropping each frame after recording its bytes; returns the messages and
+/// the error, if any.
+fn decode_all<const R: usize>(
+    dec: &mut FrameDecoder<'_, R>,
+    input: &[u8],
+    now: Instant,
+) -> (Vec<Vec<u8>>, Option<FrameError>) {
+    let mut out = Vec::new();
+    let (_, err) = decode_each(dec, input, now, |f| out.push(f.to_vec()));
+    (out, err)
 }
 
 /// Feeds `pieces` through a connection reader whose segments come from `segs` (as receive
@@ -933,15 +945,8 @@ fn throttle_drops_above_the_limit_before_taking_a_buffer() {
     }
     // A handler that never releases: it keeps every frame.
     let mut held = Vec::new();
-    let mut pos = 0;
-    loop {
-        let d = dec.decode(ReadBuf::from_slice(&wire[pos..]), T0).unwrap();
-        pos += d.consumed;
-        match d.frame {
-            Some(f) => held.push(f),
-            None => break,
-        }
-    }
+    let (pos, err) = decode_each(&mut dec, &wire, T0, |f| held.push(f));
+    assert_eq!(err, None);
     assert_eq!(pos, wire.len(), "dropped frames are consumed (skipped)");
     assert_eq!(held.len(), 3);
     assert_eq!(held[2].as_slice(), [2; 5]);
@@ -956,18 +961,11 @@ fn throttle_drops_above_the_limit_before_taking_a_buffer() {
         more.extend_from_slice(&whole(&[i; 2]));
     }
     let mut got = Vec::new();
-    let mut pos = 0;
-    loop {
-        let d = dec.decode(ReadBuf::from_slice(&more[pos..]), T0).unwrap();
-        pos += d.consumed;
-        match d.frame {
-            Some(f) => {
-                got.push(f.to_vec());
-                held.push(f);
-            }
-            None => break,
-        }
-    }
+    let (_, err) = decode_each(&mut dec, &more, T0, |f| {
+        got.push(f.to_vec());
+        held.push(f);
+    });
+    assert_eq!(err, None);
     assert_eq!(got, vec![vec![10; 2]]);
     assert_eq!(dec.stats().dropped_throttle, 4);
     assert_eq!(dec.stats().frames, 4);
@@ -989,15 +987,9 @@ fn throttle_drops_fragmented_messages_whole() {
     // Message A starts (admitted: a buffer), then a whole frame fills the throttle.
     let mut wire = frag(1, 0, 2, b"AAAAAAAA");
     wire.extend_from_slice(&whole(b"w"));
-    let (mut pos, mut held) = (0, Vec::new());
-    loop {
-        let d = dec.decode(ReadBuf::from_slice(&wire[pos..]), T0).unwrap();
-        pos += d.consumed;
-        match d.frame {
-            Some(f) => held.push(f),
-            None => break,
-        }
-    }
+    let mut held = Vec::new();
+    let (_, err) = decode_each(&mut dec, &wire, T0, |f| held.push(f));
+    assert_eq!(err, None);
     assert_eq!(held.len(), 1);
     assert_eq!(user.leased(), 2, "A's buffer and the whole frame");
     // A's next fragment comes at the limit: A is dropped, its buffer back at once.
