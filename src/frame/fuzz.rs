@@ -107,23 +107,9 @@ fn frame_run(
     split: Option<Split>,
 ) -> FrameRun {
     let mut user_storage = BufPoolStorage::<16, 256>::new();
-    let user_pool = BufPool::new(
-        &mut user_storage,
-        BufPoolConfig {
-            recv_tier: RecvTier::FreeList,
-            user_reserve: user,
-        },
-    )
-    .expect("pool");
+    let user_pool = free_list_pool(&mut user_storage, user);
     let mut seg_storage = BufPoolStorage::<16, 64>::new();
-    let seg_pool = BufPool::new(
-        &mut seg_storage,
-        BufPoolConfig {
-            recv_tier: RecvTier::FreeList,
-            user_reserve: 0,
-        },
-    )
-    .expect("pool");
+    let seg_pool = free_list_pool(&mut seg_storage, 0);
     let throttle = Throttle::new();
     let now = Instant::ZERO;
     let mut holder = Holder {
@@ -208,6 +194,39 @@ fn frame_run(
     run
 }
 
+/// A pool over `storage` whose receive tier is a free list, with `user_reserve` user buffers.
+pub(crate) fn free_list_pool<const N: usize, const S: usize>(
+    storage: &mut BufPoolStorage<N, S>,
+    user_reserve: u16,
+) -> BufPool<'_> {
+    BufPool::new(
+        storage,
+        BufPoolConfig {
+            recv_tier: RecvTier::FreeList,
+            user_reserve,
+        },
+    )
+    .expect("pool")
+}
+
+/// The decoder settings [`fuzz_frames`] derives from its first byte `c`: the chunk size, the
+/// largest message, room for padding in a frame, spare fragments, reassemblies and the
+/// throttle limit, each from a bit field of `c`, always a valid config.
+pub(crate) fn fuzz_config(c: u8) -> FrameConfig {
+    let chunk = [1u16, 3, 16, 100][usize::from(c & 3)];
+    let max_message = [0usize, 5, 64, 250][usize::from(c >> 2 & 3)];
+    let need = max_message.div_ceil(usize::from(chunk)) as u16;
+    FrameConfig {
+        chunk,
+        max_message,
+        max_frame: chunk + 9 + [0, 40][usize::from(c >> 4 & 1)],
+        max_fragments: need.max(1) + [0, 3][usize::from(c >> 5 & 1)],
+        max_reassemblies: [1, 4][usize::from(c >> 6 & 1)],
+        reassembly_timeout: core::time::Duration::from_secs(1),
+        max_pending: [1, 4][usize::from(c >> 7)],
+    }
+}
+
 /// Fuzz entry point for the length-prefixed decoder.
 ///
 /// The first byte picks the configuration (chunk, message and frame limits, reassemblies,
@@ -222,18 +241,7 @@ pub fn fuzz_frames(data: &[u8]) {
     let (head, stream) = data.split_at(data.len().min(4));
     let b = |i: usize| head.get(i).copied().unwrap_or(0);
     let (c, h) = (b(0), b(1));
-    let chunk = [1u16, 3, 16, 100][usize::from(c & 3)];
-    let max_message = [0usize, 5, 64, 250][usize::from(c >> 2 & 3)];
-    let need = max_message.div_ceil(usize::from(chunk)) as u16;
-    let config = FrameConfig {
-        chunk,
-        max_message,
-        max_frame: chunk + 9 + [0, 40][usize::from(c >> 4 & 1)],
-        max_fragments: need.max(1) + [0, 3][usize::from(c >> 5 & 1)],
-        max_reassemblies: [1, 4][usize::from(c >> 6 & 1)],
-        reassembly_timeout: core::time::Duration::from_secs(1),
-        max_pending: [1, 4][usize::from(c >> 7)],
-    };
+    let config = fuzz_config(c);
     let hold = usize::from(h & 7);
     let user = [16u16, 3][usize::from(h >> 3 & 1)];
     let seed = u64::from(b(2)) | u64::from(b(3)) << 8;
@@ -285,14 +293,7 @@ fn line_run(config: LineConfig, stream: &[u8], split: Option<Split>) -> LineRun 
         }
         Some(split) => {
             let mut seg_storage = BufPoolStorage::<64, 64>::new();
-            let seg_pool = BufPool::new(
-                &mut seg_storage,
-                BufPoolConfig {
-                    recv_tier: RecvTier::FreeList,
-                    user_reserve: 0,
-                },
-            )
-            .expect("pool");
+            let seg_pool = free_list_pool(&mut seg_storage, 0);
             let mut reader = ConnectionPipeReader::<'_, 32, 32>::new(8).expect("reader");
             'feed: for piece in pieces(stream, split) {
                 let mut lease = seg_pool.try_take_recv().expect("a segment buffer");

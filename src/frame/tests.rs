@@ -9,23 +9,18 @@ use std::string::ToString;
 use std::vec;
 use std::vec::Vec;
 
+use super::fuzz::{free_list_pool, fuzz_config};
 use super::*;
 use crate::pipe::{ConnectionPipeReader, ReadBuf};
 use crate::pool::test_rng::XorShift;
-use crate::pool::{BufPool, BufPoolConfig, BufPoolStorage, ByteRing, RecvTier, RingState};
+use crate::pool::{BufPool, BufPoolStorage, ByteRing, RingState};
 use crate::time::Instant;
 
 const T0: Instant = Instant::ZERO;
 
+/// A pool whose every buffer is a user buffer.
 fn pool<const N: usize, const S: usize>(storage: &mut BufPoolStorage<N, S>) -> BufPool<'_> {
-    BufPool::new(
-        storage,
-        BufPoolConfig {
-            recv_tier: RecvTier::FreeList,
-            user_reserve: N as u16,
-        },
-    )
-    .unwrap()
+    free_list_pool(storage, N as u16)
 }
 
 /// Chunks of 8, messages up to 64, frames up to 17 bytes.
@@ -419,14 +414,7 @@ fn roundtrip_property<const N: usize, const S: usize>(c: FrameConfig, seeds: u64
     let mut user = Box::new(BufPoolStorage::<N, S>::new());
     let user = pool(&mut user);
     let mut segs = Box::new(BufPoolStorage::<64, 512>::new());
-    let segs = BufPool::new(
-        &mut segs,
-        BufPoolConfig {
-            recv_tier: RecvTier::FreeList,
-            user_reserve: 0,
-        },
-    )
-    .unwrap();
+    let segs = free_list_pool(&mut segs, 0);
     for seed in 0..seeds {
         let mut rng = XorShift::new(seed);
         let mut enc = FrameEncoder::new(c).unwrap();
@@ -514,14 +502,7 @@ fn every_split_point_of_a_stream() {
     let mut u = BufPoolStorage::<4, 64>::new();
     let user = pool(&mut u);
     let mut s = BufPoolStorage::<64, 64>::new();
-    let segs = BufPool::new(
-        &mut s,
-        BufPoolConfig {
-            recv_tier: RecvTier::FreeList,
-            user_reserve: 0,
-        },
-    )
-    .unwrap();
+    let segs = free_list_pool(&mut s, 0);
     let throttle = Throttle::new();
     let mut dec: FrameDecoder<'_> = FrameDecoder::new(c, user, &throttle).unwrap();
     for i in 0..=wire.len() {
@@ -786,19 +767,9 @@ fn hostile_bytes_never_panic() {
 fn fuzz_entries_on_valid_streams() {
     let mut rng = XorShift::new(5);
     for c in 0..=255u8 {
-        // The config fuzz_frames derives from `c` (see there): encode messages with it.
-        let chunk = [1u16, 3, 16, 100][usize::from(c & 3)];
-        let max_message = [0usize, 5, 64, 250][usize::from(c >> 2 & 3)];
-        let need = max_message.div_ceil(usize::from(chunk)) as u16;
-        let config = FrameConfig {
-            chunk,
-            max_message,
-            max_frame: chunk + 9 + [0, 40][usize::from(c >> 4 & 1)],
-            max_fragments: need.max(1) + [0, 3][usize::from(c >> 5 & 1)],
-            max_reassemblies: [1, 4][usize::from(c >> 6 & 1)],
-            reassembly_timeout: Duration::from_secs(1),
-            max_pending: [1, 4][usize::from(c >> 7)],
-        };
+        // The config fuzz_frames derives from `c`: encode messages with it.
+        let config = fuzz_config(c);
+        let max_message = config.max_message;
         let mut enc = FrameEncoder::new(config).unwrap();
         let mut data = vec![c, rng.below(16) as u8, rng.next() as u8, rng.next() as u8];
         let mut sink = VecSink::default();
@@ -1191,14 +1162,7 @@ fn lines_at_every_split_and_trickled() {
     assert_eq!(err, None);
     assert_eq!(want.len(), 5);
     let mut s = BufPoolStorage::<64, 64>::new();
-    let segs = BufPool::new(
-        &mut s,
-        BufPoolConfig {
-            recv_tier: RecvTier::FreeList,
-            user_reserve: 0,
-        },
-    )
-    .unwrap();
+    let segs = free_list_pool(&mut s, 0);
     let run = |pieces: &[&[u8]]| {
         let mut dec = LineDecoder::new(config);
         let mut reader = ConnectionPipeReader::<'_, 32, 8>::new(8).unwrap();
