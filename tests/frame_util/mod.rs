@@ -7,11 +7,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
-use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use ringlet::frame::{
@@ -19,14 +18,11 @@ use ringlet::frame::{
     Throttle,
 };
 use ringlet::pipe::ReadBuf;
-use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, RecvTier, ZeroInit, init_zeroed};
+use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, RecvTier};
 use ringlet::reactor::{BackendChoice, CloseReason, Config, ConnId, Handler, Reactor};
 
-/// Storage leaked once, zeroed by the allocator (never built on the stack).
-pub fn leak<T: ZeroInit>() -> &'static mut T {
-    let b: Box<MaybeUninit<T>> = Box::new_zeroed();
-    init_zeroed(Box::leak(b))
-}
+pub use super::reactor_util::{Rng, leak};
+use super::reactor_util::{ServerThread, spawn_server};
 
 /// A reactor config on `backend`.
 pub fn config(backend: BackendChoice) -> Config {
@@ -60,8 +56,7 @@ pub struct Srv<S, C> {
     cmds: mpsc::Sender<C>,
     done: Arc<AtomicU64>,
     sent: u64,
-    stop: Arc<AtomicBool>,
-    join: Option<JoinHandle<Stopped<S>>>,
+    thread: ServerThread<Stopped<S>>,
 }
 
 impl<S: Clone + Send + 'static, C: Send + 'static> Srv<S, C> {
@@ -88,16 +83,7 @@ impl<S: Clone + Send + 'static, C: Send + 'static> Srv<S, C> {
 
     /// Stops the server gracefully and returns its final state.
     pub fn stop(mut self) -> Stopped<S> {
-        self.stop.store(true, Ordering::SeqCst);
-        let join = self.join.take().unwrap();
-        wait_for("the server to stop", || join.is_finished());
-        join.join().expect("server thread panicked")
-    }
-}
-
-impl<S, C> Drop for Srv<S, C> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.thread.stop()
     }
 }
 
@@ -122,33 +108,27 @@ where
     let state = Arc::new(Mutex::new(S::default()));
     let (cmd_tx, cmd_rx) = mpsc::channel::<C>();
     let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let (state2, done2, stop2) = (state.clone(), done.clone(), stop.clone());
-    let join = thread::spawn(move || {
+    let (state2, done2) = (state.clone(), done.clone());
+    let (addr, thread) = spawn_server(move |ctl| {
         let (mut publish, mut on_cmd) = (publish, on_cmd);
         let mut reactor = make(config);
         let mut a = adapter(&reactor);
-        let l = reactor.listen("127.0.0.1:0".parse().unwrap()).unwrap();
-        addr_tx.send(reactor.listener_addr(l).unwrap()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !reactor.is_stopped() {
-            assert!(Instant::now() < deadline, "server ran for 60 s: test hung");
-            if stop2.load(Ordering::SeqCst) {
-                reactor.stop();
-            }
-            reactor
-                .turn(&mut a, Some(Duration::from_millis(5)))
-                .expect("turn");
-            let mut ran = 0;
-            while let Ok(c) = cmd_rx.try_recv() {
-                on_cmd(&mut a, c);
-                ran += 1;
-            }
-            *state2.lock().unwrap() = publish(&a, &reactor);
-            // After the publish: a command's caller then sees the state it left.
-            done2.fetch_add(ran, Ordering::SeqCst);
-        }
+        ctl.listen(&mut reactor);
+        ctl.run(
+            &mut reactor,
+            &mut a,
+            Duration::from_millis(5),
+            |a, reactor| {
+                let mut ran = 0;
+                while let Ok(c) = cmd_rx.try_recv() {
+                    on_cmd(a, c);
+                    ran += 1;
+                }
+                *state2.lock().unwrap() = publish(a, reactor);
+                // After the publish: a command's caller then sees the state it left.
+                done2.fetch_add(ran, Ordering::SeqCst);
+            },
+        );
         let last = publish(&a, &reactor);
         let connections_left = reactor.connections();
         drop(a);
@@ -158,15 +138,13 @@ where
             connections_left,
         }
     });
-    let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     Srv {
         addr,
         state,
         cmds: cmd_tx,
         done,
         sent: 0,
-        stop,
-        join: Some(join),
+        thread,
     }
 }
 
@@ -337,27 +315,5 @@ impl FrameClient {
         assert_eq!(reply.len(), msg.len() + 8, "reply length");
         assert!(reply[..msg.len()] == *msg, "echoed payload differs");
         assert_eq!(reply[msg.len()..], trailer(msg), "trailer");
-    }
-}
-
-/// Deterministic pseudo-random numbers (xorshift).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
     }
 }

@@ -45,6 +45,96 @@ pub fn backends() -> [BackendChoice; 2] {
     [BackendChoice::Uring, BackendChoice::Epoll]
 }
 
+/// The thread of a test server: the stop flag its loop polls, and its handle. Dropping it
+/// asks the loop to stop (so a failed test does not leave a server running).
+pub struct ServerThread<R> {
+    stop: Arc<AtomicBool>,
+    join: Option<JoinHandle<R>>,
+}
+
+impl<R> ServerThread<R> {
+    /// Asks for a graceful stop and waits for the thread's result (bounded: 10 s).
+    pub fn stop(&mut self) -> R {
+        self.stop.store(true, Ordering::SeqCst);
+        let join = self.join.take().expect("stopped once");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !join.is_finished() {
+            assert!(Instant::now() < deadline, "server did not stop within 10 s");
+            thread::sleep(Duration::from_millis(5));
+        }
+        join.join().expect("server thread panicked")
+    }
+}
+
+impl<R> Drop for ServerThread<R> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What a server thread's body drives its loop with: where to report its address, and the
+/// stop flag.
+pub struct ServerCtl {
+    stop: Arc<AtomicBool>,
+    addr: mpsc::Sender<SocketAddr>,
+}
+
+impl ServerCtl {
+    /// Listens on 127.0.0.1:0 and tells the test the address.
+    pub fn listen(&self, reactor: &mut Reactor<'_>) {
+        let l = reactor
+            .listen("127.0.0.1:0".parse().unwrap())
+            .expect("listen");
+        self.addr.send(reactor.listener_addr(l).unwrap()).unwrap();
+    }
+
+    /// Turns `reactor` with `handler` (waiting up to `wait` per turn) until the test stops
+    /// it, calling `after_turn` after every turn. A loop that runs 60 s fails the test (it
+    /// hung).
+    pub fn run<'r, H: Handler<'r>>(
+        &self,
+        reactor: &mut Reactor<'r>,
+        handler: &mut H,
+        wait: Duration,
+        mut after_turn: impl FnMut(&mut H, &Reactor<'r>),
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !reactor.is_stopped() {
+            assert!(Instant::now() < deadline, "server ran for 60 s: test hung");
+            if self.stop.load(Ordering::SeqCst) {
+                reactor.stop();
+            }
+            reactor.turn(handler, Some(wait)).expect("turn");
+            after_turn(handler, reactor);
+        }
+    }
+}
+
+/// Runs `body` on a new thread as a test server: it builds its reactor, calls
+/// [`ServerCtl::listen`] once and then [`ServerCtl::run`]. Returns the address it listens on
+/// (waiting up to 10 s for it) and the thread.
+pub fn spawn_server<R: Send + 'static>(
+    body: impl FnOnce(ServerCtl) -> R + Send + 'static,
+) -> (SocketAddr, ServerThread<R>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let ctl = ServerCtl {
+        stop: stop.clone(),
+        addr: tx,
+    };
+    let join = thread::spawn(move || body(ctl));
+    let addr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server started");
+    (
+        addr,
+        ServerThread {
+            stop,
+            join: Some(join),
+        },
+    )
+}
+
 /// What a server thread reports when it ends: counters, and what the test's `summary` took
 /// from its handler (handlers holding leases are not `Send`, so they stay on their thread).
 pub struct Report<H> {
@@ -58,9 +148,8 @@ pub struct Report<H> {
 /// A reactor running a handler on its own thread.
 pub struct Server<H> {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
     live: Arc<AtomicUsize>,
-    join: Option<JoinHandle<Report<H>>>,
+    thread: ServerThread<Report<H>>,
 }
 
 impl<H: Send + 'static> Server<H> {
@@ -84,20 +173,7 @@ impl<H: Send + 'static> Server<H> {
 
     /// Ask for a graceful stop and wait for the thread (bounded: 10 s).
     pub fn stop(mut self) -> Report<H> {
-        self.stop.store(true, Ordering::SeqCst);
-        let join = self.join.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !join.is_finished() {
-            assert!(Instant::now() < deadline, "server did not stop within 10 s");
-            thread::sleep(Duration::from_millis(5));
-        }
-        join.join().expect("server thread panicked")
-    }
-}
-
-impl<H> Drop for Server<H> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.thread.stop()
     }
 }
 
@@ -112,29 +188,18 @@ where
     F: FnOnce() -> H + Send + 'static,
     S: FnOnce(H) -> R + Send + 'static,
 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
     let live = Arc::new(AtomicUsize::new(0));
     let live2 = live.clone();
-    let (tx, rx) = mpsc::channel();
-    let join = thread::spawn(move || {
+    let (addr, thread) = spawn_server(move |ctl| {
         let mut handler = handler();
         let mut reactor = make(config);
-        let l = reactor
-            .listen("127.0.0.1:0".parse().unwrap())
-            .expect("listen");
-        tx.send(reactor.listener_addr(l).unwrap()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !reactor.is_stopped() {
-            assert!(Instant::now() < deadline, "server ran for 60 s: test hung");
-            if stop2.load(Ordering::SeqCst) {
-                reactor.stop();
-            }
-            reactor
-                .turn(&mut handler, Some(Duration::from_millis(20)))
-                .expect("turn");
-            live2.store(reactor.connections(), Ordering::SeqCst);
-        }
+        ctl.listen(&mut reactor);
+        ctl.run(
+            &mut reactor,
+            &mut handler,
+            Duration::from_millis(20),
+            |_, r| live2.store(r.connections(), Ordering::SeqCst),
+        );
         Report {
             stats: reactor.stats(),
             backend: reactor.backend(),
@@ -143,15 +208,7 @@ where
             handler: summary(handler),
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server started");
-    Server {
-        addr,
-        stop,
-        live,
-        join: Some(join),
-    }
+    Server { addr, live, thread }
 }
 
 /// A config on `backend` with small, test-friendly defaults.
