@@ -23,7 +23,7 @@ use reactor_util::{connect, leak, read_to_eof, send};
 use ringlet::exec::{Connection, Error, Executor, TaskStorage};
 use ringlet::pipe::{ConnectionPipeReader, Position, ReadBuf, TaskPipeReader};
 use ringlet::pool::Lease;
-use ringlet::reactor::{BackendChoice, CloseReason, ConnId, Context, Handler, ListenerId};
+use ringlet::reactor::{BackendChoice, CloseReason, Config, ConnId, Context, Handler, ListenerId};
 
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
@@ -416,10 +416,12 @@ fn close_from_a_callback_fails_the_pending_pipe_read(backend: BackendChoice) {
                         let waited = wait_counting(&mut reader, &mut polls).await;
                         let Ok(()) = waited else {
                             let rd = reader.reader();
-                            log.borrow_mut().push(format!(
-                                "{waited:?} after {polls} polls, {} unread bytes kept",
-                                rd.unread_len()
-                            ));
+                            // 2 polls when the read was waiting as the close came, as it
+                            // usually is; 1 when the close came first (the receipt can reach
+                            // the client before the task sees its flush complete).
+                            assert!(polls <= 2, "{polls} polls");
+                            log.borrow_mut()
+                                .push(format!("{waited:?}, {} unread bytes kept", rd.unread_len()));
                             // Failing again, at once, and never waiting.
                             let again = reader.read().await.map(|r| r.buffer().len());
                             log.borrow_mut().push(format!("{again:?}"));
@@ -447,14 +449,16 @@ fn close_from_a_callback_fails_the_pending_pipe_read(backend: BackendChoice) {
     let head = b"PUB x 10\r\nhel";
     send(&mut c, head);
     assert!(replies_until_receipt(&mut r, head.len()).is_empty());
-    // The task now waits in its read, with the partial message examined.
+    // The task now waits in its read, with the partial message examined (or is about to:
+    // the pause only makes the waiting case the usual one; both must fail the read).
+    thread::sleep(Duration::from_millis(50));
     send(&mut c, b"!");
     assert_eq!(read_to_eof(&mut c), b"");
     let (stats, log, leased) = srv.stop();
     assert_eq!(
         log,
         [
-            "Err(Closed(Local)) after 2 polls, 13 unread bytes kept",
+            "Err(Closed(Local)), 13 unread bytes kept",
             "Err(Closed(Local))"
         ]
     );
@@ -503,6 +507,8 @@ struct QuotaReport {
     pauses: usize,
     resumes: usize,
     max_leases: usize,
+    /// The most leases held at a read in phase 2 (before consuming), past its first read.
+    streaming_max_leases: usize,
     total: u64,
     sum: u64,
     end: String,
@@ -562,8 +568,15 @@ async fn quota_task(
     // now would wait for bytes past what was examined, and none come while paused).
     reader.advance_to_examined(start, start).unwrap();
     loop {
-        match reader.read().await {
-            Ok(result) => {
+        let mut polls = 0;
+        let waited = wait_counting(&mut reader, &mut polls).await;
+        if rep.total > 0 {
+            // Past the first read, which hands out what phase 1 held.
+            let held = reader.reader().held_leases();
+            rep.streaming_max_leases = rep.streaming_max_leases.max(held);
+        }
+        match waited.and_then(|()| reader.try_read()) {
+            Ok(Some(result)) => {
                 let buf = result.buffer();
                 for seg in buf.segments() {
                     for (k, &b) in seg.iter().enumerate() {
@@ -585,6 +598,7 @@ async fn quota_task(
                     break;
                 }
             }
+            Ok(None) => unreachable!("a read that is ready has something new"),
             Err(e) => {
                 rep.end = format!("{e:?}");
                 break;
@@ -642,13 +656,17 @@ fn the_lease_quota_pauses_the_receive_and_consuming_resumes_it(backend: BackendC
         (0..BIG).map(|i| u64::from(pattern(i))).sum::<u64>()
     );
     assert_eq!(bytes_in as usize, BIG);
-    // Paused at the quota, and it held: far less than the peer sent came in while paused.
+    // Paused at the quota, and it held: while the peer had far more to send, what came in
+    // stayed within the quota and the receives under way when it paused. The first pause may
+    // come at the reactor's configured quota on io_uring (the receive armed at accept, before
+    // the task set the reader's quota, is capped by the old one) ...
+    let configured = usize::from(Config::default().lease_quota);
     assert!(rep.at_pause.1 >= QUOTA_SMALL, "{rep:?}");
-    assert!(
-        rep.at_gate.0 < sent_while_paused as u64 && (rep.at_gate.0 as usize) < BIG / 4,
-        "{rep:?}"
-    );
-    assert!(rep.at_gate.1 <= 32, "{rep:?}");
+    assert!(rep.at_gate.0 < sent_while_paused as u64, "{rep:?}");
+    assert!(rep.at_gate.1 <= 2 * QUOTA_SMALL.max(configured), "{rep:?}");
+    // ... after that, the reader's quota holds on both backends: at most the quota plus the
+    // receives under way (one armed receive's byte cap: the quota's worth) were ever held.
+    assert!(rep.streaming_max_leases <= 2 * QUOTA_SMALL, "{rep:?}");
     // Consuming resumed it: every pause was followed by a resume.
     assert!(rep.pauses >= 1 && rep.resumes == rep.pauses, "{rep:?}");
     assert_eq!((stats.spawned, stats.completed), (1, 1));

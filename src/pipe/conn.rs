@@ -186,6 +186,9 @@ pub struct ConnectionPipeReader<'r, const SEGS: usize = 32, const CARRY: usize =
     eof: bool,
     /// The pause the async face last applied to its connection ([`super::TaskPipeReader`]).
     pub(crate) applied_pause: bool,
+    /// The lease quota the async face last gave its connection ([`super::TaskPipeReader`]);
+    /// 0: none yet. (A `u16`, like the reactor's quotas: it fits the padding.)
+    pub(crate) applied_quota: u16,
 }
 
 impl<'r, const SEGS: usize, const CARRY: usize> ConnectionPipeReader<'r, SEGS, CARRY> {
@@ -204,6 +207,7 @@ impl<'r, const SEGS: usize, const CARRY: usize> ConnectionPipeReader<'r, SEGS, C
             paused: false,
             eof: false,
             applied_pause: false,
+            applied_quota: 0,
         })
     }
 
@@ -383,6 +387,7 @@ impl<'r, const SEGS: usize, const CARRY: usize> ConnectionPipeReader<'r, SEGS, C
         self.paused = false;
         self.eof = false;
         self.applied_pause = false;
+        self.applied_quota = 0;
     }
 }
 

@@ -39,20 +39,36 @@ use crate::exec::{Connection, Error};
 ///
 /// # Receive buffers
 ///
-/// As for the callback face ([`ConnectionPipeReader`], *Receive buffers*): the reader holds
-/// at most its quota of leases before it pauses the connection's receive
-/// ([`Context::pause`](crate::reactor::Context::pause)); consuming down to half the quota
-/// resumes it, in the same call. A short unread tail moves into the carry buffer after each
-/// `advance_to*`, so a connection with a partial message pending holds no lease. The
-/// reactor's own quota ([`Config::lease_quota`](crate::reactor::Config::lease_quota)) counts
-/// the leases in the reader too and pauses independently; the reader's quota matters when it
-/// is the lower one. Leases that arrive past every limit are packed; when the reader's
-/// segments are full even so and the parser examined everything, the connection is aborted
-/// and the read fails with [`Error::Overrun`] (it could never complete otherwise). A message
-/// that must be held whole must fit the quota: raise it first with
-/// [`set_quota`](TaskPipeReader::set_quota).
+/// As for the callback face ([`ConnectionPipeReader`], *Receive buffers*), with the quota
+/// enforced by the reactor itself:
 ///
-/// Pausing and resuming go through the reactor's context of the poll under way; a reader
+/// - **Quota.** The reader's quota becomes the connection's lease quota
+///   ([`Context::set_lease_quota`](crate::reactor::Context::set_lease_quota), when the
+///   handle is made and on [`set_quota`](TaskPipeReader::set_quota)), and the leases in the
+///   reader count against it until they go back. So the receive pauses right after the
+///   receive that brings the connection to its quota, even when several arrive in one turn
+///   before the task runs, and resumes once consuming brings it down to half. The reader's
+///   own pause edges are applied to the connection too
+///   ([`Context::pause`](crate::reactor::Context::pause) / `resume`). The quota stays with
+///   the connection after the handle is dropped. One lag: on io_uring, the receive armed
+///   before the handle set the quota (at accept, before the task first ran) is capped by
+///   the quota it was armed with ([`Config::lease_quota`](crate::reactor::Config::lease_quota)),
+///   so the first pause can come that late; from the next arm on, the reader's quota holds.
+/// - **Carry.** A short unread tail moves into the carry buffer after each `advance_to*`,
+///   so a connection with a partial message pending holds no lease.
+/// - **Past every limit.** Receives under way when the connection paused still arrive and
+///   are packed. When the reader's segments are full even so and the parser examined
+///   everything, the connection is aborted and the read fails with [`Error::Overrun`] (it
+///   could never complete otherwise). Keep `SEGS` at least twice the quota.
+/// - **Large messages.** A message that must be held whole must fit the quota: raise it
+///   first with [`set_quota`](TaskPipeReader::set_quota) (up to `SEGS`). The executor checks
+///   that [`Config::lease_quota`](crate::reactor::Config::lease_quota) is at most half of
+///   [`SNAPSHOT_LEASES`](crate::exec::SNAPSHOT_LEASES), so that the leases waiting for the
+///   task in its connection's queue fit there; a reader quota above that is safe as far as
+///   the queue is emptied into the reader at each read (only the receives of one turn wait
+///   there, packed if need be), and past that the read reports [`Error::Overrun`].
+///
+/// Quota, pause and resume go through the reactor's context of the poll under way; a reader
 /// used outside its task's poll ([`Error::Detached`]) applies them at its next call inside.
 ///
 /// Dropping the handle loses nothing: the storage keeps the segments and positions, and a new
@@ -109,7 +125,9 @@ impl<'a, const SEGS: usize, const CARRY: usize> TaskPipeReader<'a, SEGS, CARRY> 
         conn: &'a Connection,
         rd: &'a mut ConnectionPipeReader<'static, SEGS, CARRY>,
     ) -> Self {
-        TaskPipeReader { conn, rd }
+        let mut reader = TaskPipeReader { conn, rd };
+        reader.sync_connection();
+        reader
     }
 
     /// Waits until there is something new (bytes past the examined position, or the end of
@@ -173,7 +191,7 @@ impl<'a, const SEGS: usize, const CARRY: usize> TaskPipeReader<'a, SEGS, CARRY> 
         let drained = self
             .conn
             .drain_leases(|lease| rd.push(lease).map(|_edge| ()).map_err(|full| full.lease))?;
-        self.sync_pause();
+        self.sync_connection();
         if drained.end == Some(Error::Eof) {
             self.rd.push_eof();
         }
@@ -191,10 +209,21 @@ impl<'a, const SEGS: usize, const CARRY: usize> TaskPipeReader<'a, SEGS, CARRY> 
         }
     }
 
-    /// Brings the connection's receive in line with the reader's pause state (the state, not
-    /// the edges: an edge that could not be applied outside a poll is applied at the next
-    /// call inside).
-    fn sync_pause(&mut self) {
+    /// Brings the connection in line with the reader: its lease quota is the reader's, and its
+    /// receive is paused while the reader is (the state, not the edges: what could not be
+    /// applied outside a poll is applied at the next call inside).
+    fn sync_connection(&mut self) {
+        let q = u16::try_from(self.rd.quota()).unwrap_or(u16::MAX);
+        if self.rd.applied_quota != q {
+            // A stale connection has no quota left to set: done either way.
+            if self
+                .conn
+                .with_context(|cx, id| cx.set_lease_quota(id, Some(q)))
+                .is_some()
+            {
+                self.rd.applied_quota = q;
+            }
+        }
         let want = self.rd.is_paused();
         if want == self.rd.applied_pause {
             return;
@@ -235,7 +264,7 @@ impl<'a, const SEGS: usize, const CARRY: usize> TaskPipeReader<'a, SEGS, CARRY> 
         examined: Position,
     ) -> Result<(), PipeError> {
         let _edge = self.rd.advance_to_examined(consumed, examined)?;
-        self.sync_pause();
+        self.sync_connection();
         Ok(())
     }
 
@@ -247,7 +276,7 @@ impl<'a, const SEGS: usize, const CARRY: usize> TaskPipeReader<'a, SEGS, CARRY> 
     /// [`PipeError::Config`] when `quota` is 0 or exceeds `SEGS`; nothing changes.
     pub fn set_quota(&mut self, quota: usize) -> Result<(), PipeError> {
         let _edge = self.rd.set_quota(quota)?;
-        self.sync_pause();
+        self.sync_connection();
         Ok(())
     }
 
