@@ -42,6 +42,7 @@ both!(
     peer_close_mid_message_completes_the_read_with_the_unparsed_tail,
     close_from_a_callback_fails_the_pending_pipe_read,
     the_lease_quota_pauses_the_receive_and_consuming_resumes_it,
+    a_reader_full_of_examined_bytes_with_more_waiting_reports_overrun,
 );
 
 /// Task slots big enough for a reader's storage in the future.
@@ -671,4 +672,95 @@ fn the_lease_quota_pauses_the_receive_and_consuming_resumes_it(backend: BackendC
     assert!(rep.pauses >= 1 && rep.resumes == rep.pauses, "{rep:?}");
     assert_eq!((stats.spawned, stats.completed), (1, 1));
     assert_eq!(leased, 0, "the pool is full again");
+}
+
+/// Forwards everything to the executor, raising each connection's lease quota to 16 at
+/// every receive: above what a reader of 2 segments can hold, whatever quota it set.
+struct RaiseQuota<E> {
+    exec: E,
+}
+
+impl<E: Handler<'static>> Handler<'static> for RaiseQuota<E> {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, l: ListenerId) {
+        self.exec.on_accept(cx, conn, l);
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, lease: Lease<'static>) {
+        cx.set_lease_quota(conn, Some(16)).unwrap();
+        self.exec.on_data(cx, conn, lease);
+    }
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId) {
+        self.exec.on_read_closed(cx, conn);
+    }
+    fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, n: usize) {
+        self.exec.on_sent(cx, conn, n);
+    }
+    fn on_close(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, reason: CloseReason) {
+        self.exec.on_close(cx, conn, reason);
+    }
+    fn before_flush(&mut self, cx: &mut Context<'_, 'static>) {
+        self.exec.before_flush(cx);
+    }
+}
+
+fn a_reader_full_of_examined_bytes_with_more_waiting_reports_overrun(backend: BackendChoice) {
+    let srv = server(
+        backend,
+        |r| {
+            let log: Log<Vec<String>> = Rc::default();
+            let l = log.clone();
+            let task = move |conn: Connection| {
+                let log = l.clone();
+                async move {
+                    // Two segments, no carry: at most 4 KiB of 2 KiB buffers.
+                    let mut storage = ConnectionPipeReader::<'static, 2, 0>::new(2).unwrap();
+                    let mut reader = conn.pipe_reader(&mut storage);
+                    let mut views = 0;
+                    // A parser that never finds what it needs: examines all, consumes nothing.
+                    let end = loop {
+                        match reader.read().await {
+                            Ok(result) => {
+                                let buf = result.buffer();
+                                let (start, end) = (buf.start(), buf.end());
+                                assert!(!result.is_completed());
+                                reader.advance_to_examined(start, end).unwrap();
+                                views += 1;
+                            }
+                            Err(e) => break e,
+                        }
+                    };
+                    let rd = reader.reader();
+                    log.borrow_mut().push(format!("{end:?}"));
+                    log.borrow_mut().push(format!(
+                        "views {}, held {} leases, {} bytes",
+                        views > 0,
+                        rd.held_leases(),
+                        rd.unread_len()
+                    ));
+                    // The end is reported again, at once.
+                    let again = reader.read().await.err();
+                    log.borrow_mut().push(format!("{again:?}"));
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<2>>(), task).expect("executor");
+            (RaiseQuota { exec }, log)
+        },
+        |h, log, r| (h.exec.stats(), log.take(), r.pool().leased()),
+    );
+    let mut c = connect(srv.addr);
+    // Far more than 2 segments and the connection's quota hold; the server aborts the
+    // connection, so writing may fail part way (reset), and reading ends in EOF or reset.
+    let data = vec![b'a'; 256 * 1024];
+    let _ = c.write_all(&data);
+    let mut sink = Vec::new();
+    let _ = c.read_to_end(&mut sink);
+    let (stats, log, leased) = srv.stop();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log[0], "Overrun");
+    assert_eq!(
+        log[1], "views true, held 2 leases, 4096 bytes",
+        "packed full"
+    );
+    assert_eq!(log[2], "Some(Overrun)");
+    assert_eq!((stats.spawned, stats.completed), (1, 1));
+    assert_eq!(leased, 0, "every lease went back");
 }
