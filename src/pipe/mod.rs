@@ -16,7 +16,9 @@
 //!
 //! Everything here is sans-IO: no system call, no allocation, no `unsafe`. The core is
 //! synchronous, for callback code (`try_read`, `try_flush`); the async face (`read().await`,
-//! `flush().await`) is a thin layer over it that needs no particular executor.
+//! `flush().await`) is a thin layer over it that needs no particular executor. The one
+//! exception is [`TaskPipeReader`], which reads a connection of ringlet's own
+//! [executor](crate::exec) (it takes the leases the executor queued for the task).
 //!
 //! # The reader loop
 //!
