@@ -21,9 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ringlet::broker::server::{Broker, BrokerMem, Client, ServerConfig, Session};
-use ringlet::broker::sublist::{CacheLine, Chunk, Group, Node, SubEntry, SublistMem};
-use ringlet::pool::{SlabStorage, ZeroInit, init_zeroed};
+use ringlet::broker::server::{Broker, BrokerMem, BrokerStorage, ServerConfig};
+use ringlet::pool::{ZeroInit, init_zeroed};
 use ringlet::reactor::{BackendChoice, Config, Reactor, Resources};
 
 const CONNS: usize = 256;
@@ -43,22 +42,9 @@ fn leak<T: ZeroInit>() -> &'static mut T {
     init_zeroed(Box::leak(b))
 }
 
+/// The broker's storage, zeroed in place once (never built on the stack).
 fn mem() -> BrokerMem<'static, 'static> {
-    BrokerMem {
-        sessions: leak::<SlabStorage<Session<'static>, CONNS>>().as_mut_slice(),
-        clients: leak::<SlabStorage<Client, CONNS>>().as_mut_slice(),
-        keys: leak::<[u64; CONNS]>(),
-        sublist: SublistMem {
-            subs: leak::<SlabStorage<SubEntry<u64>, SUBS>>().as_mut_slice(),
-            nodes: leak::<SlabStorage<Node, NODES>>().as_mut_slice(),
-            groups: leak::<SlabStorage<Group, SUBS>>().as_mut_slice(),
-            chunks: leak::<SlabStorage<Chunk, CHUNKS>>().as_mut_slice(),
-            index: leak::<[u64; 2 * NODES]>(),
-            cache: leak::<SlabStorage<CacheLine, CACHE>>().as_mut_slice(),
-            cache_index: leak::<[u64; CACHE]>(),
-        },
-        targets: leak::<[u64; SUBS]>(),
-    }
+    leak::<BrokerStorage<'static, CONNS, SUBS, NODES, CHUNKS, CACHE>>().mem()
 }
 
 struct Args {

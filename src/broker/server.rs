@@ -4,10 +4,11 @@
 //! # Storage
 //!
 //! Everything lives in caller storage handed in as a [`BrokerMem`] (slices), or the
-//! ready-made [`BrokerStorage`] (const generics). Every piece of a [`BrokerMem`] is a
-//! [`crate::pool::ZeroInit`] type ([`SlabStorage`]s and `u64` arrays), so a program leaks each
-//! piece zeroed once at start-up ([`crate::pool::init_zeroed`]) and never builds it on the
-//! stack (the broker tests' `tests/broker_util` and `examples/static_broker.rs` do this):
+//! ready-made [`BrokerStorage`] (const generics). [`BrokerStorage`] is
+//! [`crate::pool::ZeroInit`] (every piece is: [`SlabStorage`]s and `u64` arrays), so a program
+//! makes it zeroed in place once at start-up ([`crate::pool::init_zeroed`], a
+//! [`crate::pool::StaticSlot`], or `leak_zeroed` with the `std` feature) and never builds it on
+//! the stack (the broker tests' `tests/broker_util` and `examples/static_broker.rs` do this):
 //!
 //! - per connection slot (indexed by [`ConnId::index`]): a [`Session`] (the
 //!   [`Parser`], the [`ConnectionPipeReader`] over the receive leases, and the pending PUB's
@@ -288,9 +289,9 @@ pub struct BrokerMem<'a, 'r> {
 /// `NODES` trie nodes, `CHUNKS` chunks of subject text, `CACHE` match-cache lines.
 ///
 /// Memory: about `CONNS * 15.4 KiB + SUBS * 176 + NODES * 112 + CHUNKS * 48 + CACHE * 232`
-/// bytes (x86-64). [`BrokerStorage::new`] builds it where it is called: fine for small capacities
-/// (`Box::leak(Box::new(BrokerStorage::new()))`); for large ones leak the pieces zeroed and
-/// assemble a [`BrokerMem`] (see the [module docs](self)).
+/// bytes (x86-64). [`BrokerStorage::new`] builds it where it is called: fine for small
+/// capacities; any size can be made in place instead, because all-zero bytes is the same empty
+/// storage ([`ZeroInit`](crate::pool::ZeroInit), see the [module docs](self)).
 pub struct BrokerStorage<
     'r,
     const CONNS: usize,
@@ -355,6 +356,15 @@ impl<
             },
             targets: &mut self.targets,
         }
+    }
+}
+
+// All-zero is the empty storage: every field is ZeroInit (checked by the macro), and
+// `BrokerStorage::new` builds exactly that (empty slab storage and zeroed arrays).
+crate::impl_zero_init! {
+    impl['r, const CONNS: usize, const SUBS: usize, const NODES: usize, const CHUNKS: usize, const CACHE: usize]
+    BrokerStorage<'r, CONNS, SUBS, NODES, CHUNKS, CACHE> {
+        sessions, clients, keys, subs, groups, nodes, index, chunks, cache, cache_index, targets
     }
 }
 
