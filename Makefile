@@ -86,12 +86,14 @@ bench:
 	fi
 	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/bench $(BENCH_ARGS)
 
-## Fuzz the broker's parsers (needs `cargo install cargo-fuzz` and nightly):
-## make fuzz FUZZ_TARGET=parser|connect|subject FUZZ_SECS=60
-FUZZ_TARGET ?= parser
+## Fuzz the broker's parsers (needs `cargo install cargo-fuzz` and nightly), each target for
+## FUZZ_SECS seconds: make fuzz, or one of them: make fuzz FUZZ_TARGET=parser|connect|subject|config
+FUZZ_TARGET ?= parser connect subject config
 FUZZ_SECS ?= 60
 fuzz:
-	cd fuzz && $(CARGO) $(NIGHTLY) fuzz run $(FUZZ_TARGET) -- -max_total_time=$(FUZZ_SECS)
+	cd fuzz && for t in $(FUZZ_TARGET); do \
+		$(CARGO) $(NIGHTLY) fuzz run $$t -- -max_total_time=$(FUZZ_SECS) || exit 1; \
+	done
 
 ## Nightly toolchain pieces for miri and check-nostd.
 nightly:

@@ -1,6 +1,8 @@
 //! The NATS core protocol, sans IO: parsing what clients send, validating subjects, indexing
 //! subscriptions and writing what the server sends, with no socket, clock or allocation.
 //!
+//! - [`config`]: nats-server's configuration file format (the common subset), for programs
+//!   that run the broker.
 //! - [`connect`]: CONNECT's JSON options, parsed without allocation, and the options a client
 //!   keeps.
 //! - [`parser`]: the resumable, zero-copy parser of client operations.
@@ -46,6 +48,7 @@
 //!   client INFO: close unless [`connect::validate_json_object`] accepts it;
 //! - on close: remove every subscription of the connection from the sublist.
 
+pub mod config;
 pub mod connect;
 pub mod parser;
 pub mod proto;
