@@ -537,6 +537,25 @@ impl<'a, 'r> Broker<'a, 'r> {
     }
 }
 
+/// Writes the INFO a new connection gets.
+fn send_info(cx: &mut Context<'_, '_>, conn: ConnId, cfg: &ServerConfig, client_id: u64) {
+    let info = Info {
+        server_id: &cfg.server_id,
+        server_name: &cfg.server_name,
+        host: &cfg.host,
+        port: cfg.port,
+        max_payload: cfg.max_payload,
+        auth_required: cfg.auth_required(),
+        client_id,
+        ..Info::DEFAULT
+    };
+    let mut buf = [0u8; 1024];
+    let mut sink = SliceSink::new(&mut buf);
+    if info.write(&mut sink).is_ok() {
+        send(cx, conn, sink.written());
+    }
+}
+
 /// Writes a whole `-ERR` and closes when it says so.
 fn send_err(cx: &mut Context<'_, '_>, conn: ConnId, e: ServerError<'_>) {
     let mut buf = [0u8; 256];
@@ -696,6 +715,12 @@ impl Core<'_> {
                 if client.opts.pedantic && !subject::is_valid_literal_subject(subj) {
                     send_err(cx, conn, ServerError::InvalidPublishSubject);
                 }
+                // nats-server answers a verbose PUB on its line, before the payload: so the
+                // `+OK` comes before the publisher's own copy of the message and before a
+                // no-responders status (the differential test pins this order).
+                if client.opts.verbose {
+                    send(cx, conn, OK);
+                }
                 let rlen = reply.map(<[u8]>::len);
                 let total = subj.len() + rlen.unwrap_or(0);
                 if total > line.len() {
@@ -734,8 +759,8 @@ impl Core<'_> {
     ) -> bool {
         let subj = &line[..p.subject_len];
         let reply = p.reply_len.map(|r| &line[p.subject_len..p.subject_len + r]);
-        let (echo, no_responders, verbose) = match self.clients.get(ckey) {
-            Ok(c) => (c.opts.echo, c.opts.no_responders, c.opts.verbose),
+        let (echo, no_responders) = match self.clients.get(ckey) {
+            Ok(c) => (c.opts.echo, c.opts.no_responders),
             Err(_) => return true,
         };
         let me = conn.index();
@@ -902,9 +927,6 @@ impl Core<'_> {
                 }
             }
         }
-        if verbose {
-            send(cx, conn, OK);
-        }
         if pause_publisher {
             self.pause_publisher(cx, conn, ckey);
         }
@@ -963,6 +985,11 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             || conn.index() >= core.keys.len()
         {
             core.stats.refused += 1;
+            // Like nats-server: the INFO first (its clients read it before anything else),
+            // then the refusal.
+            let client_id = core.next_client_id;
+            core.next_client_id += 1;
+            send_info(cx, conn, &core.config, client_id);
             send_err(cx, conn, ServerError::MaxConnectionsExceeded);
             return;
         }
@@ -1031,22 +1058,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
         core.keys[conn.index()] = ckey.to_u64() + 1;
         let client_id = core.next_client_id;
         core.next_client_id += 1;
-        let cfg = &core.config;
-        let info = Info {
-            server_id: &cfg.server_id,
-            server_name: &cfg.server_name,
-            host: &cfg.host,
-            port: cfg.port,
-            max_payload: cfg.max_payload,
-            auth_required: auth,
-            client_id,
-            ..Info::DEFAULT
-        };
-        let mut buf = [0u8; 1024];
-        let mut sink = SliceSink::new(&mut buf);
-        if info.write(&mut sink).is_ok() {
-            send(cx, conn, sink.written());
-        }
+        send_info(cx, conn, &core.config, client_id);
     }
 
     fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>) {
