@@ -8,7 +8,7 @@ NIGHTLY ?= +nightly
 # Bounded exhaustiveness for loom (see loom-tests/): preemption bound per model.
 LOOM_MAX_PREEMPTIONS ?= 3
 
-.PHONY: all build test lint fmt doc miri loom check-nostd echo broker probe bench nightly clean fuzz
+.PHONY: all build test test-interop lint fmt doc miri loom check-nostd echo broker probe bench nightly clean fuzz
 
 all: build
 
@@ -20,6 +20,12 @@ build:
 test:
 	$(CARGO) test
 	$(CARGO) test --features std --lib
+
+## The differential test: the same byte scripts (and config files) to the broker and to the
+## real nats-server, replies compared. Needs Debian's nats-server (apt-get install nats-server;
+## NATS_SERVER=path for another binary); `make test` does not.
+test-interop:
+	$(CARGO) test --test broker_diff -- --ignored
 
 ## Format check and clippy with warnings as errors.
 lint:
