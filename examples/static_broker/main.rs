@@ -375,9 +375,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Go's net.JoinHostPort: an IPv6 host in brackets.
+    let shown_host = if o.host.contains(':') {
+        format!("[{}]", o.host)
+    } else {
+        o.host.clone()
+    };
     log.inf(&format!(
-        "Listening for client connections on {}:{}",
-        o.host,
+        "Listening for client connections on {shown_host}:{}",
         bound.port()
     ));
     let ports_file = o.ports_file_dir.as_deref().map(ports_file_path);
