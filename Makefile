@@ -8,7 +8,7 @@ NIGHTLY ?= +nightly
 # Bounded exhaustiveness for loom (see loom-tests/): preemption bound per model.
 LOOM_MAX_PREEMPTIONS ?= 3
 
-.PHONY: all build test test-interop lint fmt doc miri loom check-nostd echo broker probe bench nightly clean fuzz
+.PHONY: all build test test-interop lint fmt doc miri loom check-nostd echo broker probe bench bench-echo bench-nats nightly clean fuzz
 
 all: build
 
@@ -20,6 +20,7 @@ build:
 test:
 	$(CARGO) test
 	$(CARGO) test --features std --lib
+	$(CARGO) test --features embedded-io-async --lib stream::
 
 ## The differential test: the same byte scripts (and config files) to the broker and to the
 ## real nats-server, replies compared. Needs Debian's nats-server (apt-get install nats-server;
@@ -32,13 +33,14 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --features std -- -D warnings
+	$(CARGO) clippy --all-targets --features embedded-io-async -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
 ## API docs; warnings are errors.
 doc:
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --features embedded-io-async
 
 ## The pool's tests under Miri (no kernel calls there, so all of them apply).
 miri:
@@ -67,20 +69,30 @@ ARGS ?=
 echo:
 	$(CARGO) run --release --example echo -- --addr 127.0.0.1:7000 $(ARGS)
 
-## The NATS-compatible broker on 127.0.0.1:4222 (nats-server flags: make broker ARGS="-D").
+## The NATS-compatible broker on 127.0.0.1:4222, HTTP monitoring on 8222 (nats-server flags:
+## make broker ARGS="-D").
 broker:
-	$(CARGO) run --release --example static_broker -- -a 127.0.0.1 -p 4222 $(ARGS)
+	$(CARGO) run --release --example static_broker -- -a 127.0.0.1 -p 4222 -m 8222 $(ARGS)
 
 ## What this kernel's io_uring supports, and which backend Auto picks.
 probe:
 	$(CARGO) run --example probe
 
+## Benchmarks (not tests; see bench/README.md): the echo benchmark, then the NATS benchmark.
+## Settings shared by both: BENCH_SECS, BENCH_RUNS, BENCH_WARMUP_SECS, BENCH_SERVER_CPU,
+## BENCH_CLIENT_CPU (environment). Run one alone with `make bench-echo` or `make bench-nats`.
+## Both run even when the first reports failed runs; the exit status says whether either did.
+bench:
+	@$(MAKE) --no-print-directory bench-echo; e=$$?; \
+		$(MAKE) --no-print-directory bench-nats; n=$$?; \
+		[ $$e -eq 0 ] && [ $$n -eq 0 ]
+
 ## Echo benchmark: ringlet (io_uring and epoll backends) side by side with tokio and monoio echo
 ## servers, server pinned to CPU 0 and load generator to CPU 1; prints a table with ratios.
 ## Settings: BENCH_SECS, BENCH_RUNS, BENCH_WARMUP_SECS, BENCH_COUNT_SECS, BENCH_SERVERS, BENCH_ROWS,
-## RINGLET_ECHO (environment), or flags through BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
+## RINGLET_ECHO (environment), or flags through BENCH_ARGS, e.g. `make bench-echo BENCH_ARGS=--quick`.
 ## Needs `perf` for the syscall column (Debian: apt-get install linux-perf); see bench/README.md.
-bench:
+bench-echo:
 	@command -v perf >/dev/null 2>&1 || echo "bench: perf not found, the syscalls/rt column will be n/a (Debian: apt-get install linux-perf)"
 	@[ "$$(nproc)" -ge 2 ] || { echo "bench: needs at least 2 CPUs (server and load generator are pinned apart)"; exit 1; }
 	$(CARGO) build --release -p ringlet-bench
@@ -92,9 +104,20 @@ bench:
 	fi
 	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/bench $(BENCH_ARGS)
 
+## NATS benchmark: ringlet's broker (io_uring and epoll) side by side with nats-server (Debian
+## package; its rows are skipped with a message when it is missing), same pinning; pub/sub
+## throughput, request/reply latency, RSS of idle connections, server CPU per message, ratios.
+## Settings: BENCH_SECS, BENCH_RUNS, BENCH_WARMUP_SECS, BENCH_NATS_SERVERS, BENCH_NATS_ROWS,
+## BENCH_IDLE_CONNS, RINGLET_BROKER, NATS_SERVER (environment), or flags through
+## BENCH_NATS_ARGS, e.g. `make bench-nats BENCH_NATS_ARGS=--quick`.
+bench-nats:
+	@[ "$$(nproc)" -ge 2 ] || { echo "bench: needs at least 2 CPUs (server and load generator are pinned apart)"; exit 1; }
+	$(CARGO) build --release -p ringlet-bench
+	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/nats-bench $(BENCH_NATS_ARGS)
+
 ## Fuzz the broker's parsers (needs `cargo install cargo-fuzz` and nightly), each target for
-## FUZZ_SECS seconds: make fuzz, or one of them: make fuzz FUZZ_TARGET=parser|connect|subject|config
-FUZZ_TARGET ?= parser connect subject config
+## FUZZ_SECS seconds: make fuzz, or one of them: make fuzz FUZZ_TARGET=parser|connect|subject|config|http
+FUZZ_TARGET ?= parser connect subject config http
 FUZZ_SECS ?= 60
 fuzz:
 	cd fuzz && for t in $(FUZZ_TARGET); do \

@@ -28,7 +28,16 @@
 //!   subjects, the subscription index, CONNECT options and the server's protocol lines. It
 //!   takes bytes and returns results; the network glue binds it to the reactor.
 //!
-//! Streams and framing codecs are still to come on these layers.
+//! - [`stream`] is the byte-stream layer: the [`stream::ReadStream`] / [`stream::WriteStream`]
+//!   traits (`async fn`, seed 001's contract: a read succeeds with at least one byte or fails
+//!   with none, end of stream is [`stream::Error::Eof`]), their refinements
+//!   [`stream::ReadSource`] / [`stream::WriteSink`], and composed algorithms written once over
+//!   them (exact `read`, `read_until` into a bounded buffer, bounded `read_to_end`, `relay`).
+//!   Memory and scripted streams, the contract as reusable conformance checks
+//!   ([`stream::conformance`]) that every stream here passes, and (feature
+//!   `embedded-io-async`) adapters to the embedded-io-async traits.
+//!
+//! Framing codecs are still to come on these layers.
 //!
 //! # Memory
 //!
@@ -52,6 +61,7 @@ pub mod pipe;
 #[allow(unsafe_code)]
 pub mod pool;
 pub mod reactor;
+pub mod stream;
 pub mod sync;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -47,7 +47,7 @@ fn defaults_are_nats_servers() {
     assert_eq!(o.http_port, None);
     assert_eq!(o.server.max_payload, 1024 * 1024);
     assert_eq!(o.server.max_connections, 65536);
-    assert_eq!(o.max_pending, 64 * 1024 * 1024);
+    assert_eq!(o.server.max_pending, 64 * 1024 * 1024);
     assert_eq!(o.server.ping_interval, Duration::from_secs(120));
     assert_eq!(o.server.ping_max, 2);
     assert_eq!(o.server.write_deadline, Duration::from_secs(10));
@@ -108,7 +108,7 @@ fn every_flag() {
     assert_eq!(o.backend, BackendChoice::Epoll);
     assert_eq!(o.server.max_payload, 64 * 1024);
     assert_eq!(o.server.max_connections, 10);
-    assert_eq!(o.max_pending, 1 << 20);
+    assert_eq!(o.server.max_pending, 1 << 20);
     // On the command line a duration is Go's syntax (1m is a minute) or plain seconds.
     assert_eq!(o.server.ping_interval, Duration::from_secs(60));
     assert_eq!(o.server.ping_max, 5);
@@ -189,7 +189,7 @@ fn the_file_sets_everything() {
     assert_eq!(o.server.server_name.as_str(), "from_file");
     assert_eq!(o.server.max_payload, 512 * 1024);
     assert_eq!(o.server.max_connections, 100);
-    assert_eq!(o.max_pending, 32 << 20);
+    assert_eq!(o.server.max_pending, 32 << 20);
     assert_eq!(o.server.ping_interval, Duration::from_secs(30));
     assert_eq!(o.server.ping_max, 4);
     assert_eq!(o.server.write_deadline, Duration::from_secs(2));
@@ -581,6 +581,8 @@ fn binary_with_config_file_pid_and_ports_files() {
         "127.0.0.1",
         "-p",
         "-1",
+        "-m",
+        "-1",
         "-P",
         pid_file.to_str().unwrap(),
         "--ports_file_dir",
@@ -589,6 +591,8 @@ fn binary_with_config_file_pid_and_ports_files() {
         "epoll",
     ]);
     b.wait_line(&format!("Using configuration file: {}", conf.display()));
+    let monitor_line = b.wait_line("Starting http monitor on 127.0.0.1:");
+    let monitor_port: u16 = monitor_line.rsplit(':').next().unwrap().parse().unwrap();
     let port = b.port();
     assert_ne!(port, 1);
     let pid = b.child.id();
@@ -596,8 +600,20 @@ fn binary_with_config_file_pid_and_ports_files() {
     let ports_file = dir.path(&format!("static_broker_{pid}.ports"));
     assert_eq!(
         std::fs::read_to_string(&ports_file).unwrap(),
-        format!(r#"{{"nats":["nats://127.0.0.1:{port}"]}}"#)
+        format!(
+            r#"{{"nats":["nats://127.0.0.1:{port}"],"monitoring":["http://127.0.0.1:{monitor_port}"]}}"#
+        )
     );
+    // Monitoring answers on its port, with the file's settings.
+    let mut m = TcpStream::connect(("127.0.0.1", monitor_port)).expect("monitor");
+    m.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    m.write_all(b"GET /varz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut varz = String::new();
+    m.read_to_string(&mut varz).unwrap();
+    assert!(varz.starts_with("HTTP/1.1 200"), "{varz}");
+    assert!(varz.contains(r#""server_name": "cfg-node""#), "{varz}");
+    assert!(varz.contains(r#""max_payload": 65536"#), "{varz}");
 
     // The settings reached the broker.
     let (mut s, info) = connect(port);

@@ -399,13 +399,10 @@ fn normalise_info(json: &str) -> String {
         "host",
         "port",
         "client_id",
+        "client_ip",
         "nonce",
         "git_commit",
     ];
-    // ringlet's INFO has no client_ip until the reactor exposes peer addresses (issue 8, the
-    // server branch adds Context::peer_addr); until then it is left out of both. When ringlet
-    // sends it, move "client_ip" to VOLATILE above.
-    const ABSENT_IN_RINGLET: &[&str] = &["client_ip"];
     let Some(body) = json.strip_prefix('{').and_then(|j| j.strip_suffix('}')) else {
         return json.to_string();
     };
@@ -416,9 +413,6 @@ fn normalise_info(json: &str) -> String {
             return json.to_string();
         };
         let name = key.trim_matches('"');
-        if ABSENT_IN_RINGLET.contains(&name) {
-            continue;
-        }
         if VOLATILE.contains(&name) {
             fields.push(format!("{key}:*"));
         } else {

@@ -5,6 +5,8 @@
 //! library is what they share: command-line helpers, process set-up (CPU affinity, file limits,
 //! signals), the deterministic payload, and a latency histogram. See `bench/README.md`.
 
+pub mod runner;
+
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -14,10 +14,8 @@ use ringlet::broker::config::{FileConfig, parse_go_duration};
 use ringlet::broker::server::ServerConfig;
 use ringlet::reactor::BackendChoice;
 
-/// nats-server's defaults that `ServerConfig` does not carry.
+/// nats-server's default client port.
 pub const DEFAULT_PORT: i32 = 4222;
-/// nats-server's default `max_pending`: 64 MiB.
-pub const DEFAULT_MAX_PENDING: u64 = 64 * 1024 * 1024;
 
 /// Everything the broker binary runs with.
 #[derive(Clone, Debug)]
@@ -44,8 +42,6 @@ pub struct Options {
     pub pid_file: Option<PathBuf>,
     /// `--ports_file_dir`: write `<exe>_<pid>.ports` here.
     pub ports_file_dir: Option<PathBuf>,
-    /// Outbound bytes a client may have pending (`--max_pending`, `max_pending`).
-    pub max_pending: u64,
     /// Identity, limits and authentication for the broker.
     pub server: ServerConfig,
     /// The `-c` file, if any.
@@ -70,7 +66,6 @@ impl Default for Options {
             log_file: None,
             pid_file: None,
             ports_file_dir: None,
-            max_pending: DEFAULT_MAX_PENDING,
             server: ServerConfig::default(),
             config_file: None,
             config_warnings: Vec::new(),
@@ -273,7 +268,8 @@ fn parse_flags<I: IntoIterator<Item = String>>(args: I) -> Result<Result<Flags, 
             }
             "max_pending" => {
                 f.max_pending = limit_flag(&flag, "max_pending", &value()?)?.max_pending;
-                f.max_pending.get_or_insert(DEFAULT_MAX_PENDING);
+                f.max_pending
+                    .get_or_insert(ServerConfig::default().max_pending as u64);
             }
             "ping_max" => {
                 f.ping_max = limit_flag(&flag, "ping_max", &value()?)?.ping_max;
@@ -345,10 +341,10 @@ where
     if !o.server.user.is_empty() && !o.server.token.is_empty() {
         return Err("cannot have a user/pass and a token".into());
     }
-    if u64::from(o.server.max_payload) > o.max_pending {
+    if o.server.max_payload as usize > o.server.max_pending {
         return Err(format!(
             "max_payload ({}) cannot be higher than max_pending ({})",
-            o.server.max_payload, o.max_pending
+            o.server.max_payload, o.server.max_pending
         ));
     }
     Ok(Command::Run(Box::new(o)))
@@ -378,7 +374,7 @@ fn apply_file(o: &mut Options, file: &FileConfig) -> Result<(), String> {
         s.max_connections = usize::try_from(v).unwrap_or(usize::MAX);
     }
     if let Some(v) = file.max_pending {
-        o.max_pending = v;
+        s.max_pending = usize::try_from(v).unwrap_or(usize::MAX);
     }
     if let Some(v) = file.ping_interval {
         s.ping_interval = v;
@@ -475,7 +471,7 @@ fn apply_flags(o: &mut Options, f: Flags) -> Result<(), String> {
         s.max_connections = usize::try_from(v).unwrap_or(usize::MAX);
     }
     if let Some(v) = f.max_pending {
-        o.max_pending = v;
+        s.max_pending = usize::try_from(v).unwrap_or(usize::MAX);
     }
     if let Some(v) = f.ping_interval {
         s.ping_interval = v;

@@ -15,13 +15,15 @@
 //! closed).
 //!
 //! Capacities are compile-time: 256 connections, 65 536 subscriptions; 2048 receive buffers
-//! of 32 KiB (64 MiB) and a 2 MiB write slab per connection (a slab is the per-client
-//! `max_pending` in practice: a consumer whose slab cannot take a message is closed as slow).
+//! of 32 KiB (64 MiB) and a 2 MiB write slab per connection (the slab caps `max_pending`,
+//! 64 MiB by default: a consumer never has more than the lower of the two staged; see the
+//! broker's "Slow consumers" docs).
 //! The storage is leaked zeroed once at start-up: about 600 MiB of address space, mostly
 //! slabs, touched only as connections use them.
 //!
-//! Not yet served by this binary: HTTP monitoring. `-m`/`http` are parsed, checked and
-//! logged, but no monitoring port is opened (and none is listed in the ports file).
+//! `-m PORT` (or `http`/`http_port` in the file) serves HTTP monitoring (`/healthz`, `/varz`,
+//! `/connz`, `/subsz`) on the same loop, on the client host unless `http: host:port` says
+//! otherwise; the ports file then lists it under `monitoring`.
 
 mod cli;
 
@@ -195,6 +197,15 @@ fn reachable(addr: SocketAddr) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// `host` as Go's `net.JoinHostPort` writes it before `:port`: an IPv6 address in brackets.
+fn join_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
 /// Resolves `host` (an address or a name such as `localhost`) with `port` (-1: random).
 fn bind_addr(host: &str, port: i32) -> Result<SocketAddr, String> {
     let port = if port < 0 { 0 } else { port as u16 };
@@ -262,9 +273,6 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    for w in &o.config_warnings {
-        eprintln!("{w}");
-    }
     let file = match &o.log_file {
         None => None,
         Some(p) => match std::fs::OpenOptions::new()
@@ -284,6 +292,9 @@ fn main() -> ExitCode {
         time: o.logtime,
         debug: o.debug,
     };
+    for w in &o.config_warnings {
+        log.wrn(w);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let interrupted = Arc::new(AtomicBool::new(false));
     for (sig, flag) in [
@@ -328,12 +339,6 @@ fn main() -> ExitCode {
         }
     };
     log.inf(&format!("  Backend:  {:?}", reactor.backend()));
-    if let Some(port) = o.http_port {
-        let host = o.http_host.as_deref().unwrap_or(&o.host);
-        log.wrn(&format!(
-            "HTTP monitoring ({host}:{port}) is not served by this build of static_broker yet"
-        ));
-    }
     let bind = match bind_addr(&o.host, o.port) {
         Ok(a) => a,
         Err(e) => {
@@ -362,7 +367,7 @@ fn main() -> ExitCode {
         "max_payload {}, max_connections {}, max_pending {}, ping_interval {:?}, ping_max {}, write_deadline {:?}, auth {}",
         o.server.max_payload,
         o.server.max_connections,
-        o.max_pending,
+        o.server.max_pending,
         o.server.ping_interval,
         o.server.ping_max,
         o.server.write_deadline,
@@ -375,19 +380,52 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // Go's net.JoinHostPort: an IPv6 host in brackets.
-    let shown_host = if o.host.contains(':') {
-        format!("[{}]", o.host)
-    } else {
-        o.host.clone()
-    };
+    // Monitoring on the same loop: a second listener (`-m`, `http`, `http_port`).
+    let mut monitoring = Vec::new();
+    if let Some(port) = o.http_port {
+        let host = o.http_host.as_deref().unwrap_or(&o.host);
+        let hbind = match bind_addr(host, port) {
+            Ok(a) => a,
+            Err(e) => {
+                log.ftl(&format!(
+                    "Can't listen to the monitor port: {host}:{port}, {e}"
+                ));
+                return ExitCode::from(1);
+            }
+        };
+        let bound_monitor = reactor
+            .listen(hbind)
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                let a = reactor
+                    .listener_addr(m)
+                    .ok_or_else(|| "no address".to_string())?;
+                Ok((m, a))
+            });
+        match bound_monitor {
+            Ok((m, a)) => {
+                log.inf(&format!(
+                    "Starting http monitor on {}:{}",
+                    join_host(host),
+                    a.port()
+                ));
+                broker.set_monitor_listener(m, a.port());
+                monitoring = reachable(a);
+            }
+            Err(e) => {
+                log.ftl(&format!("Can't listen to the monitor port: {hbind}, {e}"));
+                return ExitCode::from(1);
+            }
+        }
+    }
     log.inf(&format!(
-        "Listening for client connections on {shown_host}:{}",
+        "Listening for client connections on {}:{}",
+        join_host(&o.host),
         bound.port()
     ));
     let ports_file = o.ports_file_dir.as_deref().map(ports_file_path);
     if let Some(path) = &ports_file
-        && let Err(e) = std::fs::write(path, cli::ports_json(&reachable(bound), &[]))
+        && let Err(e) = std::fs::write(path, cli::ports_json(&reachable(bound), &monitoring))
     {
         log.ftl(&format!("Error writing ports file {}: {e}", path.display()));
         return ExitCode::from(1);

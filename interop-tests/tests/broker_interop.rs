@@ -240,3 +240,71 @@ fn echo_off() {
         })
     });
 }
+
+/// A client that stops reading (its runtime is not driven) is cut as a slow consumer after
+/// the write deadline, while a subscriber that reads gets every message and the publisher goes
+/// on.
+#[test]
+fn slow_consumer_is_cut_while_others_keep_receiving() {
+    const N: usize = 20_000;
+    for b in backends() {
+        let mut cfg = server_config();
+        cfg.write_deadline = Duration::from_millis(500);
+        cfg.max_pending = 256 * 1024;
+        let srv = start(b, cfg);
+        let url = format!("nats://{}", srv.addr);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let stuck_url = url.clone();
+        let stuck = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let held = rt.block_on(async move {
+                let c = async_nats::connect(stuck_url).await.unwrap();
+                let s = c.subscribe("firehose").await.unwrap();
+                c.flush().await.unwrap();
+                (c, s)
+            });
+            ready_tx.send(()).unwrap();
+            // Nothing drives this runtime now: the client's socket is not read.
+            release_rx.recv().unwrap();
+            drop(held);
+        });
+        ready_rx.recv().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let good = async_nats::connect(url.clone()).await.unwrap();
+            let mut s = good.subscribe("firehose").await.unwrap();
+            good.flush().await.unwrap();
+            let p = async_nats::connect(url).await.unwrap();
+            let payload: Vec<u8> = (0..1024).map(|i| i as u8).collect();
+            let publish = async {
+                for _ in 0..N {
+                    p.publish("firehose", payload.clone().into()).await.unwrap();
+                }
+                p.flush().await.unwrap();
+            };
+            let receive = async {
+                for i in 0..N {
+                    let m = timeout(Duration::from_secs(20), s.next())
+                        .await
+                        .unwrap_or_else(|_| panic!("only {i} of {N} received"))
+                        .unwrap();
+                    assert_eq!(m.payload.len(), 1024);
+                }
+            };
+            tokio::join!(publish, receive);
+        });
+        drop(rt);
+        release_tx.send(()).unwrap();
+        stuck.join().unwrap();
+        let stats = srv.stop();
+        assert_eq!(stats.slow_consumers, 1, "{stats:?}");
+        assert_eq!(stats.in_msgs, N as u64, "{stats:?}");
+    }
+}

@@ -11,7 +11,11 @@
 //! - [`proto`]: what the server sends: INFO, MSG/HMSG, `+OK`, PING/PONG, every `-ERR`.
 //! - [`server`]: the network glue: [`server::Broker`], the reactor
 //!   [`Handler`](crate::reactor::Handler) that does what the next section describes, with
-//!   its storage, limits, auth, server PINGs and slow-consumer policy.
+//!   its storage, limits (max_pending, reservations for large messages), auth, server PINGs
+//!   and slow-consumer policy.
+//! - [`monitor`]: HTTP monitoring (`/healthz`, `/varz`, `/connz`, `/subsz`) served by the
+//!   same handler on a second listener, written into the write slab without allocation.
+//! - [`http`]: the sans-IO HTTP/1.1 request-head parser the monitoring port uses.
 //!
 //! The behaviour follows nats-server 2.9.10 byte for byte where clients can see it (see
 //! `shared/NATS-NOTES.md` in the project, and the `matches_reference_server` test, which pins
@@ -51,6 +55,8 @@
 
 pub mod config;
 pub mod connect;
+pub mod http;
+pub mod monitor;
 pub mod parser;
 pub mod proto;
 pub mod server;

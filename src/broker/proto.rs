@@ -198,6 +198,10 @@ fn put_num(sink: &mut dyn Sink, n: u64) -> Result<(), SinkFull> {
 /// Writes a MSG or HMSG control line (without the payload):
 /// `MSG <subject> <sid> [reply] <size>\r\n`, or with `header_len`
 /// `HMSG <subject> <sid> [reply] <header_len> <total_len>\r\n`. Returns the bytes written.
+///
+/// All or nothing: the length is computed first ([`msg_line_len`]), so a sink without room
+/// gets nothing. This runs once per delivered message, so it writes straight into the sink
+/// (no counting pass through a `dyn Sink`).
 pub fn write_msg_line<S: Sink + ?Sized>(
     sink: &mut S,
     subject: &[u8],
@@ -206,27 +210,43 @@ pub fn write_msg_line<S: Sink + ?Sized>(
     header_len: Option<u32>,
     total_len: u32,
 ) -> Result<usize, SinkFull> {
-    all_or_nothing(sink, |s| {
-        s.put(if header_len.is_some() {
-            b"HMSG "
-        } else {
-            b"MSG "
-        })?;
-        s.put(subject)?;
-        s.put(b" ")?;
-        s.put(sid)?;
-        if let Some(r) = reply {
-            s.put(b" ")?;
-            s.put(r)?;
-        }
-        s.put(b" ")?;
-        if let Some(h) = header_len {
-            put_num(s, u64::from(h))?;
-            s.put(b" ")?;
-        }
-        put_num(s, u64::from(total_len))?;
-        s.put(CRLF)
-    })
+    let needed = msg_line_len(subject, sid, reply, header_len, total_len);
+    let free = sink.free();
+    if free < needed {
+        return Err(SinkFull { needed, free });
+    }
+    sink.put(if header_len.is_some() {
+        b"HMSG "
+    } else {
+        b"MSG "
+    })?;
+    sink.put(subject)?;
+    sink.put(b" ")?;
+    sink.put(sid)?;
+    if let Some(r) = reply {
+        sink.put(b" ")?;
+        sink.put(r)?;
+    }
+    sink.put(b" ")?;
+    let mut buf = [0u8; 20];
+    if let Some(h) = header_len {
+        sink.put(itoa(u64::from(h), &mut buf))?;
+        sink.put(b" ")?;
+    }
+    sink.put(itoa(u64::from(total_len), &mut buf))?;
+    sink.put(CRLF)?;
+    Ok(needed)
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u32) -> usize {
+    let mut d = 1;
+    let mut n = n;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
 }
 
 /// The length of the line [`write_msg_line`] writes.
@@ -237,9 +257,16 @@ pub fn msg_line_len(
     header_len: Option<u32>,
     total_len: u32,
 ) -> usize {
-    let mut c = Counter(0);
-    let _ = write_msg_line(&mut c, subject, sid, reply, header_len, total_len);
-    c.0
+    // "MSG " or "HMSG ", subject, " ", sid, [" " reply], " ", [header_len " "], total, CRLF.
+    let op = if header_len.is_some() { 5 } else { 4 };
+    op + subject.len()
+        + 1
+        + sid.len()
+        + reply.map_or(0, |r| 1 + r.len())
+        + 1
+        + header_len.map_or(0, |h| digits(h) + 1)
+        + digits(total_len)
+        + CRLF.len()
 }
 
 /// Writes a whole message: the MSG line (HMSG when `headers` is given), the header block, the
@@ -733,6 +760,18 @@ mod tests {
             b"MSG foo 1 5\r\nMSG foo 1 bar 0\r\nHMSG foo 22 12 17\r\nHMSG foo 22 r 12 17\r\n"
         );
         assert_eq!(msg_line_len(b"foo", b"22", Some(b"r"), Some(12), 17), 21);
+        // The computed length is what is written, across digit counts.
+        for n in [0u32, 9, 10, 99, 100, 65_535, 1_048_576, u32::MAX] {
+            for h in [None, Some(0), Some(9), Some(10), Some(n)] {
+                for r in [None, Some(&b"_INBOX.abc"[..])] {
+                    let out = with_sink(|s| {
+                        let w = write_msg_line(s, b"a.b", b"12", r, h, n).unwrap();
+                        assert_eq!(w, msg_line_len(b"a.b", b"12", r, h, n));
+                    });
+                    assert_eq!(out.len(), msg_line_len(b"a.b", b"12", r, h, n));
+                }
+            }
+        }
         let out = with_sink(|s| {
             write_no_responders(s, b"_INBOX.x", b"3").unwrap();
         });
@@ -751,6 +790,17 @@ mod tests {
             write_msg(&mut s, b"foo", b"1", None, None, b"hello"),
             Err(SinkFull {
                 needed: 20,
+                free: 10
+            })
+        );
+        assert!(s.is_empty());
+        let mut buf = [0u8; 10];
+        let mut s = SliceSink::new(&mut buf);
+        assert_eq!(
+            write_msg_line(&mut s, b"foo", b"1", None, None, 5),
+            Err(SinkFull {
+                // "MSG foo 1 5\r\n"
+                needed: 13,
                 free: 10
             })
         );

@@ -32,9 +32,31 @@
 //! reader's consumed position is held at the payload's first byte, and only then is the
 //! message written, MSG line, payload segments and `\r\n`, into each target's write slab (one
 //! copy per target). Past [`READER_QUOTA`] leases the reader packs new leases densely, so a
-//! payload of `n` bytes holds about `READER_QUOTA + n / buf_size` leases: the reactor's
-//! [`Config::lease_quota`](crate::reactor::Config::lease_quota) must allow that (see
-//! [`ServerConfig::check_capacity`]), or a message too large would stall its connection.
+//! payload of `n` bytes holds at most [`ServerConfig::buffers_for`]`(n)` leases
+//! (`READER_QUOTA + n / buf_size + 3`); [`READER_SEGS`] bounds it
+//! ([`ServerConfig::check_capacity`]).
+//!
+//! # Large messages
+//!
+//! A connection may hold the reactor's
+//! [`Config::lease_quota`](crate::reactor::Config::lease_quota) receive buffers at once; a
+//! message that needs more (a big PUB payload, held whole) *reserves* them up front, when its
+//! PUB line is parsed and the payload has not all arrived:
+//!
+//! - The reservation comes from a budget: the pool's receive buffers minus
+//!   [`ServerConfig::buffer_reserve`] (a quarter by default), so large messages together
+//!   never hold more than the budget, and the reserve is always left for everyone else.
+//! - Granted, the connection's lease quota is raised to the reservation
+//!   ([`Context::set_lease_quota`]) until the message is delivered, then it goes back to the
+//!   default and the buffers go back to the budget (also when the connection closes).
+//! - When the budget is taken, the connection's receive is paused (it holds only what had
+//!   already arrived) and it waits, in connection-slot order from where the last grant
+//!   stopped, for a reservation to end. Meanwhile every other connection is served.
+//! - A message that needs more than the whole budget can never be granted: `-ERR 'Maximum
+//!   Payload Violation'` and close ([`ServerConfig::check_budget`] tells at start-up).
+//!
+//! Counters: [`BrokerStats::reservations`], [`BrokerStats::reservation_waits`],
+//! [`BrokerStats::reserved_high_water`].
 //!
 //! # Slow consumers
 //!
@@ -49,32 +71,53 @@
 //!   fast publisher slows to its slowest consumer's pace, and per-publisher order is kept.
 //! - **Early backpressure.** After a fan-out that leaves a target's slab more than half full,
 //!   the publisher is paused too, so it rarely gets as far as holding.
-//! - **Write deadline.** When a consumer's slab goes past half full, or a message waits for
+//! - **max_pending.** A consumer never has more than [`ServerConfig::max_pending`] bytes
+//!   staged and unsent for messages (nor more than its write slab holds: the lower of the two
+//!   is its *limit*). A message that would take it past the limit waits, as for a full slab:
+//!   that is the all-or-nothing hold above, so a burst slows the publisher down and never cuts
+//!   a consumer that keeps reading. Protocol replies (`PONG`, `+OK`, `-ERR`) may go past
+//!   max_pending, up to the slab (a client whose slab cannot take one is closed).
+//! - **Write deadline.** When a consumer goes past half its limit, or a message waits for
 //!   it, a one-shot timer of [`ServerConfig::write_deadline`] is armed; its
 //!   [`Handler::on_flushed`] (everything staged was sent) cancels it. If it fires first, the
 //!   consumer is a *slow consumer*: counted ([`BrokerStats::slow_consumers`]), aborted (its
 //!   socket is not draining, so a graceful close would only linger; like recent nats-servers,
 //!   no `-ERR`), and the held publishers go on. A consumer that stops reading thus holds its
-//!   publishers back for at most the write deadline. The slab size plays the role of
-//!   nats-server's `max_pending`.
-//! - A message larger than a target's whole slab can never be written: that target is closed
-//!   as a slow consumer at once.
-
+//!   publishers back for at most the write deadline.
+//! - **Past the limit.** A message larger than a target's whole limit (its slab, or
+//!   max_pending) can never be written: its pending bytes would pass the limit, so that target
+//!   is counted as a slow consumer and closed at once, while the others get the message.
+//!   (nats-server refuses to start with `max_payload` above `max_pending`; ringlet takes the
+//!   configuration and applies this rule.)
+//!
+//! So where nats-server cuts a consumer the moment its pending bytes pass max_pending,
+//! ringlet first holds the publishers (backpressure), and cuts the consumer only if it stays
+//! behind for the write deadline, or if one message alone is past its limit.
+//!
+//! # Monitoring
+//!
+//! [`Broker::set_monitor_listener`] names a listener of the same reactor whose connections
+//! are HTTP monitoring clients, served by [`super::monitor`] from this state.
+//!
 //! # Deviations from nats-server
 //!
-//! - `client_ip` is not in INFO (the reactor does not expose peer addresses).
+//! - `client_ip` in INFO is the peer's address as the kernel reports it at accept
+//!   ([`Context::peer_addr`]); an IPv4 client of a dual-stack listener shows as
+//!   `::ffff:a.b.c.d`.
 //! - A sid is at most [`SID_MAX`] bytes and a connection has at most [`SUBS_PER_CLIENT`]
 //!   subscriptions: beyond, `-ERR 'maximum subscriptions exceeded'` (connection stays open).
 //! - The first server PING comes after `min(2 s, ping_interval)`, then every ping_interval;
 //!   a PING is skipped when the client sent anything since the last tick.
 
+use core::net::SocketAddr;
 use core::time::Duration;
 
 use heapless::String as HString;
 
 use super::connect::{self, ClientOptions};
+use super::monitor::{MONITOR_TOKEN, Monitor};
 use super::parser::{MAX_CONTROL_LINE, Op, ParseError, Parser, ParserConfig};
-use super::proto::{self, Info, OK, PONG, ServerError, SliceSink};
+use super::proto::{self, Info, OK, PONG, ServerError, Sink, SliceSink};
 use super::subject;
 use super::sublist::{
     CacheLine, Chunk, Group, InsertError, Node, SubEntry, SubKey, Sublist, SublistError, SublistMem,
@@ -83,6 +126,7 @@ use crate::pipe::{ConnectionPipeReader, Position, ReadBuf};
 use crate::pool::{Key, Lease, Slab, SlabStorage, Slot};
 use crate::reactor::timer::TimerId;
 use crate::reactor::{CloseReason, ConnId, Context, Handler, ListenerId};
+use crate::time::Instant;
 
 /// Lease slots of a connection's reader.
 pub const READER_SEGS: usize = 128;
@@ -94,6 +138,8 @@ pub const SUBS_PER_CLIENT: usize = 64;
 pub const SID_MAX: usize = 32;
 /// Room for a MSG/HMSG control line: subject and reply (within the control line), sid, sizes.
 const LINE_BUF: usize = MAX_CONTROL_LINE + SID_MAX + 64;
+/// Payloads up to this size are copied behind their MSG line and written with it in one go.
+const INLINE_PAYLOAD: usize = 256;
 
 /// The reader type of a connection.
 pub type Reader<'r> = ConnectionPipeReader<'r, READER_SEGS, 256>;
@@ -130,6 +176,13 @@ pub struct ServerConfig {
     /// How long a consumer whose write slab went past half full may take to send all it has
     /// staged before it is closed as a slow consumer (zero: no deadline).
     pub write_deadline: Duration,
+    /// Bytes a client may have staged and not yet sent (nats-server's `max_pending`, default
+    /// 64 MiB); see "Slow consumers" in the [module docs](self) for what happens at the
+    /// limit. The write slab bounds it too: the lower of the two applies.
+    pub max_pending: usize,
+    /// Receive buffers large messages never reserve: always left for everyone else (see
+    /// "Large messages" in the [module docs](self)). `None`: a quarter of the pool.
+    pub buffer_reserve: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +201,8 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
             write_deadline: Duration::from_secs(10),
+            max_pending: 64 * 1024 * 1024,
+            buffer_reserve: None,
         }
     }
 }
@@ -165,22 +220,56 @@ impl ServerConfig {
     }
 
     /// Whether a payload of `max_payload` bytes (plus a full control line) can be held in a
-    /// connection's leases with receive buffers of `buf_size` bytes and the reactor's
-    /// `lease_quota`. Returns the largest max_payload that fits when it cannot.
+    /// connection's reader ([`READER_SEGS`] leases) with receive buffers of `buf_size` bytes.
+    /// Returns the largest max_payload that fits when it cannot.
+    ///
+    /// `lease_quota` is the reactor's default quota. It does not limit max_payload: a message
+    /// that needs more leases than the quota reserves them (see "Large messages" in the
+    /// [module docs](self)); with a quota that covers max_payload, no message ever has to.
     ///
     /// # Errors
     ///
     /// The largest payload that would fit.
     pub fn check_capacity(&self, buf_size: usize, lease_quota: usize) -> Result<(), u64> {
-        let slots = lease_quota
-            .min(READER_SEGS)
-            .saturating_sub(READER_QUOTA + 2);
+        let _ = lease_quota;
+        let slots = READER_SEGS.saturating_sub(READER_QUOTA + 2);
         let room = (slots as u64) * (buf_size as u64);
         let need = u64::from(self.max_payload) + MAX_CONTROL_LINE as u64 + 2;
         if need <= room {
             Ok(())
         } else {
             Err(room.saturating_sub(MAX_CONTROL_LINE as u64 + 2))
+        }
+    }
+
+    /// The receive buffers a message of `total` payload bytes may need held at once: its
+    /// bytes in whole buffers, plus the [`READER_QUOTA`] receives the reader keeps unpacked
+    /// and two partial ones at the ends.
+    pub fn buffers_for(total: u64, buf_size: usize) -> u64 {
+        (total + 2).div_ceil(buf_size.max(1) as u64) + READER_QUOTA as u64 + 2
+    }
+
+    /// Buffers large messages may reserve together, of a pool with `recv_buffers` receive
+    /// buffers: all but [`ServerConfig::buffer_reserve`] (by default a quarter).
+    pub fn reservation_budget(&self, recv_buffers: usize) -> usize {
+        let reserve = self.buffer_reserve.unwrap_or(recv_buffers / 4);
+        recv_buffers.saturating_sub(reserve)
+    }
+
+    /// Whether a max_payload message fits the reservation budget of a pool of
+    /// `recv_buffers` buffers of `buf_size` bytes (a message that does not is refused with
+    /// `Maximum Payload Violation` when it needs a reservation).
+    ///
+    /// # Errors
+    ///
+    /// The largest payload whose reservation would fit.
+    pub fn check_budget(&self, buf_size: usize, recv_buffers: usize) -> Result<(), u64> {
+        let budget = self.reservation_budget(recv_buffers) as u64;
+        if Self::buffers_for(u64::from(self.max_payload), buf_size) <= budget {
+            Ok(())
+        } else {
+            let whole = budget.saturating_sub(READER_QUOTA as u64 + 2);
+            Err((whole * buf_size as u64).saturating_sub(2))
         }
     }
 }
@@ -204,6 +293,12 @@ pub struct BrokerStats {
     pub slow_consumers: u64,
     /// Times a publisher was paused for a consumer's full slab.
     pub publisher_pauses: u64,
+    /// Large messages that reserved receive buffers.
+    pub reservations: u64,
+    /// Large messages that had to wait for the reservation budget.
+    pub reservation_waits: u64,
+    /// The most receive buffers reserved at once.
+    pub reserved_high_water: u64,
 }
 
 /// One subscription of a client.
@@ -248,6 +343,89 @@ pub struct Client {
     subs: [SubSlot; SUBS_PER_CLIENT],
     in_msgs: u64,
     out_msgs: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+    /// `client_id` in INFO, `cid` in `/connz`.
+    cid: u64,
+    /// The peer's address, asked of the kernel at accept.
+    peer: Option<SocketAddr>,
+    start: Instant,
+    last_activity: Instant,
+    /// When the last server PING went out, until its PONG; and the round trip it measured.
+    ping_sent: Option<Instant>,
+    rtt: u64,
+    /// Receive buffers reserved for the message being received (its lease quota), and the
+    /// reservation it waits for (its receive paused meanwhile).
+    reservation: u16,
+    wants: u16,
+}
+
+/// What the monitoring endpoints read of a client.
+impl Client {
+    pub(super) fn conn_id(&self) -> ConnId {
+        self.conn
+    }
+
+    pub(super) fn cid(&self) -> u64 {
+        self.cid
+    }
+
+    pub(super) fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    pub(super) fn started(&self) -> Instant {
+        self.start
+    }
+
+    pub(super) fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
+    pub(super) fn rtt_nanos(&self) -> u64 {
+        self.rtt
+    }
+
+    pub(super) fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    /// (in_msgs, out_msgs, in_bytes, out_bytes).
+    pub(super) fn counters(&self) -> (u64, u64, u64, u64) {
+        (self.in_msgs, self.out_msgs, self.in_bytes, self.out_bytes)
+    }
+
+    pub(super) fn subscription_count(&self) -> usize {
+        self.subs.iter().filter(|s| s.used).count()
+    }
+
+    pub(super) fn subscription_slots(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub(super) fn sub_used(&self, i: usize) -> bool {
+        self.subs.get(i).is_some_and(|s| s.used)
+    }
+
+    /// (sid, delivered, max) of subscription slot `i` (empty for a free one).
+    pub(super) fn sub_facts(&self, i: usize) -> (&[u8], u64, u64) {
+        match self.subs.get(i).filter(|s| s.used) {
+            Some(s) => (s.sid(), u64::from(s.delivered), u64::from(s.max)),
+            None => (&[], 0, 0),
+        }
+    }
+
+    /// The subject of subscription slot `i`, into `out`.
+    pub(super) fn sub_subject(&self, core: &Core<'_>, i: usize, out: &mut [u8]) -> Option<usize> {
+        let s = self.subs.get(i).filter(|s| s.used)?;
+        core.sublist.subject_of(s.key, out)
+    }
+
+    /// The queue group of subscription slot `i` (0 bytes: none), into `out`.
+    pub(super) fn sub_queue(&self, core: &Core<'_>, i: usize, out: &mut [u8]) -> Option<usize> {
+        let s = self.subs.get(i).filter(|s| s.used)?;
+        core.sublist.queue_of(s.key, out)
+    }
 }
 
 /// A PUB waiting for its payload: subject and reply copied out of the line, and where the
@@ -403,7 +581,7 @@ impl core::fmt::Display for BrokerError {
 impl core::error::Error for BrokerError {}
 
 /// The protocol state shared by all connections (everything but the sessions).
-struct Core<'a> {
+pub(super) struct Core<'a> {
     config: ServerConfig,
     clients: Slab<'a, Client>,
     keys: &'a mut [u64],
@@ -412,12 +590,86 @@ struct Core<'a> {
     stats: BrokerStats,
     next_client_id: u64,
     paused_publishers: usize,
+    /// The monotonic and the wall clock when the broker was built (to show times).
+    start: Instant,
+    start_wall: u64,
+    /// Targets per published message: the most, the sum, and messages counted.
+    fanout_max: u64,
+    fanout_sum: u64,
+    fanout_n: u64,
+    /// Receive buffers reserved by large messages, and clients waiting for a reservation.
+    reserved: usize,
+    waiting: usize,
+    /// Where the next scan for waiting clients starts (so none waits forever behind others).
+    wait_cursor: usize,
+    /// Where a delivery's MSG line is formatted, reused: a fresh zeroed line buffer per
+    /// delivered message cost a 4 KiB memset each (a tenth of the loop's time at 16 B).
+    msg_line: [u8; LINE_BUF],
+}
+
+/// What the monitoring endpoints read of the broker.
+impl Core<'_> {
+    pub(super) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub(super) fn stats(&self) -> BrokerStats {
+        self.stats
+    }
+
+    pub(super) fn started(&self) -> Instant {
+        self.start
+    }
+
+    /// The wall-clock time (ns since the Unix epoch) of a monotonic instant.
+    pub(super) fn wall_at(&self, t: Instant) -> u64 {
+        if t >= self.start {
+            let d = t.saturating_duration_since(self.start).as_nanos() as u64;
+            self.start_wall.saturating_add(d)
+        } else {
+            let d = self.start.saturating_duration_since(t).as_nanos() as u64;
+            self.start_wall.saturating_sub(d)
+        }
+    }
+
+    /// Connection slots (the range of [`Core::client_at`]).
+    pub(super) fn client_slots(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The client on connection slot `index`, if any.
+    pub(super) fn client_at(&self, index: usize) -> Option<&Client> {
+        self.clients.get(self.client_key(index)?).ok()
+    }
+
+    pub(super) fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub(super) fn sublist_len(&self) -> usize {
+        self.sublist.len()
+    }
+
+    pub(super) fn sublist_stats(&self) -> super::sublist::SublistStats {
+        self.sublist.stats()
+    }
+
+    /// (max_fanout, avg_fanout) over the messages published.
+    pub(super) fn fanout(&self) -> (u64, f64) {
+        let avg = if self.fanout_n == 0 {
+            0.0
+        } else {
+            self.fanout_sum as f64 / self.fanout_n as f64
+        };
+        (self.fanout_max, avg)
+    }
 }
 
 /// The NATS broker: a [`Handler`] for a reactor whose connections are NATS clients.
 pub struct Broker<'a, 'r> {
     sessions: Slab<'a, Session<'r>>,
     core: Core<'a>,
+    monitor: Monitor,
 }
 
 impl core::fmt::Debug for Broker<'_, '_> {
@@ -475,7 +727,17 @@ impl<'a, 'r> Broker<'a, 'r> {
                 stats: BrokerStats::default(),
                 next_client_id: 1,
                 paused_publishers: 0,
+                start: crate::sys::clock::now(),
+                start_wall: crate::sys::clock::realtime_nanos(),
+                fanout_max: 0,
+                fanout_sum: 0,
+                fanout_n: 0,
+                reserved: 0,
+                waiting: 0,
+                wait_cursor: 0,
+                msg_line: [0; LINE_BUF],
             },
+            monitor: Monitor::new(),
         })
     }
 
@@ -492,6 +754,20 @@ impl<'a, 'r> Broker<'a, 'r> {
     /// Counters.
     pub fn stats(&self) -> BrokerStats {
         self.core.stats
+    }
+
+    /// Serves HTTP monitoring (see [`super::monitor`]) on connections accepted by `listener`
+    /// (a listener of the same reactor; `port` is what `/varz` shows as `http_port`). Every
+    /// other listener's connections are NATS clients.
+    pub fn set_monitor_listener(&mut self, listener: ListenerId, port: u16) {
+        self.monitor.listener = Some(listener);
+        self.monitor.port = port;
+    }
+
+    /// Monitoring connections refused because all
+    /// [`MONITOR_CONNS`](super::monitor::MONITOR_CONNS) were busy.
+    pub fn monitor_refused(&self) -> u64 {
+        self.monitor.refused
     }
 
     /// Open client connections.
@@ -537,8 +813,21 @@ impl<'a, 'r> Broker<'a, 'r> {
     }
 }
 
-/// Writes the INFO a new connection gets.
-fn send_info(cx: &mut Context<'_, '_>, conn: ConnId, cfg: &ServerConfig, client_id: u64) {
+/// Writes the INFO a new connection gets (`client_ip` from its peer address, when known).
+fn send_info(
+    cx: &mut Context<'_, '_>,
+    conn: ConnId,
+    cfg: &ServerConfig,
+    client_id: u64,
+    peer: Option<SocketAddr>,
+) {
+    let mut ip_buf = [0u8; 48];
+    let mut ip_out = super::monitor::SliceOut::new(&mut ip_buf);
+    if let Some(p) = peer {
+        use core::fmt::Write as _;
+        let _ = write!(FmtSink(&mut ip_out), "{}", p.ip());
+    }
+    let client_ip = core::str::from_utf8(ip_out.written()).unwrap_or("");
     let info = Info {
         server_id: &cfg.server_id,
         server_name: &cfg.server_name,
@@ -547,6 +836,7 @@ fn send_info(cx: &mut Context<'_, '_>, conn: ConnId, cfg: &ServerConfig, client_
         max_payload: cfg.max_payload,
         auth_required: cfg.auth_required(),
         client_id,
+        client_ip,
         ..Info::DEFAULT
     };
     let mut buf = [0u8; 1024];
@@ -651,7 +941,12 @@ impl Core<'_> {
                 }
             }
             Op::Ping => send(cx, conn, PONG),
-            Op::Pong => client.pings_out = 0,
+            Op::Pong => {
+                client.pings_out = 0;
+                if let Some(t) = client.ping_sent.take() {
+                    client.rtt = cx.now().saturating_duration_since(t).as_nanos() as u64;
+                }
+            }
             Op::Ok => {}
             Op::Err(_) => {
                 cx.close(conn);
@@ -769,6 +1064,7 @@ impl Core<'_> {
             keys,
             sublist,
             targets,
+            msg_line,
             ..
         } = self;
         let lookup = |keys: &[u64], v: u64| -> (usize, usize, Option<Key>) {
@@ -824,13 +1120,17 @@ impl Core<'_> {
                 + body_len as usize
                 + 2;
             let target = c.conn;
-            let free = cx.write_capacity(target);
+            let staged = cx.staged(target);
+            // What this consumer may hold: its slab, and no more than max_pending.
+            let limit = (cx.write_capacity(target) + staged).min(self.config.max_pending);
+            let room = limit.saturating_sub(staged);
             c.reserve += need;
-            if c.closing || free >= c.reserve {
+            if c.closing || room >= c.reserve {
                 continue;
             }
-            if c.reserve > free + cx.staged(target) {
-                // Larger than its whole slab: it can never take it.
+            if c.reserve > limit {
+                // More than its slab or max_pending even when drained: it can never take
+                // it. Its pending bytes would pass the limit: a slow consumer.
                 c.closing = true;
                 self.stats.slow_consumers += 1;
                 cx.close(target);
@@ -848,7 +1148,11 @@ impl Core<'_> {
         }
         if let Ok(c) = clients.get_mut(ckey) {
             c.in_msgs += 1;
+            c.in_bytes += u64::from(p.total_len);
         }
+        self.fanout_max = self.fanout_max.max(n as u64);
+        self.fanout_sum += n as u64;
+        self.fanout_n += 1;
         self.stats.in_msgs += 1;
         self.stats.in_bytes += u64::from(p.total_len);
         let mut delivered_any = false;
@@ -869,8 +1173,7 @@ impl Core<'_> {
                 },
                 None => (None, payload),
             };
-            let mut lbuf = [0u8; LINE_BUF];
-            let mut sink = SliceSink::new(&mut lbuf);
+            let mut sink = SliceSink::new(&mut msg_line[..]);
             let body_len = body.len() as u32;
             if proto::write_msg_line(&mut sink, subj, s.sid(), reply, header_len, body_len).is_err()
             {
@@ -880,11 +1183,23 @@ impl Core<'_> {
             if c.closing || cx.write_capacity(target) < need {
                 continue;
             }
-            let mut ok = cx.write(target, sink.written()).is_ok();
-            for seg in body.segments() {
-                ok = ok && cx.write(target, seg).is_ok();
+            let mut ok;
+            if body.len() <= INLINE_PAYLOAD && sink.free() >= body.len() + 2 {
+                // A small payload joins its line in the line buffer: one write into the slab
+                // instead of three (each validates the connection and copies a few bytes).
+                ok = true;
+                for seg in body.segments() {
+                    ok = ok && sink.put(seg).is_ok();
+                }
+                ok = ok && sink.put(proto::CRLF).is_ok();
+                ok = ok && cx.write(target, sink.written()).is_ok();
+            } else {
+                ok = cx.write(target, sink.written()).is_ok();
+                for seg in body.segments() {
+                    ok = ok && cx.write(target, seg).is_ok();
+                }
+                ok = ok && cx.write(target, proto::CRLF).is_ok();
             }
-            ok = ok && cx.write(target, proto::CRLF).is_ok();
             if !ok {
                 c.closing = true;
                 cx.close(target);
@@ -893,6 +1208,7 @@ impl Core<'_> {
             let _ = cx.flush(target);
             delivered_any = true;
             c.out_msgs += 1;
+            c.out_bytes += u64::from(body_len);
             self.stats.out_msgs += 1;
             self.stats.out_bytes += u64::from(body_len);
             s.delivered = s.delivered.saturating_add(1);
@@ -900,7 +1216,9 @@ impl Core<'_> {
                 let _ = sublist.remove(s.key);
                 *s = SubSlot::EMPTY;
             }
-            if cx.staged(target) > cx.write_capacity(target) {
+            let staged = cx.staged(target);
+            let limit = (cx.write_capacity(target) + staged).min(self.config.max_pending);
+            if staged > limit / 2 {
                 pause_publisher = true;
                 let deadline = self.config.write_deadline;
                 if c.deadline_timer.is_none() && !deadline.is_zero() {
@@ -953,7 +1271,9 @@ impl Core<'_> {
         for (_, c) in self.clients.iter_mut() {
             if c.paused {
                 c.paused = false;
-                let _ = cx.resume(c.conn);
+                if c.wants == 0 {
+                    let _ = cx.resume(c.conn);
+                }
             }
         }
         self.paused_publishers = 0;
@@ -970,13 +1290,153 @@ impl Core<'_> {
             if c.paused {
                 self.paused_publishers = self.paused_publishers.saturating_sub(1);
             }
+            self.reserved = self.reserved.saturating_sub(usize::from(c.reservation));
+            if c.wants > 0 {
+                self.waiting = self.waiting.saturating_sub(1);
+            }
         }
         self.keys[index] = 0;
     }
+
+    /// A PUB whose payload starts at `p.start` was parsed and `have` of its bytes (with the
+    /// trailing CRLF) are here: reserve receive buffers for it if it needs more than the
+    /// connection's quota (see "Large messages" in the module docs).
+    fn reserve_for(
+        &mut self,
+        cx: &mut Context<'_, '_>,
+        conn: ConnId,
+        key: Key,
+        p: &Pending,
+        have: u64,
+    ) -> Reserve {
+        let total = u64::from(p.total_len) + 2;
+        if have >= total {
+            return Reserve::NotNeeded;
+        }
+        let pool = cx.pool();
+        let need = ServerConfig::buffers_for(u64::from(p.total_len), pool.buf_size());
+        if need <= u64::from(cx.lease_quota(conn)) {
+            return Reserve::NotNeeded;
+        }
+        let budget = self.budget(cx);
+        if need > budget as u64 || need > READER_SEGS as u64 {
+            return Reserve::Never;
+        }
+        let Ok(c) = self.clients.get_mut(key) else {
+            return Reserve::Never;
+        };
+        c.wants = need as u16;
+        self.waiting += 1;
+        if self.try_grant(cx, key) {
+            Reserve::Granted
+        } else {
+            self.stats.reservation_waits += 1;
+            let _ = cx.pause(conn);
+            Reserve::Waiting
+        }
+    }
+
+    fn budget(&self, cx: &Context<'_, '_>) -> usize {
+        let pool = cx.pool();
+        let recv = pool
+            .total()
+            .saturating_sub(usize::from(pool.user_reserve()));
+        self.config.reservation_budget(recv)
+    }
+
+    /// Grants the reservation `key` waits for, if the budget has room: raises its lease
+    /// quota and resumes its receive (unless backpressure holds it).
+    fn try_grant(&mut self, cx: &mut Context<'_, '_>, key: Key) -> bool {
+        let budget = self.budget(cx);
+        let Ok(c) = self.clients.get_mut(key) else {
+            return false;
+        };
+        let need = usize::from(c.wants);
+        if need == 0 || self.reserved + need > budget {
+            return false;
+        }
+        if cx.set_lease_quota(c.conn, Some(c.wants)).is_err() {
+            return false;
+        }
+        self.reserved += need;
+        c.reservation = c.wants;
+        c.wants = 0;
+        self.waiting = self.waiting.saturating_sub(1);
+        self.stats.reservations += 1;
+        self.stats.reserved_high_water = self.stats.reserved_high_water.max(self.reserved as u64);
+        if !c.paused {
+            let _ = cx.resume(c.conn);
+        }
+        true
+    }
+
+    /// The message `key` reserved for is done: give the buffers back to the budget, the
+    /// connection back to the default quota, and grant waiting reservations.
+    fn release(&mut self, cx: &mut Context<'_, '_>, key: Key) {
+        let Ok(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if c.wants > 0 {
+            // It completed with what had arrived before its receive paused: no more waiting.
+            c.wants = 0;
+            self.waiting = self.waiting.saturating_sub(1);
+            if !c.paused {
+                let _ = cx.resume(c.conn);
+            }
+        }
+        if c.reservation == 0 {
+            return;
+        }
+        self.reserved = self.reserved.saturating_sub(usize::from(c.reservation));
+        c.reservation = 0;
+        let _ = cx.set_lease_quota(c.conn, None);
+        self.grant_waiting(cx);
+    }
+
+    /// Grants what the budget allows to waiting clients, scanning from where the last scan
+    /// stopped.
+    fn grant_waiting(&mut self, cx: &mut Context<'_, '_>) {
+        let n = self.keys.len();
+        let mut i = 0;
+        while self.waiting > 0 && i < n {
+            let index = (self.wait_cursor + i) % n;
+            i += 1;
+            let Some(key) = self.client_key(index) else {
+                continue;
+            };
+            if self
+                .clients
+                .get(key)
+                .is_ok_and(|c| c.wants > 0 && !c.closing)
+                && !self.try_grant(cx, key)
+            {
+                // Wait in order: later clients do not overtake this one.
+                self.wait_cursor = index;
+                return;
+            }
+        }
+        self.wait_cursor = 0;
+    }
+}
+
+/// What [`Core::reserve_for`] decided.
+enum Reserve {
+    /// The connection's quota holds the message (or it is here already).
+    NotNeeded,
+    /// Buffers reserved; the connection's quota is raised until the message is done.
+    Granted,
+    /// The budget is taken: the connection's receive is paused until a reservation ends.
+    Waiting,
+    /// The message could never be reserved (larger than the budget or the reader).
+    Never,
 }
 
 impl<'r> Handler<'r> for Broker<'_, 'r> {
-    fn on_accept(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, _: ListenerId) {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, listener: ListenerId) {
+        if self.monitor.listener == Some(listener) {
+            self.monitor.accept(&self.core, cx, conn);
+            return;
+        }
         let core = &mut self.core;
         core.stats.total_connections += 1;
         if core.clients.len() >= core.config.max_connections
@@ -989,7 +1449,8 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             // then the refusal.
             let client_id = core.next_client_id;
             core.next_client_id += 1;
-            send_info(cx, conn, &core.config, client_id);
+            let peer = cx.peer_addr(conn).ok();
+            send_info(cx, conn, &core.config, client_id, peer);
             send_err(cx, conn, ServerError::MaxConnectionsExceeded);
             return;
         }
@@ -1034,6 +1495,9 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             let first = interval.min(Duration::from_secs(2));
             cx.set_timer(first, Some(interval), token | PING_TOKEN).ok()
         };
+        let client_id = core.next_client_id;
+        let peer = cx.peer_addr(conn).ok();
+        let now = cx.now();
         let Ok(ckey) = core.clients.try_insert(Client {
             conn,
             opts: ClientOptions::new(),
@@ -1049,6 +1513,16 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             subs: [SubSlot::EMPTY; SUBS_PER_CLIENT],
             in_msgs: 0,
             out_msgs: 0,
+            in_bytes: 0,
+            out_bytes: 0,
+            cid: client_id,
+            peer,
+            start: now,
+            last_activity: now,
+            ping_sent: None,
+            rtt: 0,
+            reservation: 0,
+            wants: 0,
         }) else {
             let _ = self.sessions.remove(skey);
             cx.abort(conn);
@@ -1056,13 +1530,15 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
         };
         debug_assert_eq!(skey, ckey);
         core.keys[conn.index()] = ckey.to_u64() + 1;
-        let client_id = core.next_client_id;
         core.next_client_id += 1;
-        send_info(cx, conn, &core.config, client_id);
+        send_info(cx, conn, &core.config, client_id, peer);
     }
 
     fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>) {
         let Some(key) = self.session_key(conn) else {
+            if self.monitor.owns(conn) {
+                self.monitor.on_data(&self.core, cx, conn, lease);
+            }
             return;
         };
         let Ok(session) = self.sessions.get_mut(key) else {
@@ -1074,15 +1550,24 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
         }
         if let Ok(c) = self.core.clients.get_mut(key) {
             c.active = true;
+            c.last_activity = cx.now();
         }
         process(session, &mut self.core, cx, conn, key);
     }
 
     fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
+        if self.monitor.owns(conn) {
+            self.monitor.on_read_closed(cx, conn);
+            return;
+        }
         cx.close(conn);
     }
 
     fn on_flushed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
+        if self.monitor.owns(conn) {
+            self.monitor.on_flushed(&self.core, cx, conn);
+            return;
+        }
         if let Some(k) = self.session_key(conn)
             && let Ok(c) = self.core.clients.get_mut(k)
             && let Some(t) = c.deadline_timer.take()
@@ -1093,6 +1578,10 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_, 'r>, _: TimerId, token: u64) {
+        if token & MONITOR_TOKEN != 0 {
+            self.monitor.on_timer(&self.core, cx, token);
+            return;
+        }
         let index = (token & 0xffff_ffff) as usize;
         let generation = ((token >> 32) & u64::from(GEN_MASK)) as u32;
         let Some(k) = self.core.client_key(index) else {
@@ -1127,6 +1616,9 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
                 send_err(cx, c.conn, ServerError::StaleConnection);
             } else {
                 c.pings_out += 1;
+                if c.ping_sent.is_none() {
+                    c.ping_sent = Some(cx.now());
+                }
                 send(cx, c.conn, proto::PING);
             }
             return;
@@ -1140,6 +1632,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
 
     fn on_close(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, _: CloseReason) {
         if self.session_key(conn).is_none() {
+            self.monitor.on_close(cx, conn);
             return;
         }
         let index = conn.index();
@@ -1159,6 +1652,8 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             let _ = self.sessions.remove(k);
         }
         self.core.remove_client(index);
+        // Its reservation (if any) is back in the budget: waiting large messages go on.
+        self.core.grant_waiting(cx);
         // Publishers held back for this connection (or any) try again.
         self.unblock(cx);
     }
@@ -1219,6 +1714,7 @@ fn process(
             }
             *blocked = false;
             *pending = None;
+            core.release(cx, key);
         }
         let from = buf.offset_of(*parsed).unwrap_or(0);
         let Some(view) = buf.slice(from..) else {
@@ -1247,6 +1743,7 @@ fn process(
                                     };
                                     if core.deliver(cx, conn, key, &p, &line[..], payload) {
                                         *pending = None;
+                                        core.release(cx, key);
                                     } else {
                                         *blocked = true;
                                         *parsed = Position::from_absolute(pos);
@@ -1257,6 +1754,7 @@ fn process(
                                 }
                             }
                             Some(op) => {
+                                let publish = matches!(op, Op::Pub { .. });
                                 after = core.on_op(
                                     cx,
                                     conn,
@@ -1266,6 +1764,15 @@ fn process(
                                     line,
                                     Position::from_absolute(pos),
                                 );
+                                if publish && let Some(p) = *pending {
+                                    let have = buf.end().absolute().saturating_sub(pos);
+                                    if let Reserve::Never =
+                                        core.reserve_for(cx, conn, key, &p, have)
+                                    {
+                                        send_err(cx, conn, ServerError::MaxPayloadViolation);
+                                        return;
+                                    }
+                                }
                             }
                             None => {}
                         }
@@ -1298,5 +1805,15 @@ fn fail(cx: &mut Context<'_, '_>, conn: ConnId, e: ParseError) {
             cx.close(conn);
         }
         None => cx.close(conn),
+    }
+}
+
+/// `core::fmt` into a monitoring [`Out`](super::monitor::Out).
+struct FmtSink<'o, O: super::monitor::Out>(&'o mut O);
+
+impl<O: super::monitor::Out> core::fmt::Write for FmtSink<'_, O> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.put(s.as_bytes());
+        Ok(())
     }
 }

@@ -40,8 +40,8 @@ fn clip(base: u64, bytes: &[u8], start: u64, end: u64) -> Option<(u64, &[u8])> {
 
 /// A zero-copy view of unread bytes that may span several buffers (segments).
 ///
-/// A `ReadBuf` borrows the reader it came from ([`PipeReader::try_read`],
-/// [`ConnectionPipeReader::try_read`]), so the bytes cannot change or go away while it lives; it
+/// A `ReadBuf` borrows the reader it came from ([`PipeReader::read`],
+/// [`PipeReader::try_read`], [`ConnectionPipeReader::try_read`]), so the bytes cannot change or go away while it lives; it
 /// is `Copy`, and slicing it makes another view without copying a byte.
 ///
 /// Offsets (`usize`) count from the view's first byte; [`Position`]s are absolute and are what
@@ -50,6 +50,7 @@ fn clip(base: u64, bytes: &[u8], start: u64, end: u64) -> Option<(u64, &[u8])> {
 ///
 /// Nothing here panics: an offset or range outside the view is `None`.
 ///
+/// [`PipeReader::read`]: super::PipeReader::read
 /// [`PipeReader::try_read`]: super::PipeReader::try_read
 /// [`ConnectionPipeReader::try_read`]: super::ConnectionPipeReader::try_read
 #[derive(Clone, Copy)]

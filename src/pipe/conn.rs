@@ -113,6 +113,14 @@ impl core::error::Error for SegmentsFull<'_> {}
 ///   at least twice the quota (with the reactor's
 ///   [`Config::lease_quota`](crate::reactor::Config::lease_quota) at most the reader's).
 ///
+/// # No async face yet
+///
+/// It is fed by the reactor's callbacks ([`push`](ConnectionPipeReader::push) from
+/// `on_data`), so a task cannot await it until the executor routes a connection's events to
+/// the task that owns it: that needs a reader waker woken by `push` / `push_eof` (and by the
+/// connection closing), and a way for the task to apply the [`Flow`] signals to its
+/// connection. Callback code uses it as above.
+///
 /// # Messages larger than the quota
 ///
 /// A parser that needs a message whole must see it within `quota` leases (plus the carry).

@@ -35,14 +35,14 @@ impl<'a, 'p> DuplexPipe<'a, 'p> {
     ///
     /// // The transport received a request from the network...
     /// transport.output.write(&[0, 1, 2, 3]).unwrap();
-    /// let _ = transport.output.flush().unwrap();
+    /// let _ = transport.output.try_flush().unwrap();
     /// // ...which the application reads, and answers.
     /// let request = application.input.try_read().unwrap().buffer();
     /// assert_eq!(request, [0, 1, 2, 3]);
     /// let end = request.end();
     /// application.input.advance_to(end).unwrap();
     /// application.output.write(b"ok").unwrap();
-    /// let _ = application.output.flush().unwrap();
+    /// let _ = application.output.try_flush().unwrap();
     /// assert_eq!(transport.input.try_read().unwrap().buffer(), *b"ok");
     /// ```
     pub fn pair<const A: usize, const B: usize>(

@@ -2,6 +2,8 @@
 
 use core::cell::Cell;
 use core::fmt;
+use core::future::poll_fn;
+use core::task::{Context, Poll, Waker};
 
 use super::buf::{ReadResult, Segment};
 use super::read_side::{Cursor, Pushed, ReadSide};
@@ -64,6 +66,8 @@ struct Shared<'p> {
     flushed: Cell<u64>,
     /// Bytes the reader consumed.
     consumed: Cell<u64>,
+    /// Bytes the reader examined (a copy of its cursor's, for the writer's wake decision).
+    examined: Cell<u64>,
     paused: Cell<bool>,
     /// `Some(error)` once completed.
     writer_done: Cell<Option<Option<u32>>>,
@@ -73,6 +77,38 @@ struct Shared<'p> {
     /// The hand-off ring: `handoff[(head + i) % SEGS]` for `i < len`.
     head: Cell<usize>,
     len: Cell<usize>,
+    /// The task waiting in [`PipeReader::poll_read`], woken when [`Shared::reader_ready`]
+    /// turns true.
+    reader_waker: WakerSlot,
+    /// The task waiting in [`PipeWriter::poll_flush`], woken when [`Shared::writer_ready`]
+    /// turns true.
+    writer_waker: WakerSlot,
+}
+
+/// One registered waker. A wake takes it out, so each registration is woken at most once.
+#[derive(Default)]
+struct WakerSlot(Cell<Option<Waker>>);
+
+impl WakerSlot {
+    /// Registers `waker`, replacing an earlier one (kept when it wakes the same task).
+    fn register(&self, waker: &Waker) {
+        let waker = match self.0.take() {
+            Some(old) if old.will_wake(waker) => old,
+            _ => waker.clone(),
+        };
+        self.0.set(Some(waker));
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.0.take() {
+            w.wake();
+        }
+    }
+
+    /// Forgets the waker without waking it.
+    fn clear(&self) {
+        drop(self.0.take());
+    }
 }
 
 impl<'p> Shared<'p> {
@@ -85,6 +121,7 @@ impl<'p> Shared<'p> {
             held: Cell::new(0),
             flushed: Cell::new(0),
             consumed: Cell::new(0),
+            examined: Cell::new(0),
             paused: Cell::new(false),
             writer_done: Cell::new(None),
             reader_done: Cell::new(None),
@@ -92,7 +129,49 @@ impl<'p> Shared<'p> {
             cancel_flush: Cell::new(false),
             head: Cell::new(0),
             len: Cell::new(0),
+            reader_waker: WakerSlot::default(),
+            writer_waker: WakerSlot::default(),
         }
+    }
+
+    /// Whether a read would return now: bytes past the examined position, a cancelled
+    /// read, or a completed writer.
+    fn reader_ready(&self) -> bool {
+        self.flushed.get() > self.examined.get()
+            || self.cancel_read.get()
+            || self.writer_done.get().is_some()
+    }
+
+    /// Whether a waiting flush would return now: no backpressure, a completed reader, or a
+    /// cancelled flush.
+    fn writer_ready(&self) -> bool {
+        !self.paused.get() || self.reader_done.get().is_some() || self.cancel_flush.get()
+    }
+
+    /// Wakes a waiting reader if it can read now. Called by every change the reader waits
+    /// for: a flush, the writer completing, a cancelled read.
+    fn wake_reader_if_ready(&self) {
+        if self.reader_ready() {
+            self.reader_waker.wake();
+        }
+    }
+
+    /// Wakes a waiting flush if it can return now. Called by every change it waits for: an
+    /// advance (which may end the pause), the reader completing, a cancelled flush.
+    fn wake_writer_if_ready(&self) {
+        if self.writer_ready() {
+            self.writer_waker.wake();
+        }
+    }
+
+    fn cancel_read(&self) {
+        self.cancel_read.set(true);
+        self.wake_reader_if_ready();
+    }
+
+    fn cancel_flush(&self) {
+        self.cancel_flush.set(true);
+        self.wake_writer_if_ready();
     }
 
     fn give_back(&self, n: usize) {
@@ -330,12 +409,12 @@ impl<'p, const SEGS: usize> Pipe<'p, SEGS> {
 
     /// See [`PipeReader::cancel_pending_read`].
     pub fn cancel_pending_read(&self) {
-        self.shared.cancel_read.set(true);
+        self.shared.cancel_read();
     }
 
     /// See [`PipeWriter::cancel_pending_flush`].
     pub fn cancel_pending_flush(&self) {
-        self.shared.cancel_flush.set(true);
+        self.shared.cancel_flush();
     }
 }
 
@@ -357,7 +436,7 @@ pub struct PipeWriter<'a, 'p> {
     w: &'a mut WriterState<'p>,
 }
 
-impl<'p> PipeWriter<'_, 'p> {
+impl<'a, 'p> PipeWriter<'a, 'p> {
     fn handoff(&self) -> Handoff<'_, 'p> {
         Handoff {
             shared: self.shared,
@@ -528,7 +607,8 @@ impl<'p> PipeWriter<'_, 'p> {
     }
 
     /// Makes every advanced byte visible to the reader and reports backpressure and the
-    /// reader's state.
+    /// reader's state, without waiting: the synchronous flush, for callback code.
+    /// [`PipeWriter::flush`] is the same, then waits while paused.
     ///
     /// A flush whose bytes fit in the spare room of the last flushed segment the reader has
     /// not picked up yet is copied there (at most that room) and its segment goes back to the
@@ -539,12 +619,52 @@ impl<'p> PipeWriter<'_, 'p> {
     /// After the reader completed, everything unread is discarded and the result says
     /// `is_completed`.
     ///
+    /// A reader waiting in [`PipeReader::read`] is woken when this makes bytes past its
+    /// examined position visible, and only then.
+    ///
     /// # Errors
     ///
     /// [`PipeError::WriterCompleted`].
-    pub fn flush(&mut self) -> Result<FlushResult, PipeError> {
+    pub fn try_flush(&mut self) -> Result<FlushResult, PipeError> {
         self.check_open()?;
         Ok(self.commit())
+    }
+
+    /// Flushes ([`PipeWriter::try_flush`]), then waits while backpressure is on: System.IO.Pipelines'
+    /// `FlushAsync`. It returns once the reader has consumed below
+    /// [`PipeOptions::resume_threshold`] (`is_paused` false), the reader completed
+    /// (`is_completed`), or [`PipeWriter::cancel_pending_flush`] /
+    /// [`CancelHandle::cancel_pending_flush`] cancelled the wait (`is_canceled`, still
+    /// `is_paused`). Without a pause threshold it never waits.
+    ///
+    /// Nothing is flushed until the future is first polled. Dropping it while it waits loses
+    /// nothing: the bytes were flushed by the first poll.
+    ///
+    /// # Errors
+    ///
+    /// [`PipeError::WriterCompleted`].
+    pub async fn flush(&mut self) -> Result<FlushResult, PipeError> {
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// The poll form of [`PipeWriter::flush`], for hand-written futures: flushes what was
+    /// advanced (every call), then is `Pending` while paused, with `cx`'s waker registered;
+    /// the reader's `advance_to*` that ends the pause, its [`PipeReader::complete`], and a
+    /// cancelled flush wake it.
+    ///
+    /// # Errors
+    ///
+    /// [`PipeError::WriterCompleted`].
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<FlushResult, PipeError>> {
+        let result = match self.try_flush() {
+            Ok(r) => r,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if result.is_paused && !result.is_completed && !result.is_canceled {
+            self.shared.writer_waker.register(cx.waker());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(result))
     }
 
     fn commit(&mut self) -> FlushResult {
@@ -581,6 +701,7 @@ impl<'p> PipeWriter<'_, 'p> {
         }
         shared.flushed.set(self.w.written);
         shared.update_pause();
+        shared.wake_reader_if_ready();
         FlushResult {
             is_paused: shared.paused.get(),
             is_completed: false,
@@ -606,10 +727,19 @@ impl<'p> PipeWriter<'_, 'p> {
         (self.w.written - self.shared.flushed.get()) as usize
     }
 
-    /// Makes the next [`PipeWriter::flush`] report `is_canceled` (once). For the async face,
-    /// where a flush waits while paused, this ends the wait.
+    /// Makes the next flush report `is_canceled` (once): a [`PipeWriter::flush`] waiting
+    /// while paused returns at once (its task is woken). To cancel while the flush future
+    /// holds the writer, use a [`CancelHandle`].
     pub fn cancel_pending_flush(&self) {
-        self.shared.cancel_flush.set(true);
+        self.shared.cancel_flush();
+    }
+
+    /// A handle that cancels pending reads and flushes of this pipe while the halves are
+    /// borrowed by their futures.
+    pub fn cancel_handle(&self) -> CancelHandle<'a, 'p> {
+        CancelHandle {
+            shared: self.shared,
+        }
     }
 
     /// No more bytes: flushes what was advanced, then marks the writer completed, with an
@@ -627,6 +757,9 @@ impl<'p> PipeWriter<'_, 'p> {
             self.shared.give_back(1);
         }
         self.shared.writer_done.set(Some(error));
+        // No flush can be waiting (it would hold the writer): a registered waker is stale.
+        self.shared.writer_waker.clear();
+        self.shared.wake_reader_if_ready();
     }
 }
 
@@ -648,7 +781,7 @@ pub struct PipeReader<'a, 'p> {
     cur: &'a mut Cursor,
 }
 
-impl<'p> PipeReader<'_, 'p> {
+impl<'a, 'p> PipeReader<'a, 'p> {
     fn side(&mut self) -> ReadSide<'_, 'p> {
         ReadSide {
             segs: self.segs,
@@ -684,8 +817,8 @@ impl<'p> PipeReader<'_, 'p> {
     /// The unread bytes, when there is something new: bytes past the last examined position,
     /// a completed writer, or a cancelled read. `None` means "nothing new": the reader said
     /// (with [`PipeReader::advance_to_examined`]) it has seen everything there is and needs
-    /// more, and no flush has added a byte past that since. This is the `poll_read` of the
-    /// async face: `None` is where it will wait.
+    /// more, and no flush has added a byte past that since. This is the synchronous read, for
+    /// callback code; [`PipeReader::read`] waits where this returns `None`.
     ///
     /// Always `None` after [`PipeReader::complete`].
     pub fn try_read(&mut self) -> Option<ReadResult<'_>> {
@@ -693,24 +826,75 @@ impl<'p> PipeReader<'_, 'p> {
             return None;
         }
         self.pull();
+        if !self.shared.reader_ready() {
+            return None;
+        }
+        Some(self.read_now())
+    }
+
+    /// Waits until there is something new, then returns the unread bytes: System.IO.Pipelines'
+    /// `ReadAsync`. "Something new" is what makes [`PipeReader::try_read`] return `Some`:
+    /// a flush that adds bytes past the examined position (a flush that adds nothing past it
+    /// does not wake this), the writer completing, or a cancelled read
+    /// ([`PipeReader::cancel_pending_read`], [`CancelHandle::cancel_pending_read`],
+    /// [`Pipe::cancel_pending_read`]).
+    ///
+    /// The result borrows the reader; take the positions out of its buffer, then
+    /// `advance_to*` (see the reader loop in the [module documentation](super)).
+    ///
+    /// Dropping the future while it waits loses nothing: it takes no byte before it returns.
+    ///
+    /// # Errors
+    ///
+    /// [`PipeError::ReaderCompleted`] after [`PipeReader::complete`] (instead of waiting
+    /// forever).
+    pub async fn read(&mut self) -> Result<ReadResult<'_>, PipeError> {
+        poll_fn(|cx| self.poll_ready(cx)).await?;
+        Ok(self.read_now())
+    }
+
+    /// The poll form of [`PipeReader::read`], for hand-written futures: `Ready` with the
+    /// unread bytes when there is something new, otherwise `Pending` with `cx`'s waker
+    /// registered (woken once by the first flush past the examined position, the writer's
+    /// [`PipeWriter::complete`], or a cancelled read).
+    ///
+    /// # Errors
+    ///
+    /// [`PipeError::ReaderCompleted`] after [`PipeReader::complete`].
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReadResult<'_>, PipeError>> {
+        match self.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(self.read_now())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// `Ready` when a read would return now; otherwise registers `cx`'s waker.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PipeError>> {
+        if self.shared.reader_done.get().is_some() {
+            return Poll::Ready(Err(PipeError::ReaderCompleted));
+        }
+        self.pull();
+        if self.shared.reader_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        self.shared.reader_waker.register(cx.waker());
+        Poll::Pending
+    }
+
+    /// The view of every flushed, unconsumed byte; reports (and clears) a cancellation.
+    fn read_now(&mut self) -> ReadResult<'_> {
+        self.pull();
         let flushed = self.shared.flushed.get();
         let canceled = self.shared.cancel_read.take();
         let done = self.shared.writer_done.get();
-        if flushed <= self.cur.examined && !canceled && done.is_none() {
-            return None;
-        }
         let buf = ReadSide {
             segs: self.segs,
             carry: &mut [],
             cur: self.cur,
         }
         .view(flushed);
-        Some(ReadResult::new(
-            buf,
-            done.is_some(),
-            canceled,
-            done.flatten(),
-        ))
+        ReadResult::new(buf, done.is_some(), canceled, done.flatten())
     }
 
     /// [`PipeReader::advance_to_examined`] with `examined == consumed`: what is left will be
@@ -725,9 +909,11 @@ impl<'p> PipeReader<'_, 'p> {
 
     /// Gives back the bytes before `consumed` (segments wholly before it return to the pool
     /// at once) and records that the bytes before `examined` were looked at: the next
-    /// [`PipeReader::try_read`] is `None` until a flush adds bytes past `examined` (or the
-    /// writer completes, or the read is cancelled). Pass the view's end as `examined` when
-    /// the bytes there are an incomplete message.
+    /// [`PipeReader::try_read`] is `None`, and [`PipeReader::read`] waits, until a flush adds
+    /// bytes past `examined` (or the writer completes, or the read is cancelled). Pass the
+    /// view's end as `examined` when the bytes there are an incomplete message.
+    ///
+    /// A [`PipeWriter::flush`] waiting under backpressure is woken when this ends the pause.
     ///
     /// # Errors
     ///
@@ -749,7 +935,9 @@ impl<'p> PipeReader<'_, 'p> {
         let freed = side.advance(consumed, examined);
         self.shared.give_back(freed);
         self.shared.consumed.set(consumed.0);
+        self.shared.examined.set(examined.0);
         self.shared.update_pause();
+        self.shared.wake_writer_if_ready();
         Ok(())
     }
 
@@ -758,10 +946,19 @@ impl<'p> PipeReader<'_, 'p> {
         (self.shared.flushed.get() - self.cur.consumed) as usize
     }
 
-    /// Makes the next [`PipeReader::try_read`] return at once with
-    /// [`ReadResult::is_canceled`] (once), even with nothing new.
+    /// Makes the next read return at once with [`ReadResult::is_canceled`] (once), even with
+    /// nothing new: a [`PipeReader::read`] waiting now is woken. To cancel while the read
+    /// future holds the reader, use a [`CancelHandle`].
     pub fn cancel_pending_read(&self) {
-        self.shared.cancel_read.set(true);
+        self.shared.cancel_read();
+    }
+
+    /// A handle that cancels pending reads and flushes of this pipe while the halves are
+    /// borrowed by their futures.
+    pub fn cancel_handle(&self) -> CancelHandle<'a, 'p> {
+        CancelHandle {
+            shared: self.shared,
+        }
     }
 
     /// Whether the writer completed (what is unread is all there will be).
@@ -770,7 +967,8 @@ impl<'p> PipeReader<'_, 'p> {
     }
 
     /// No more reading: every segment goes back to the pool at once, later flushes discard
-    /// their bytes and report [`FlushResult::is_completed`] (with `error`, if given).
+    /// their bytes and report [`FlushResult::is_completed`] (with `error`, if given), and a
+    /// [`PipeWriter::flush`] waiting under backpressure is woken and returns so.
     /// Completing again does nothing.
     pub fn complete(&mut self, error: Option<u32>) {
         if self.shared.reader_done.get().is_some() {
@@ -785,6 +983,10 @@ impl<'p> PipeReader<'_, 'p> {
         self.shared.give_back(freed + more);
         self.shared.reader_done.set(Some(error));
         self.shared.paused.set(false);
+        self.shared.examined.set(self.cur.examined);
+        // No read can be waiting (it would hold the reader): a registered waker is stale.
+        self.shared.reader_waker.clear();
+        self.shared.wake_writer_if_ready();
     }
 }
 
@@ -795,5 +997,33 @@ impl fmt::Debug for PipeReader<'_, '_> {
             .field("examined", &self.cur.examined)
             .field("unread", &self.unread_len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Cancels pending reads and flushes of one [`Pipe`] from anywhere on its thread, while the
+/// halves are borrowed by their futures ([`PipeReader::cancel_handle`],
+/// [`PipeWriter::cancel_handle`]). `Copy`; as single-threaded as the pipe.
+#[derive(Clone, Copy)]
+pub struct CancelHandle<'a, 'p> {
+    shared: &'a Shared<'p>,
+}
+
+impl CancelHandle<'_, '_> {
+    /// [`PipeReader::cancel_pending_read`]: the next read (or the one waiting) returns with
+    /// [`ReadResult::is_canceled`].
+    pub fn cancel_pending_read(&self) {
+        self.shared.cancel_read();
+    }
+
+    /// [`PipeWriter::cancel_pending_flush`]: the next flush (or the one waiting) returns with
+    /// [`FlushResult::is_canceled`].
+    pub fn cancel_pending_flush(&self) {
+        self.shared.cancel_flush();
+    }
+}
+
+impl fmt::Debug for CancelHandle<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelHandle").finish_non_exhaustive()
     }
 }

@@ -3,8 +3,8 @@
 //! System.IO.Pipelines; seed 002).
 //!
 //! - [`Pipe`]: a one-way pipe with a [`PipeWriter`] half (`get_memory` / `advance` / `write`,
-//!   `flush`, `complete`) and a [`PipeReader`] half (`try_read`, `advance_to` /
-//!   `advance_to_examined`, `cancel_pending_read`, `complete`).
+//!   `flush().await` or `try_flush`, `complete`) and a [`PipeReader`] half (`read().await`
+//!   or `try_read`, `advance_to` / `advance_to_examined`, `cancel_pending_read`, `complete`).
 //! - [`ReadBuf`]: the reader's view of the unread bytes across segments: iterate
 //!   [`segments`](ReadBuf::segments), [`slice`](ReadBuf::slice),
 //!   [`find`](ReadBuf::find) a delimiter or [`position_of`](ReadBuf::position_of) a byte
@@ -14,13 +14,84 @@
 //!   the connection's receive leases (zero copies), with the lease quota and carry buffer of
 //!   DESIGN.md.
 //!
-//! Everything here is sans-IO and synchronous: no system call, no allocation, no `unsafe`.
+//! Everything here is sans-IO: no system call, no allocation, no `unsafe`. The core is
+//! synchronous, for callback code (`try_read`, `try_flush`); the async face (`read().await`,
+//! `flush().await`) is a thin layer over it that needs no particular executor.
 //!
 //! # The reader loop
 //!
-//! Read, examine, advance; stop when the writer completed. Here a line parser consumes
-//! whole lines and examines everything, so a partial line waits, without a busy loop, until
-//! bytes past it arrive:
+//! Seed 002's loop: read, examine, advance; stop when the writer completed. Here a line
+//! parser consumes whole lines and examines everything, so a partial line waits, without a
+//! busy loop, until bytes past it arrive:
+//!
+//! ```
+//! use core::pin::pin;
+//! use core::task::{Context, Poll, Waker};
+//! use ringlet::pipe::{Pipe, PipeError, PipeOptions, PipeReader, Position, ReadBuf};
+//! use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, RecvTier};
+//!
+//! async fn receive_loop(
+//!     reader: &mut PipeReader<'_, '_>,
+//!     lines: &mut Vec<String>,
+//! ) -> Result<(), PipeError> {
+//!     loop {
+//!         let result = reader.read().await?;
+//!         if result.is_canceled() {
+//!             break;
+//!         }
+//!         let buf = result.buffer();
+//!         let consumed = parse_lines(buf, lines);
+//!         let (examined, done) = (buf.end(), result.is_completed());
+//!         reader.advance_to_examined(consumed, examined)?;
+//!         if done {
+//!             break;
+//!         }
+//!     }
+//!     reader.complete(None);
+//!     Ok(())
+//! }
+//!
+//! /// Takes every whole line; returns where the unparsed rest begins.
+//! fn parse_lines(buf: ReadBuf<'_>, lines: &mut Vec<String>) -> Position {
+//!     let mut rest = buf;
+//!     while let Some(n) = rest.find(b"\r\n") {
+//!         let mut line = [0u8; 64];
+//!         let k = rest.slice(..n).unwrap().copy_to(&mut line);
+//!         lines.push(String::from_utf8_lossy(&line[..k]).into_owned());
+//!         rest = rest.slice(n + 2..).unwrap();
+//!     }
+//!     rest.start()
+//! }
+//!
+//! // 16-byte segments, so lines straddle them.
+//! let mut storage = BufPoolStorage::<8, 16>::new();
+//! let config = BufPoolConfig { recv_tier: RecvTier::FreeList, user_reserve: 8 };
+//! let pool = BufPool::new(&mut storage, config).unwrap();
+//! let mut pipe: Pipe<'_> = Pipe::new(pool, PipeOptions::default()).unwrap();
+//! let (mut writer, mut reader) = pipe.split();
+//! writer.write(b"PING\r\nSUB news 1\r\nPUB ne").unwrap();
+//! let _ = writer.try_flush().unwrap();
+//!
+//! let mut lines = Vec::new();
+//! {
+//!     // Any executor can run the loop; here it is polled by hand.
+//!     let mut task = pin!(receive_loop(&mut reader, &mut lines));
+//!     let mut cx = Context::from_waker(Waker::noop());
+//!     // Two whole lines, then it waits for the rest of the third...
+//!     assert!(task.as_mut().poll(&mut cx).is_pending());
+//!     // ...which the producer sends before it completes; that wakes the loop.
+//!     writer.write(b"ws 5\r\n").unwrap();
+//!     writer.complete(None);
+//!     assert_eq!(task.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+//! }
+//! assert_eq!(lines, ["PING", "SUB news 1", "PUB news 5"]);
+//! assert_eq!(pool.leased(), 0); // every segment went back
+//! ```
+//!
+//! # The same loop without an executor
+//!
+//! Callback code (a reactor [`Handler`](crate::reactor::Handler)) uses the synchronous core:
+//! [`PipeReader::try_read`] is `None` exactly where `read().await` would wait.
 //!
 //! ```
 //! use ringlet::pipe::{Pipe, PipeOptions, Position, ReadBuf};
@@ -45,7 +116,7 @@
 //! let mut pipe: Pipe<'_> = Pipe::new(pool, PipeOptions::default()).unwrap();
 //! let (mut writer, mut reader) = pipe.split();
 //! writer.write(b"PING\r\nSUB news 1\r\nPUB ne").unwrap();
-//! let _ = writer.flush().unwrap();
+//! let _ = writer.try_flush().unwrap();
 //!
 //! let mut lines = Vec::new();
 //! loop {
@@ -81,6 +152,9 @@
 //!   that adds nothing, only by one that adds bytes. `advance_to(consumed)` means
 //!   `examined == consumed`: what is left comes back at once.
 //! - The writer completing, or [`PipeReader::cancel_pending_read`], also ends the wait.
+//! - A waiting [`PipeReader::read`] is woken by exactly these events: the first flush that
+//!   makes bytes past `examined` visible, the writer completing, a cancelled read; never by
+//!   a flush that adds nothing past `examined`.
 //! - Positions must lie in the last view handed out (`consumed` at or after its start,
 //!   `examined` at or before its end) with `consumed <= examined`; anything else is an error
 //!   ([`PipeError::PositionOutOfRange`], [`PipeError::ExaminedBeforeConsumed`]) that changes
@@ -114,11 +188,20 @@
 //!
 //! # Backpressure
 //!
-//! [`PipeWriter::flush`] reports [`FlushResult::is_paused`] once
-//! [`PipeOptions::pause_threshold`] flushed bytes are unread, and the pause lasts until the
-//! reader's `advance_to*` leaves fewer than [`PipeOptions::resume_threshold`]
-//! ([`PipeWriter::is_paused`]). The synchronous writer decides what to do with it; the
-//! segment limit is the hard stop.
+//! A flush reports [`FlushResult::is_paused`] once [`PipeOptions::pause_threshold`] flushed
+//! bytes are unread, and the pause lasts until the reader's `advance_to*` leaves fewer than
+//! [`PipeOptions::resume_threshold`] ([`PipeWriter::is_paused`]). [`PipeWriter::flush`]
+//! waits while paused (woken by the advance that ends the pause), so a writer that awaits
+//! every flush holds at most `pause_threshold` plus one write unread.
+//! [`PipeWriter::try_flush`] only reports it: the synchronous writer decides what to do.
+//! Either way the segment limit is the hard stop: the pipe cannot grow past it.
+//!
+//! The limit, as in System.IO.Pipelines: a reader that needs a message whole consumes
+//! nothing until its end arrives. If more of it than `resume_threshold` is unread, a
+//! writer waiting in `flush().await` is never woken and the reader waits for bytes that
+//! writer has not written: both wait. Keep `resume_threshold` above the largest message the
+//! reader must hold (or let it consume in parts, or give the writer a way out with
+//! [`CancelHandle::cancel_pending_flush`]).
 //!
 //! # Completion and cancellation
 //!
@@ -127,20 +210,36 @@
 //! returns every segment; later flushes discard their bytes and report
 //! [`FlushResult::is_completed`]. [`PipeReader::cancel_pending_read`] and
 //! [`PipeWriter::cancel_pending_flush`] make the next read or flush report
-//! `is_canceled`, once.
+//! `is_canceled`, once. Each ends the other side's wait: the writer completing wakes a
+//! waiting read, the reader completing wakes a waiting flush, a cancel wakes the cancelled
+//! side. While a half is borrowed by its waiting future, a [`CancelHandle`] (from either
+//! half) cancels it. After [`PipeReader::complete`], `read().await` fails with
+//! [`PipeError::ReaderCompleted`] instead of waiting forever.
 //!
-//! # The async face (to come)
+//! # The async face
 //!
-//! The executor will wrap these calls thinly: `read().await` is [`PipeReader::try_read`],
-//! waiting (a reader waker in the shared cells) while it returns `None`; `flush().await` is
-//! [`PipeWriter::flush`], then waits while [`PipeWriter::is_paused`] (a writer waker, woken by
-//! `advance_to*` when the pause ends, or by `cancel_pending_flush`). Flush, advance, complete
-//! and cancel are the points where the other side's waker is woken.
+//! [`PipeReader::read`] is [`PipeReader::try_read`] that waits where it returns `None`;
+//! [`PipeWriter::flush`] is [`PipeWriter::try_flush`] that then waits while paused. Their
+//! poll forms ([`PipeReader::poll_read`], [`PipeWriter::poll_flush`]) serve hand-written
+//! futures. Each side has one [`Waker`](core::task::Waker) slot in the pipe's shared cells:
+//! a poll that must wait registers its waker there, and the other side's flush, advance,
+//! complete or a cancel wakes it (taking it out, so once) when, and only when, the waiting
+//! side can go on. Nothing depends on an executor: any that polls futures runs these, and the
+//! tests drive them by hand. The pipe is single-threaded (`!Send`, like the loop), so the
+//! slots are plain `Cell`s; the wakers themselves may wake a task on any thread. Dropping a
+//! waiting future loses nothing; its waker may be woken once more, spuriously.
+//!
+//! [`ConnectionPipeReader`] has no async face yet: it is fed by the reactor's callbacks, and
+//! a task reading it needs the executor to route its connection's events (see its docs).
 
+#[cfg(test)]
+mod async_tests;
 mod buf;
 mod conn;
 mod duplex;
 mod ends;
+#[cfg(test)]
+mod harness;
 mod read_side;
 #[cfg(test)]
 mod tests;
@@ -152,7 +251,7 @@ use crate::pool::PoolError;
 pub use buf::{ReadBuf, ReadResult, Segments};
 pub use conn::{ConnectionPipeReader, Flow, SegmentsFull};
 pub use duplex::DuplexPipe;
-pub use ends::{FlushResult, Pipe, PipeOptions, PipeReader, PipeWriter};
+pub use ends::{CancelHandle, FlushResult, Pipe, PipeOptions, PipeReader, PipeWriter};
 
 /// A place in a pipe's byte stream: the absolute offset of a byte from the start (bytes ever
 /// written), so it survives segments coming and going. Made by a [`ReadBuf`]

@@ -2,13 +2,17 @@
 //! semantics, completion and cancellation, hostile use of the view API, and the connection
 //! reader (every byte boundary, carry, quota).
 
+use core::task::{Context, Poll};
 use std::vec::Vec;
 
+use super::harness::CountingWaker;
 use super::*;
 use crate::pool::test_rng::XorShift;
 use crate::pool::{BufPool, BufPoolConfig, BufPoolStorage, Lease, RecvTier};
 
-fn user_pool<const N: usize, const S: usize>(storage: &mut BufPoolStorage<N, S>) -> BufPool<'_> {
+pub(super) fn user_pool<const N: usize, const S: usize>(
+    storage: &mut BufPoolStorage<N, S>,
+) -> BufPool<'_> {
     let config = BufPoolConfig {
         recv_tier: RecvTier::FreeList,
         user_reserve: N as u16,
@@ -16,7 +20,7 @@ fn user_pool<const N: usize, const S: usize>(storage: &mut BufPoolStorage<N, S>)
     BufPool::new(storage, config).unwrap()
 }
 
-fn opts(max_segments: usize, pause: usize, resume: usize) -> PipeOptions {
+pub(super) fn opts(max_segments: usize, pause: usize, resume: usize) -> PipeOptions {
     PipeOptions {
         max_segments,
         pause_threshold: pause,
@@ -96,7 +100,9 @@ fn check_view(buf: &ReadBuf<'_>, want: &[u8], rng: &mut XorShift) {
     assert_eq!(buf.position(want.len() + 1), None);
 }
 
-/// The model of one pipe: every byte written, how far it is flushed, consumed, examined.
+/// The model of one pipe: every byte written, how far it is flushed, consumed, examined,
+/// and which side waits (a read or flush polled to `Pending` and not yet `Ready`) with a
+/// waker registered.
 #[derive(Default)]
 struct Model {
     written: Vec<u8>,
@@ -104,8 +110,19 @@ struct Model {
     consumed: usize,
     examined: usize,
     paused: bool,
+    /// A read cancel not yet reported.
     canceled: bool,
+    /// A flush cancel not yet reported.
+    cancel_flush: bool,
     out: Vec<u8>,
+    /// A read is waiting: the reader is borrowed by it, so only polls touch the reader.
+    read_pending: bool,
+    /// ... and its waker is registered (not woken yet).
+    read_registered: bool,
+    read_wakes: usize,
+    flush_pending: bool,
+    flush_registered: bool,
+    flush_wakes: usize,
 }
 
 impl Model {
@@ -120,11 +137,39 @@ impl Model {
             self.paused = false;
         }
     }
+
+    /// What a waiting read waits for: bytes past examined, or a cancel.
+    fn reader_ready(&self) -> bool {
+        self.flushed > self.examined || self.canceled
+    }
+
+    /// What a waiting flush waits for: the pause ending, or a cancel.
+    fn writer_ready(&self) -> bool {
+        !self.paused || self.cancel_flush
+    }
+
+    /// After a change a waiting read waits for: it is woken iff it can read now, once.
+    fn wake_reader(&mut self) {
+        if self.read_registered && self.reader_ready() {
+            self.read_registered = false;
+            self.read_wakes += 1;
+        }
+    }
+
+    fn wake_writer(&mut self) {
+        if self.flush_registered && self.writer_ready() {
+            self.flush_registered = false;
+            self.flush_wakes += 1;
+        }
+    }
 }
 
-/// Random interleavings of writes (spanning segments), get_memory/advance, flushes, reads,
-/// advances with random consumed/examined, bad advances and cancels, against a byte-vector
-/// model. Bytes out equal bytes in, in order; the pool gets every segment back.
+/// Random interleavings of writes (spanning segments), get_memory/advance, flushes (sync, or
+/// polled and left waiting under backpressure), reads (sync, or polled and left waiting),
+/// advances with random consumed/examined, bad advances and cancels of both sides, against a
+/// byte-vector model. Bytes out equal bytes in, in order; each waiting side is woken exactly
+/// when the model says it can go on, once, and never otherwise; the pool gets every segment
+/// back.
 #[test]
 fn model_random_interleavings() {
     for seed in 0..300u64 {
@@ -136,11 +181,14 @@ fn model_random_interleavings() {
         let resume = if pause == 0 { 0 } else { rng.below(pause + 1) };
         let mut pipe = Pipe::<'_, 16>::new(pool, opts(max, pause, resume)).unwrap();
         let (mut w, mut r) = pipe.split();
+        let cancel = r.cancel_handle();
+        let (rw, ww) = (CountingWaker::new(), CountingWaker::new());
         let mut m = Model::default();
         let steps = 400 + rng.below(800);
         for _ in 0..steps {
-            match rng.below(10) {
-                0 | 1 => {
+            match rng.below(12) {
+                // A waiting flush holds the writer: no writes then.
+                0 | 1 if !m.flush_pending => {
                     let big = rng.below(4) == 0;
                     let n = rng.below(if big { 200 } else { 40 });
                     let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8 % 8).collect();
@@ -154,7 +202,7 @@ fn model_random_interleavings() {
                         Err(e) => panic!("write: {e}"),
                     }
                 }
-                2 | 3 => {
+                2 | 3 if !m.flush_pending => {
                     let min = rng.below(40);
                     match w.get_memory(min) {
                         Ok(mem) => {
@@ -186,22 +234,67 @@ fn model_random_interleavings() {
                         Err(PipeError::AdvanceTooFar { .. })
                     ));
                 }
-                4 | 5 => {
-                    let f = w.flush().unwrap();
+                0..=5 => {
+                    // A waiting flush is polled again (woken or not); otherwise a sync flush
+                    // or a first poll.
+                    let polled = m.flush_pending || rng.below(2) == 0;
+                    let was_woken = m.flush_pending && !m.flush_registered;
                     m.flushed = m.written.len();
+                    let canceled = std::mem::take(&mut m.cancel_flush);
                     m.update_pause(pause, resume);
+                    m.wake_reader();
+                    let waits = m.paused && !canceled;
+                    let f = if polled {
+                        match w.poll_flush(&mut Context::from_waker(ww.waker())) {
+                            Poll::Ready(f) => {
+                                assert!(!waits, "a paused flush waits");
+                                m.flush_pending = false;
+                                f.unwrap()
+                            }
+                            Poll::Pending => {
+                                assert!(waits, "an unpaused or cancelled flush returns");
+                                assert!(!was_woken, "a woken flush can go on");
+                                m.flush_pending = true;
+                                m.flush_registered = true;
+                                FlushResult {
+                                    is_paused: true,
+                                    ..FlushResult::default()
+                                }
+                            }
+                        }
+                    } else {
+                        w.try_flush().unwrap()
+                    };
                     assert_eq!(f.is_paused, m.paused);
                     assert!(!f.is_completed);
-                    assert!(!f.is_canceled);
+                    assert_eq!(f.is_canceled, canceled);
                 }
+                // A waiting read holds the reader: only polls.
                 6..=8 => {
-                    let canceled = std::mem::take(&mut m.canceled);
-                    let expect_data = m.flushed > m.examined || canceled;
-                    let Some(res) = r.try_read() else {
-                        assert!(!expect_data, "data past examined must be handed out");
+                    let polled = m.read_pending || rng.below(2) == 0;
+                    let was_woken = m.read_pending && !m.read_registered;
+                    let ready = m.reader_ready();
+                    let res = if polled {
+                        match r.poll_read(&mut Context::from_waker(rw.waker())) {
+                            Poll::Ready(res) => Some(res.unwrap()),
+                            Poll::Pending => None,
+                        }
+                    } else {
+                        r.try_read()
+                    };
+                    let Some(res) = res else {
+                        assert!(!ready, "data past examined must be handed out");
+                        assert!(!was_woken, "a woken read can go on");
+                        if polled {
+                            m.read_pending = true;
+                            m.read_registered = true;
+                        }
                         continue;
                     };
-                    assert!(expect_data, "nothing new past examined: no read");
+                    assert!(ready, "nothing new past examined: no read");
+                    assert!(!m.read_registered, "a read that can go on was woken");
+                    m.read_pending = false;
+                    let canceled = std::mem::take(&mut m.canceled);
                     assert_eq!(res.is_canceled(), canceled);
                     assert!(!res.is_completed());
                     let buf = res.buffer();
@@ -223,28 +316,42 @@ fn model_random_interleavings() {
                         let (bc, be) = bad[rng.below(3)];
                         let valid = s <= bc.absolute() && bc <= be && be.absolute() <= end;
                         if !valid {
-                            let before = (pool.leased(), r.unread_len());
+                            let before = (pool.leased(), r.unread_len(), ww.wakes());
                             assert!(r.advance_to_examined(bc, be).is_err());
-                            assert_eq!((pool.leased(), r.unread_len()), before);
+                            assert_eq!((pool.leased(), r.unread_len(), ww.wakes()), before);
                         }
                     }
                     r.advance_to_examined(cp, ep).unwrap();
                     m.consumed += c;
                     m.examined = m.consumed + (e - c);
                     m.update_pause(pause, resume);
+                    m.wake_writer();
+                }
+                9 | 10 => {
+                    cancel.cancel_pending_read();
+                    m.canceled = true;
+                    m.wake_reader();
                 }
                 _ => {
-                    r.cancel_pending_read();
-                    m.canceled = true;
+                    cancel.cancel_pending_flush();
+                    m.cancel_flush = true;
+                    m.wake_writer();
                 }
             }
             assert_eq!(w.is_paused(), m.paused);
             assert_eq!(r.unread_len(), m.flushed - m.consumed);
             assert!(pool.leased() <= max, "the segment limit holds");
+            assert_eq!(rw.wakes(), m.read_wakes, "reader wakes (seed {seed})");
+            assert_eq!(ww.wakes(), m.flush_wakes, "writer wakes (seed {seed})");
         }
-        // Drain: complete the writer (flushing what is advanced), read to the end.
+        // Drain: a waiting flush is dropped (its bytes are flushed already); complete the
+        // writer (flushing what is advanced), which wakes a waiting read; read to the end.
         w.complete(None);
         m.flushed = m.written.len();
+        if m.read_registered {
+            m.read_wakes += 1;
+        }
+        assert_eq!(rw.wakes(), m.read_wakes);
         loop {
             let res = r.try_read().expect("a completed writer always reads");
             let buf = res.buffer();
@@ -275,11 +382,11 @@ fn backpressure_pauses_at_the_threshold_and_resumes_below_the_other() {
     let mut pipe = Pipe::<'_, 16>::new(pool, opts(16, 100, 50)).unwrap();
     let (mut w, mut r) = pipe.split();
     w.write(&[1; 60]).unwrap();
-    assert!(!w.flush().unwrap().is_paused);
+    assert!(!w.try_flush().unwrap().is_paused);
     w.write(&[2; 39]).unwrap();
-    assert!(!w.flush().unwrap().is_paused, "99 unread: below 100");
+    assert!(!w.try_flush().unwrap().is_paused, "99 unread: below 100");
     w.write(&[3; 1]).unwrap();
-    assert!(w.flush().unwrap().is_paused, "100 unread: paused");
+    assert!(w.try_flush().unwrap().is_paused, "100 unread: paused");
     assert!(w.is_paused());
     // The reader consumes to 60 unread: still paused (hysteresis).
     let p = r.try_read().unwrap().buffer().position(40).unwrap();
@@ -292,7 +399,7 @@ fn backpressure_pauses_at_the_threshold_and_resumes_below_the_other() {
     let p = r.try_read().unwrap().buffer().position(1).unwrap();
     r.advance_to(p).unwrap();
     assert!(!w.is_paused(), "49 unread: resumed");
-    assert!(!w.flush().unwrap().is_paused);
+    assert!(!w.try_flush().unwrap().is_paused);
 }
 
 #[test]
@@ -308,7 +415,7 @@ fn an_outpacing_writer_is_paused_then_stopped_by_the_segment_limit() {
             Ok(()) => written += 5,
             Err(e) => break e,
         }
-        if w.flush().unwrap().is_paused && paused_at.is_none() {
+        if w.try_flush().unwrap().is_paused && paused_at.is_none() {
             paused_at = Some(written);
         }
     };
@@ -337,7 +444,7 @@ fn an_outpacing_writer_is_paused_then_stopped_by_the_segment_limit() {
         (48..=64).contains(&written),
         "{written} bytes in 4 segments of 16"
     );
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     // The reader consumes everything: segments go back, the pause ends, writing works again.
     let end = r.try_read().unwrap().buffer().end();
     r.advance_to(end).unwrap();
@@ -379,7 +486,7 @@ fn get_memory_larger_than_a_segment_is_an_error_naming_the_size() {
     assert_eq!(w.get_memory(13).unwrap().len(), 13);
     assert_eq!(w.get_memory(14).unwrap().len(), 16);
     assert_eq!(pool.leased(), 2);
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     assert_eq!(pipe.reader().try_read().unwrap().buffer(), *b"abc");
 }
 
@@ -402,7 +509,7 @@ fn an_empty_user_tier_is_an_error_naming_the_reserve() {
     assert!(pipe_err_text(want).contains("user_reserve"));
     // Receive-tier buffers are never used as segments.
     assert_eq!(pool.recv_available(), 2);
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     let mut r = pipe.reader();
     let end = r.try_read().unwrap().buffer().end();
     r.advance_to(end).unwrap();
@@ -420,13 +527,13 @@ fn examined_bytes_are_not_handed_out_again_until_more_arrive() {
     assert!(r.try_read().is_none(), "nothing written");
     w.write(b"PUB a 5\r\nhel").unwrap();
     assert!(r.try_read().is_none(), "advanced is not flushed");
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     let buf = r.try_read().unwrap().buffer();
     let (start, end) = (buf.start(), buf.end());
     // An incomplete message: consume nothing, examine everything.
     r.advance_to_examined(start, end).unwrap();
     assert!(r.try_read().is_none());
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     assert!(
         r.try_read().is_none(),
         "an empty flush adds nothing past examined"
@@ -434,11 +541,11 @@ fn examined_bytes_are_not_handed_out_again_until_more_arrive() {
     w.write(b"").unwrap();
     w.get_memory(4).unwrap();
     w.advance(0).unwrap();
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     assert!(r.try_read().is_none(), "still nothing past examined");
     w.write(b"l").unwrap();
     assert!(r.try_read().is_none(), "advanced but not flushed");
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     let buf = r.try_read().expect("a flush past examined");
     assert_eq!(buf.buffer(), *b"PUB a 5\r\nhell");
     // Examine part: what is past examined is already there, so the next read is at once.
@@ -461,12 +568,12 @@ fn the_writer_completes_with_and_without_pending_data() {
     let mut pipe: Pipe<'_> = Pipe::new(pool, PipeOptions::default()).unwrap();
     let (mut w, mut r) = pipe.split();
     w.write(b"flushed ").unwrap();
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     w.write(b"advanced").unwrap();
     w.complete(Some(104));
     w.complete(None); // again: nothing changes
     assert_eq!(w.write(b"x"), Err(PipeError::WriterCompleted));
-    assert_eq!(w.flush(), Err(PipeError::WriterCompleted));
+    assert_eq!(w.try_flush(), Err(PipeError::WriterCompleted));
     assert_eq!(w.get_memory(1).err(), Some(PipeError::WriterCompleted));
     assert_eq!(w.advance(0), Err(PipeError::WriterCompleted));
     assert!(r.is_writer_completed());
@@ -509,13 +616,13 @@ fn the_reader_completes_with_and_without_pending_data() {
     let mut pipe: Pipe<'_> = Pipe::new(pool, PipeOptions::default()).unwrap();
     let (mut w, mut r) = pipe.split();
     w.write(&[1; 40]).unwrap();
-    let _ = w.flush().unwrap();
+    let _ = w.try_flush().unwrap();
     w.write(&[2; 20]).unwrap(); // unflushed, in the writer's hands
     let _ = r.try_read().unwrap();
     r.complete(Some(7));
     // The reader's and the hand-off's segments are back; the writer's current one is not.
     assert_eq!(pool.leased(), 1);
-    let f = w.flush().unwrap();
+    let f = w.try_flush().unwrap();
     assert!(f.is_completed);
     assert_eq!(f.reader_error, Some(7));
     assert_eq!(pool.leased(), 0, "flushed bytes are discarded");
@@ -525,7 +632,7 @@ fn the_reader_completes_with_and_without_pending_data() {
     w.advance(16).unwrap();
     assert!(w.get_memory(16).unwrap().len() == 16);
     assert!(pool.leased() <= 1);
-    assert!(w.flush().unwrap().is_completed);
+    assert!(w.try_flush().unwrap().is_completed);
     assert!(w.is_reader_completed());
     assert_eq!(pool.leased(), 0);
     w.complete(None);
@@ -536,7 +643,7 @@ fn the_reader_completes_with_and_without_pending_data() {
     let mut pipe: Pipe<'_> = Pipe::new(pool, PipeOptions::default()).unwrap();
     let (mut w, mut r) = pipe.split();
     r.complete(None);
-    let f = w.flush().unwrap();
+    let f = w.try_flush().unwrap();
     assert!(f.is_completed && f.reader_error.is_none() && !f.is_paused);
 }
 
@@ -554,7 +661,7 @@ fn cancellation_from_either_side_is_reported_once() {
         assert!(r.try_read().is_none(), "reported once");
         // With data pending and examined.
         w.write(b"abc").unwrap();
-        let _ = w.flush().unwrap();
+        let _ = w.try_flush().unwrap();
         let end = r.try_read().unwrap().buffer().end();
         let start = Position::from_absolute(0);
         r.advance_to_examined(start, end).unwrap();
@@ -565,14 +672,14 @@ fn cancellation_from_either_side_is_reported_once() {
         assert_eq!(res.buffer(), *b"abc", "the buffer is still valid");
         // A cancelled flush.
         w.cancel_pending_flush();
-        assert!(w.flush().unwrap().is_canceled);
-        assert!(!w.flush().unwrap().is_canceled, "reported once");
+        assert!(w.try_flush().unwrap().is_canceled);
+        assert!(!w.try_flush().unwrap().is_canceled, "reported once");
     }
     // Through the pipe itself (a handler that keeps the pipe).
     pipe.cancel_pending_read();
     pipe.cancel_pending_flush();
     assert!(pipe.reader().try_read().unwrap().is_canceled());
-    assert!(pipe.writer().flush().unwrap().is_canceled);
+    assert!(pipe.writer().try_flush().unwrap().is_canceled);
 }
 
 /// A trickle of tiny flushes to a reader waiting for a line does not take a segment each.
@@ -585,7 +692,7 @@ fn small_flushes_share_segments() {
     let line = b"a line of fifty bytes, trickled one at a time....\n";
     for (i, b) in line.iter().enumerate() {
         w.write(&[*b]).unwrap();
-        let _ = w.flush().unwrap();
+        let _ = w.try_flush().unwrap();
         let res = r.try_read().expect("one new byte");
         let buf = res.buffer();
         assert_eq!(buf.len(), i + 1);
@@ -605,7 +712,7 @@ fn small_flushes_share_segments() {
     // And without a reader in between: flushes land in the previous hand-off segment.
     for _ in 0..40 {
         w.write(b"x").unwrap();
-        let _ = w.flush().unwrap();
+        let _ = w.try_flush().unwrap();
     }
     assert_eq!(pool.leased(), 1);
     assert_eq!(r.try_read().unwrap().buffer().len(), 40);
@@ -630,7 +737,7 @@ fn duplex_pair_carries_both_ways() {
         let end = res.buffer().end();
         app.input.advance_to(end).unwrap();
         app.output.write(b"response").unwrap();
-        let _ = app.output.flush().unwrap();
+        let _ = app.output.try_flush().unwrap();
         assert!(transport.input.try_read().is_some());
         assert_eq!(transport.input.try_read().unwrap().buffer(), *b"response");
         app.input.complete(None);
@@ -643,7 +750,7 @@ fn duplex_pair_carries_both_ways() {
         "reset: open and empty again"
     );
     a.writer().write(b"again").unwrap();
-    let _ = a.writer().flush().unwrap();
+    let _ = a.writer().try_flush().unwrap();
     assert_eq!(a.reader().try_read().unwrap().buffer(), *b"again");
     a.reset();
     assert_eq!(pool.leased(), 0);
@@ -694,7 +801,7 @@ fn hostile_positions_and_ranges_are_errors_not_panics() {
             if w.write(&bytes).is_ok() {
                 written.extend_from_slice(&bytes);
             }
-            let _ = w.flush().unwrap();
+            let _ = w.try_flush().unwrap();
         }
         let Some(res) = r.try_read() else { continue };
         let buf = res.buffer();

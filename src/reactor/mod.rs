@@ -298,6 +298,8 @@ pub struct Conn {
     closing: bool,
     reason: Option<CloseReason>,
     linger: Option<TimerId>,
+    /// This connection's lease quota ([`Context::set_lease_quota`]); 0: [`Config::lease_quota`].
+    quota: u16,
 }
 
 impl Conn {
@@ -310,6 +312,7 @@ impl Conn {
             closing: false,
             reason: None,
             linger: None,
+            quota: 0,
         }
     }
 }
@@ -616,6 +619,15 @@ impl<'r> Reactor<'r> {
     }
 }
 
+/// The lease quota of a connection: its own, or the configured default.
+fn quota_of(c: &Conn, config: &Config) -> u16 {
+    if c.quota == 0 {
+        config.lease_quota
+    } else {
+        c.quota
+    }
+}
+
 impl<'r> Core<'r> {
     fn stats(&self) -> Stats {
         let mut s = self.stats;
@@ -783,7 +795,8 @@ impl<'r> Core<'r> {
         let Ok(c) = self.conns.get_mut(id.0) else {
             return Ok(());
         };
-        if held >= self.config.lease_quota && !c.quota_paused && !c.closing {
+        let quota = quota_of(c, &self.config);
+        if held >= quota && !c.quota_paused && !c.closing {
             c.quota_paused = true;
             self.stats.quota_pauses += 1;
             self.paused.push(slot);
@@ -805,7 +818,7 @@ impl<'r> Core<'r> {
             if !c.quota_paused {
                 continue;
             }
-            if held <= self.config.lease_quota / 2 {
+            if held <= quota_of(c, &self.config) / 2 {
                 c.quota_paused = false;
                 if !c.user_paused && !c.closing && !c.read_closed {
                     self.driver.arm_recv(slot)?;
@@ -1011,6 +1024,74 @@ impl<'r> Context<'_, 'r> {
             .driver
             .arm_recv(conn.0.index())
             .map_err(ConnError::Os)
+    }
+
+    /// The address of `conn`'s peer (for an accepted connection, the client's address and
+    /// port). Asked of the kernel (`getpeername`) at each call, nothing is stored: a handler
+    /// that needs it after the peer may have gone keeps a copy (a [`SocketAddr`] is `Copy`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::Stale`] for a closed connection; [`ConnError::Os`] with
+    /// [`Error::NotConnected`] once the peer reset it, or while an outbound connect is under
+    /// way.
+    pub fn peer_addr(&self, conn: ConnId) -> Result<SocketAddr, ConnError> {
+        if !self.core.conns.contains(conn.0) {
+            return Err(ConnError::Stale);
+        }
+        self.core
+            .driver
+            .peer_addr(conn.0.index())
+            .map_err(|e| match e {
+                Error::NotFound => ConnError::Stale,
+                e => ConnError::Os(e),
+            })
+    }
+
+    /// Sets how many receive leases `conn`'s handler may hold before its receive pauses:
+    /// `Some(n)` for this connection only (to receive a large message that must be held
+    /// whole), `None` to go back to [`Config::lease_quota`]. Takes effect at once: a
+    /// connection paused at its old quota resumes on this turn if it holds at most half the
+    /// new one, and one holding more than a lowered quota pauses after its next receive.
+    /// The io_uring receive's byte cap follows from the next time it is armed.
+    ///
+    /// Raising quotas is how a handler lets one connection take more of the shared buffer
+    /// pool; it is the handler's job to budget that (the broker reserves from a budget that
+    /// leaves a reserve for everyone else).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::Stale`] for a closed connection; [`ConnError::TooLarge`] for `Some(0)`.
+    pub fn set_lease_quota(&mut self, conn: ConnId, quota: Option<u16>) -> Result<(), ConnError> {
+        let q = match quota {
+            Some(0) => return Err(ConnError::TooLarge),
+            Some(q) => q,
+            None => 0,
+        };
+        let slot = conn.0.index();
+        // A connection paused at its quota is in the paused queue already: the end of this
+        // turn compares it with the new quota.
+        self.live(conn)?.quota = q;
+        self.core.driver.set_quota(slot, q);
+        Ok(())
+    }
+
+    /// The lease quota of `conn` now (its own, or [`Config::lease_quota`]); 0 for a closed
+    /// connection.
+    pub fn lease_quota(&self, conn: ConnId) -> u16 {
+        match self.core.conns.get(conn.0) {
+            Ok(c) => quota_of(c, &self.core.config),
+            Err(_) => 0,
+        }
+    }
+
+    /// Receive leases `conn`'s handler holds now (what its quota is compared with).
+    pub fn leases_held(&self, conn: ConnId) -> u16 {
+        if self.core.conns.contains(conn.0) {
+            self.core.driver.pool().owner_count(conn.0.index())
+        } else {
+            0
+        }
     }
 
     /// Open an outbound connection to `addr`; [`Handler::on_connect`] reports the result.

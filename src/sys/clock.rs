@@ -25,9 +25,28 @@ pub fn now() -> Instant {
     Instant::from_nanos(secs.saturating_mul(NANOS_PER_SEC).saturating_add(nanos))
 }
 
+/// Nanoseconds since the Unix epoch on `CLOCK_REALTIME` (0 for a clock set before 1970).
+///
+/// # Notes
+///
+/// The wall clock jumps when the time is set or stepped by NTP: use it to *show* times (the
+/// broker's monitoring endpoints do), never to measure them ([`now`] is for that).
+pub fn realtime_nanos() -> u64 {
+    let ts = clock_gettime(ClockId::Realtime);
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(NANOS_PER_SEC).saturating_add(nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn realtime_is_after_2020() {
+        // 2020-01-01T00:00:00Z.
+        assert!(realtime_nanos() > 1_577_836_800 * NANOS_PER_SEC);
+    }
 
     #[test]
     fn monotonic_and_advancing() {

@@ -217,6 +217,9 @@ pub struct IoSlot {
     notify_sent: bool,
     notify_connected: bool,
     notify_released: bool,
+    /// Leases this connection may hold before its capped receive stops asking for more (0:
+    /// the driver's default quota); see [`Driver::set_quota`].
+    quota: u16,
     msg: MsgBuf,
     addr: SockAddrBuf,
 }
@@ -723,11 +726,9 @@ impl<'r> Driver<'r> {
             Kind::Uring { ring } => {
                 // At least one buffer's worth, so a connection at its quota still makes progress
                 // once the loop resumes it; the loop pauses it when the quota is reached.
+                let quota = if s.quota == 0 { self.quota } else { s.quota };
                 let cap = if self.recv_cap {
-                    let room = self
-                        .quota
-                        .saturating_sub(self.pool.owner_count(slot))
-                        .max(1);
+                    let room = quota.saturating_sub(self.pool.owner_count(slot)).max(1);
                     u32::from(room).saturating_mul(self.pool.buf_size() as u32)
                 } else {
                     0
@@ -780,6 +781,29 @@ impl<'r> Driver<'r> {
             Kind::Epoll { .. } => s.recv = Recv::Idle,
         }
         Ok(())
+    }
+
+    /// Sets the lease quota of `slot` (0: back to the driver's default): the io_uring receive
+    /// armed next is capped to the room it leaves. Reset when the slot is reopened.
+    pub fn set_quota(&mut self, slot: u32, quota: u16) {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.quota = quota;
+        }
+    }
+
+    /// The address of the peer of `slot` (`getpeername`, no state kept).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a slot that is not open; [`Error::NotConnected`] once the peer
+    /// reset the connection.
+    pub fn peer_addr(&self, slot: u32) -> Result<SocketAddr> {
+        let s = self
+            .slots
+            .get(slot as usize)
+            .filter(|s| s.open)
+            .ok_or(Error::NotFound)?;
+        super::socket::peer_addr(s.fd())
     }
 
     /// True when the receive of `slot` is running or will be re-armed (not paused, not ended).
@@ -1576,6 +1600,7 @@ impl IoSlot {
             notify_sent: false,
             notify_connected: false,
             notify_released: false,
+            quota: 0,
             msg: MsgBuf::new(),
             addr: SockAddrBuf::new(),
         }

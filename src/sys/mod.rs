@@ -10,13 +10,15 @@
 //! - [`eventfd`]: the cross-thread wake.
 //! - [`socket`]: TCP listeners and streams, IPv4 and IPv6; socket addresses in the kernel's
 //!   encoding for io_uring connect/accept; the open-descriptor limit.
-//! - [`clock`]: the monotonic clock.
+//! - [`clock`]: the monotonic clock (and the wall clock, for display).
+//! - [`process`]: facts about this process (resident memory), for monitoring.
 
 pub mod clock;
 pub mod driver;
 pub mod epoll;
 pub mod error;
 pub mod eventfd;
+pub mod process;
 pub mod socket;
 pub mod uring;
 

@@ -421,6 +421,19 @@ pub fn take_error(fd: BorrowedFd<'_>) -> Result<Option<Error>> {
     }
 }
 
+/// [`TcpStream::peer_addr`] on a borrowed descriptor (`getpeername`).
+///
+/// # Errors
+///
+/// As [`TcpStream::peer_addr`]: [`Error::NotConnected`] once the connection is reset or
+/// before a connect completed.
+pub fn peer_addr(fd: BorrowedFd<'_>) -> Result<SocketAddr> {
+    match rnet::getpeername(fd)? {
+        Some(any) => to_socket_addr(any),
+        None => Err(Error::NotConnected),
+    }
+}
+
 /// [`TcpStream::shutdown`] on a borrowed descriptor.
 ///
 /// # Errors

@@ -23,6 +23,22 @@ pub const BUF_SIZE: usize = 16 * 1024;
 pub const LEASE_QUOTA: u16 = 64;
 
 type Res = Resources<CONNS, 512, BUF_SIZE, { 512 * 1024 }, 128>;
+/// Small receive buffers and write slabs (for answers larger than a slab, buffer budgets).
+type SmallRes = Resources<CONNS, SMALL_BUFS, SMALL_BUF_SIZE, SMALL_SLAB, 128>;
+pub const SMALL_BUFS: usize = 128;
+pub const SMALL_BUF_SIZE: usize = 4096;
+pub const SMALL_SLAB: usize = 64 * 1024;
+
+/// How [`start_opts`] builds the broker.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Also listen for HTTP monitoring ([`Running::http`]).
+    pub monitor: bool,
+    /// [`SMALL_BUFS`] buffers of [`SMALL_BUF_SIZE`] and [`SMALL_SLAB`]-byte slabs.
+    pub small: bool,
+    /// The reactor's default lease quota (0: [`LEASE_QUOTA`]).
+    pub lease_quota: u16,
+}
 
 pub fn leak<T: ZeroInit>() -> &'static mut T {
     let b: Box<MaybeUninit<T>> = Box::new_zeroed();
@@ -52,6 +68,8 @@ pub fn server_config() -> ServerConfig {
 
 pub struct Running {
     pub addr: SocketAddr,
+    /// The monitoring port's address, when asked for.
+    pub http: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     join: Option<JoinHandle<BrokerStats>>,
 }
@@ -70,25 +88,47 @@ impl Drop for Running {
 }
 
 pub fn start(backend: BackendChoice, cfg: ServerConfig) -> Running {
+    start_opts(backend, cfg, Options::default())
+}
+
+pub fn start_opts(backend: BackendChoice, cfg: ServerConfig, opts: Options) -> Running {
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let (tx, rx) = mpsc::channel();
     let join = thread::spawn(move || {
+        let quota = if opts.lease_quota == 0 {
+            LEASE_QUOTA
+        } else {
+            opts.lease_quota
+        };
         let config = Config {
             backend,
-            lease_quota: LEASE_QUOTA,
+            lease_quota: quota,
             ..Config::default()
         };
-        cfg.check_capacity(BUF_SIZE, usize::from(LEASE_QUOTA))
+        let buf_size = if opts.small { SMALL_BUF_SIZE } else { BUF_SIZE };
+        cfg.check_capacity(buf_size, usize::from(quota))
             .expect("max_payload fits the lease budget");
-        let mut reactor = Reactor::new(leak::<Res>(), config).expect("reactor");
+        let mut reactor = if opts.small {
+            Reactor::new(leak::<SmallRes>(), config).expect("reactor")
+        } else {
+            Reactor::new(leak::<Res>(), config).expect("reactor")
+        };
         let l = reactor
             .listen("127.0.0.1:0".parse().unwrap())
             .expect("listen");
         let addr = reactor.listener_addr(l).unwrap();
         let mut broker = Broker::new(mem(), cfg, 42).expect("broker");
         broker.set_port(addr.port());
-        tx.send(addr).unwrap();
+        let http = opts.monitor.then(|| {
+            let m = reactor
+                .listen("127.0.0.1:0".parse().unwrap())
+                .expect("listen (monitoring)");
+            let maddr = reactor.listener_addr(m).unwrap();
+            broker.set_monitor_listener(m, maddr.port());
+            maddr
+        });
+        tx.send((addr, http)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         while !reactor.is_stopped() {
             assert!(Instant::now() < deadline, "broker ran for 120 s: test hung");
@@ -101,11 +141,12 @@ pub fn start(backend: BackendChoice, cfg: ServerConfig) -> Running {
         }
         broker.stats()
     });
-    let addr = rx
+    let (addr, http) = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("broker started");
     Running {
         addr,
+        http,
         stop,
         join: Some(join),
     }
