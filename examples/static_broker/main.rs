@@ -11,8 +11,9 @@
 //! client test harnesses wait for: `Listening for client connections on HOST:PORT` and
 //! `Server is ready`. `-P` writes the process id (left in place at exit, as nats-server does);
 //! `--ports_file_dir DIR` writes `DIR/<exe>_<pid>.ports` with the client URLs, as nats-server
-//! does (removed at a clean exit). SIGINT/SIGTERM stop it cleanly (connections are flushed and
-//! closed).
+//! does (removed at a clean exit; for `0.0.0.0` it lists this machine's IPv4 addresses, while
+//! nats-server lists its IPv6 ones too, which a v4 listener does not serve). SIGINT/SIGTERM
+//! stop it cleanly (connections are flushed and closed).
 //!
 //! Capacities are compile-time: 256 connections, 65 536 subscriptions; 2048 receive buffers
 //! of 32 KiB (64 MiB) and a 2 MiB write slab per connection (the slab caps `max_pending`,

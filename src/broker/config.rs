@@ -63,7 +63,9 @@
 //! 65535. Not supported at all: `include`, `$VARIABLE` references and environment variables,
 //! arrays, `( )` blocks, dates. Only the first error is reported (nats-server lists all).
 //! When both `listen` and `port` (or `http` and `http_port`) are set, the later one in the
-//! file wins here; nats-server's result depends on Go's map order.
+//! file wins here; nats-server's result depends on Go's map order. A duration string as
+//! `authorization.timeout` (`"5s"`) is read as a duration here, as newer nats-servers do;
+//! 2.9 ignores it and uses 1 s.
 
 use core::fmt;
 use core::time::Duration;

@@ -8,7 +8,7 @@
 //! [`crate::pool::ZeroInit`] (every piece is: [`SlabStorage`]s and `u64` arrays), so a program
 //! makes it zeroed in place once at start-up ([`crate::pool::init_zeroed`], a
 //! [`crate::pool::StaticSlot`], or `leak_zeroed` with the `std` feature) and never builds it on
-//! the stack (the broker tests' `tests/broker_util` and `examples/static_broker.rs` do this):
+//! the stack (the broker tests' `tests/broker_util` and `examples/static_broker/` do this):
 //!
 //! - per connection slot (indexed by [`ConnId::index`]): a [`Session`] (the
 //!   [`Parser`], the [`ConnectionPipeReader`] over the receive leases, and the pending PUB's
