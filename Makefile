@@ -87,8 +87,9 @@ bench:
 		$(MAKE) --no-print-directory bench-nats; n=$$?; \
 		[ $$e -eq 0 ] && [ $$n -eq 0 ]
 
-## Echo benchmark: ringlet (io_uring and epoll backends) side by side with tokio and monoio echo
-## servers, server pinned to CPU 0 and load generator to CPU 1; prints a table with ratios.
+## Echo benchmark: ringlet (io_uring and epoll backends, and the async stream_echo on io_uring)
+## side by side with tokio and monoio echo servers, server pinned to CPU 0 and load generator to
+## CPU 1; prints a table with ratios.
 ## Settings: BENCH_SECS, BENCH_RUNS, BENCH_WARMUP_SECS, BENCH_COUNT_SECS, BENCH_SERVERS, BENCH_ROWS,
 ## RINGLET_ECHO (environment), or flags through BENCH_ARGS, e.g. `make bench-echo BENCH_ARGS=--quick`.
 ## Needs `perf` for the syscall column (Debian: apt-get install linux-perf); see bench/README.md.
@@ -102,6 +103,7 @@ bench-echo:
 	else \
 		echo "bench: examples/echo.rs does not exist yet: the ringlet rows will be skipped (unless RINGLET_ECHO names an echo binary)"; \
 	fi
+	$(CARGO) build --release --example stream_echo
 	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/bench $(BENCH_ARGS)
 
 ## NATS benchmark: ringlet's broker (io_uring and epoll) side by side with nats-server (Debian
@@ -115,9 +117,10 @@ bench-nats:
 	$(CARGO) build --release -p ringlet-bench
 	$(CARGO_TARGET_DIR_OR_DEFAULT)/release/nats-bench $(BENCH_NATS_ARGS)
 
-## Fuzz the broker's parsers (needs `cargo install cargo-fuzz` and nightly), each target for
-## FUZZ_SECS seconds: make fuzz, or one of them: make fuzz FUZZ_TARGET=parser|connect|subject|config|http
-FUZZ_TARGET ?= parser connect subject config http
+## Fuzz the parsers and codecs (needs `cargo install cargo-fuzz` and nightly), each target for
+## FUZZ_SECS seconds: make fuzz, or some of them: make fuzz FUZZ_TARGET="frame line"
+## (targets: parser connect subject config http frame line)
+FUZZ_TARGET ?= parser connect subject config http frame line
 FUZZ_SECS ?= 60
 fuzz:
 	cd fuzz && for t in $(FUZZ_TARGET); do \

@@ -78,7 +78,7 @@ experiment() {
         3) echo "   NOT CAUGHT by its guard, tests/$guard.rs"; missed=1 ;;
     esac
     echo "   loom reported:"
-    grep -E "deadlock;|assertion .* failed|read before|returned twice|never pushed|re-armed|Causality" "$log" \
+    grep -E "deadlock;|assertion .* failed|read before|returned twice|never pushed|re-armed|Causality|stale waker" "$log" \
         | sed -E 's/^thread .* panicked at [^ ]*: ?//' | sort | uniq -c | sort -rn | head -6 \
         | sed 's/^/     /'
 }
@@ -110,6 +110,29 @@ experiment W7 src/sync/wake.rs lost_wakeup \
 experiment W8 src/pool/send_lease.rs starvation \
     's/self\.queue\.push\(id\)\?;\n(\s*)Ok\(self\.notifier\.notify\(\)\)/let woke = self.notifier.notify();\n${1}self.queue.push(id)?;\n${1}Ok(woke)/' \
     'give_back (a SendLease drop): notify before the push instead of after'
+# The executor's wakers: the generation check, the scheduled bit, and the orderings that make
+# a wake's data visible to the poll it leads to.
+experiment W9 src/exec/sched.rs exec_wakers \
+    's/(s \| SCHEDULED,\s*)Ordering::Release,/${1}Ordering::Relaxed,/' \
+    'waker: the scheduling CAS Release -> Relaxed'
+experiment W10 src/exec/sched.rs exec_wakers \
+    's/(            match self\.state\.compare_exchange_weak\(\n                s,\n                s \| SCHEDULED,)/            if s \& SCHEDULED != 0 {\n                return false;\n            }\n${1}/' \
+    'waker: return without a CAS when the bit is already set'
+experiment W11 src/exec/sched.rs exec_wakers \
+    's/fetch_and\(!SCHEDULED, Ordering::Acquire\)/fetch_and(!SCHEDULED, Ordering::Relaxed)/' \
+    'drain: the clear of the scheduled bit Acquire -> Relaxed'
+experiment W12 src/exec/sched.rs exec_wakers \
+    's/(h\.state\.fetch_and\(!SCHEDULED, Ordering::Acquire\);)\n(\s*)(f\(usize::from\(id\)\);)/${3}\n${2}${1}/' \
+    'drain: clear the scheduled bit after the poll instead of before'
+experiment W13 src/exec/sched.rs exec_wakers \
+    's/if \(s >> 1\) & TAG_MASK != tag \{/if false {/' \
+    'waker: no generation check (a stale waker schedules the slot)'
+experiment W14 src/exec/sched.rs exec_wakers \
+    's/h\.state\.fetch_add\(GEN_ONE, Ordering::Relaxed\);/h.state.store((h.state.load(Ordering::Relaxed) \& !SCHEDULED) + GEN_ONE, Ordering::Relaxed);/' \
+    'retire: clear the scheduled bit with the generation bump'
+experiment W15 src/exec/sched.rs exec_wakers \
+    's/let _ = shared\.ready\.push\(self\.index\);\n(\s*)(\/\/[^\n]*\n\s*)?shared\.notifier\.notify\(\);/shared.notifier.notify();\n${1}let _ = shared.ready.push(self.index);/' \
+    'waker: notify before the push instead of after'
 
 echo
 if [ $missed -ne 0 ]; then

@@ -21,13 +21,19 @@
 //! - [`time`] is an OS-independent instant type, so protocol cores can take time as a value.
 //! - [`reactor`] is the event loop: one thread, io_uring or epoll, callbacks through a
 //!   [`reactor::Handler`].
+//! - [`exec`] is the async face: a no-alloc executor of connection tasks that is itself a
+//!   reactor handler, wakers that carry a task's slot and generation (woken from any thread
+//!   through the same wake as returned buffers), and [`exec::Connection`] (read snapshots,
+//!   write, flush to a position).
 //! - [`pipe`] is a producer/consumer byte pipe over pool buffers with segmented, zero-copy
 //!   read views and partial consumption, and a reader over a connection's receive leases.
-//!
+//! - [`frame`] is framing over byte streams: sans-IO codecs for u16 length-prefixed frames
+//!   (fragmentation above a chunk size, reassembly into one pool buffer, a per-connection
+//!   throttle on frames pending processing) and for CRLF/LF lines, plus handler adapters
+//!   ([`frame::Framed`], [`frame::Lines`]) that run them on reactor connections.
 //! - [`broker`] is the NATS core protocol as a sans-IO core: the client-operation parser,
 //!   subjects, the subscription index, CONNECT options and the server's protocol lines. It
 //!   takes bytes and returns results; the network glue binds it to the reactor.
-//!
 //! - [`stream`] is the byte-stream layer: the [`stream::ReadStream`] / [`stream::WriteStream`]
 //!   traits (`async fn`, seed 001's contract: a read succeeds with at least one byte or fails
 //!   with none, end of stream is [`stream::Error::Eof`]), their refinements
@@ -37,8 +43,6 @@
 //!   ([`stream::conformance`]) that every stream here passes, and (feature
 //!   `embedded-io-async`) adapters to the embedded-io-async traits.
 //!
-//! Framing codecs are still to come on these layers.
-//!
 //! # Memory
 //!
 //! Nothing here allocates: there is no `alloc` crate. Every container works over storage the
@@ -47,8 +51,10 @@
 //!
 //! # Unsafe code
 //!
-//! `unsafe` is denied crate-wide and allowed only in [`sys`] and [`pool`], where every block
-//! carries a `// SAFETY:` comment naming the invariant it relies on.
+//! `unsafe` is denied crate-wide and allowed only in [`sys`], [`pool`] and [`exec`] (the
+//! executor's task storage, its wakers, and the scope that lends a polled task the turn's
+//! reactor context), where every block carries a `// SAFETY:` comment naming the invariant
+//! it relies on.
 #![no_std]
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -57,6 +63,9 @@
 extern crate std;
 
 pub mod broker;
+#[allow(unsafe_code)]
+pub mod exec;
+pub mod frame;
 pub mod pipe;
 #[allow(unsafe_code)]
 pub mod pool;

@@ -97,3 +97,96 @@ fn a_slot_is_released_only_after_its_last_completion() {
         assert_eq!(d.pool().leased(), 0, "every buffer back in the pool");
     }
 }
+
+#[test]
+fn quiesce_ends_every_operation_and_closes_every_socket() {
+    use std::io::{ErrorKind, Read};
+    for uring in [true, false] {
+        let mut d = driver(uring);
+        let l = ringlet::sys::socket::TcpListener::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            ringlet::sys::socket::ListenOptions::DEFAULT,
+        )
+        .unwrap();
+        let li = d.add_listener(l).unwrap().unwrap();
+        let laddr = d.listener_addr(li).unwrap();
+        let mut clients = Vec::new();
+        for slot in 0..3 {
+            let (server, client) = pair();
+            d.open(slot, 1, server).unwrap();
+            d.arm_recv(slot).unwrap();
+            clients.push(client);
+        }
+        // One receive has delivered data (its lease is dropped at once), one has data waiting.
+        clients[0].write_all(b"first").unwrap();
+        events_until(&mut d, |ev| matches!(ev, IoEvent::Data { slot: 0, .. }));
+        clients[1].write_all(b"never read").unwrap();
+        // Something staged and flushed, not yet submitted.
+        d.slab(2).unwrap().append(b"staged").unwrap();
+        d.flush(2);
+        d.submit_flushes().unwrap();
+        d.quiesce().expect("quiesce");
+        for slot in 0..4 {
+            assert!(!d.is_busy(slot), "slot {slot} still busy (uring: {uring})");
+        }
+        assert_eq!(d.pool().leased(), 0, "every buffer back in the pool");
+        assert!(!d.has_listeners());
+        // Every socket is really closed: nothing in flight holds a reference to it.
+        for c in &mut clients {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 64];
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue, // the staged bytes may have gone out first
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                    Err(e) => panic!("client (uring: {uring}): {e}"),
+                }
+            }
+        }
+        match TcpStream::connect(laddr) {
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused),
+            Ok(_) => panic!("listener still open after quiesce (uring: {uring})"),
+        }
+        // Again: nothing left to do.
+        d.quiesce().expect("quiesce twice");
+    }
+}
+
+/// io_uring: a connection's socket sits in the ring's fixed-file table while it is open, and
+/// leaves it when the slot is released, so the close really closes it (the peer sees EOF).
+#[test]
+fn fixed_file_entry_is_dropped_on_release() {
+    use std::io::Read;
+    let mut d = driver(true);
+    let (server, mut client) = pair();
+    d.open(0, 1, server).unwrap();
+    assert_eq!(
+        d.kernel_calls().registers,
+        1,
+        "the socket went into the table"
+    );
+    d.arm_recv(0).unwrap();
+    d.slab(0)
+        .unwrap()
+        .append(b"through the fixed file")
+        .unwrap();
+    d.flush(0);
+    d.submit_flushes().unwrap();
+    client.write_all(b"ping").unwrap();
+    events_until(&mut d, |ev| matches!(ev, IoEvent::Data { slot: 0, .. }));
+    let mut buf = [0u8; 22];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"through the fixed file");
+    d.close(0).unwrap();
+    events_until(&mut d, |ev| matches!(ev, IoEvent::Released { slot: 0 }));
+    assert_eq!(d.kernel_calls().registers, 2, "and left it on release");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(
+        client.read(&mut buf).unwrap(),
+        0,
+        "EOF: the socket is closed"
+    );
+}

@@ -23,6 +23,11 @@
 //! - `starvation` (model 3): every buffer of a real pool is out in send leases, the loop's
 //!   receive is paused; the loop is woken, takes the buffers back and re-arms the receive
 //!   exactly once, when enough buffers are free, never before.
+//! - `exec_wakers` (model 4): the executor's [`Scheduler`](ringlet::exec::Scheduler) and its
+//!   `Waker`s: a waker woken on another thread while the loop completes its task and reuses
+//!   the slot never polls the new task (beyond the first poll it needs anyway); a wake is
+//!   never lost, also when it lands on an already scheduled task or during its poll, and the
+//!   poll it leads to sees what the waking thread did before.
 //!
 //! A model that deadlocks (the loop parked with no wake to come) fails: loom reports
 //! `deadlock; threads = ...`. Each model asserts its property in the loop thread, which waits

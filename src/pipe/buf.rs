@@ -81,6 +81,12 @@ impl<'a> ReadBuf<'a> {
         }
     }
 
+    /// A view of one contiguous slice, its first byte at position 0: for codecs fed from a
+    /// plain buffer (tests, a blocking client, a fuzz target) rather than a reader.
+    pub fn from_slice(bytes: &'a [u8]) -> ReadBuf<'a> {
+        ReadBuf::new(bytes, 0, &[], 0, bytes.len() as u64)
+    }
+
     /// The number of bytes in view.
     pub fn len(&self) -> usize {
         (self.end - self.start) as usize
@@ -249,6 +255,12 @@ fn continues_with(tail: &[u8], more: ChunksAbs<'_>, want: &[u8]) -> bool {
         want = &want[k..];
     }
     want.is_empty()
+}
+
+impl<'a> From<&'a [u8]> for ReadBuf<'a> {
+    fn from(bytes: &'a [u8]) -> ReadBuf<'a> {
+        ReadBuf::from_slice(bytes)
+    }
 }
 
 impl PartialEq<[u8]> for ReadBuf<'_> {

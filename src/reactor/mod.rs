@@ -11,13 +11,15 @@
 //! 1. Submit what the previous turn queued and wait for completions (io_uring, one
 //!    `io_uring_enter`) or readiness (epoll), bounded by the next timer.
 //! 2. Dispatch each event: accepts to [`Handler::on_accept`], received leases to
-//!    [`Handler::on_data`], finished sends to [`Handler::on_flushed`], ends to
-//!    [`Handler::on_close`].
-//! 3. Fire expired timers.
-//! 4. Resume connections whose leases came back, re-arm connections that ran out of receive
+//!    [`Handler::on_data`], finished sends to [`Handler::on_sent`] and
+//!    [`Handler::on_flushed`], ends to [`Handler::on_close`].
+//! 3. Fire expired timers; take back buffers returned from other threads.
+//! 4. [`Handler::before_flush`]: the handler's per-turn hook, where the executor polls the
+//!    tasks woken during the turn (or from other threads).
+//! 5. Resume connections whose leases came back, re-arm connections that ran out of receive
 //!    buffers (a bounded number per turn, and only above a free-buffer watermark, so they do not
 //!    all run dry again at once).
-//! 5. Queue the sends of every connection flushed during the turn: they go out with the next
+//! 6. Queue the sends of every connection flushed during the turn: they go out with the next
 //!    turn's wait, in the same system call.
 //!
 //! # Memory and fairness
@@ -43,11 +45,12 @@
 pub mod timer;
 
 use core::fmt;
+use core::marker::PhantomData;
 use core::net::SocketAddr;
 use core::time::Duration;
 
 use crate::pool::{BufPoolConfig, Key, Lease, RecvTier, Slab};
-use crate::sys::driver::{Driver, IoEvent, LoopStorage, RecvStop};
+use crate::sys::driver::{Driver, IoEvent, LoopError, LoopInit, LoopStorage, RecvStop};
 use crate::sys::socket::{ListenOptions, Shutdown, TcpListener};
 use crate::sys::uring::{Features, Uring, UringConfig};
 use crate::sys::{Error, clock};
@@ -61,7 +64,9 @@ pub use crate::sys::driver::{Backend, KernelCalls};
 ///
 /// Memory: about `CONNS * (SLAB + 200) + BUFS * (BUF_SIZE + 24) + TIMERS * 48` bytes. All-zero
 /// bytes is its empty state, so place it in a `static` through [`crate::pool::StaticSlot`]
-/// (it lands in `.bss`) or leak it once at start-up; never build it on the stack.
+/// (it lands in `.bss`) or leak it once at start-up, for [`Reactor::new`]; or zero it in place
+/// with [`crate::pool::init_zeroed`] (a `MaybeUninit` on the stack, say) for
+/// [`Reactor::scoped`]. Never build it by value: it is too big to move.
 pub type Resources<
     const CONNS: usize,
     const BUFS: usize,
@@ -112,10 +117,12 @@ pub struct Config {
     pub accept_backoff: Duration,
     /// Set TCP_NODELAY on every connection.
     pub nodelay: bool,
-    /// io_uring on Linux 6.12+: after a turn that sent, the next wait holds out this long for
-    /// the sends' completions plus one more event, so one system call collects both. It delays
-    /// a send's completion ([`Handler::on_flushed`]) by at most this much when nothing else
-    /// happens. Zero disables it.
+    /// io_uring on Linux 6.12+: after a turn that answered several connections (each sent data
+    /// and got a reply in the same turn) or sent on several, the next wait holds out up to this
+    /// long for the sends' completions and for half of the connections answered to send again
+    /// (or for one more event), so one system call collects a batch instead of waking at the
+    /// first arrival. It delays an event (a send's completion, [`Handler::on_flushed`]) by at
+    /// most this much when fewer arrive. Zero disables it.
     pub batch_wait: Duration,
 }
 
@@ -269,6 +276,15 @@ pub enum ReactorError {
     TimersFull,
 }
 
+impl From<LoopError> for ReactorError {
+    fn from(e: LoopError) -> Self {
+        match e {
+            LoopError::Pool(_) => ReactorError::Config("buffer pool configuration"),
+            LoopError::Os(e) => ReactorError::Os(e),
+        }
+    }
+}
+
 impl From<Error> for ReactorError {
     fn from(e: Error) -> Self {
         ReactorError::Os(e)
@@ -298,6 +314,10 @@ pub struct Conn {
     closing: bool,
     reason: Option<CloseReason>,
     linger: Option<TimerId>,
+    /// Bytes sent on this connection so far.
+    sent: u64,
+    /// The consumer's word ([`Context::set_tag`]).
+    tag: u32,
     /// This connection's lease quota ([`Context::set_lease_quota`]); 0: [`Config::lease_quota`].
     quota: u16,
 }
@@ -312,6 +332,8 @@ impl Conn {
             closing: false,
             reason: None,
             linger: None,
+            sent: 0,
+            tag: 0,
             quota: 0,
         }
     }
@@ -350,6 +372,22 @@ pub trait Handler<'r> {
         let _ = (cx, conn);
     }
 
+    /// A send on `conn` completed: `bytes` more of its staged bytes left (a short send
+    /// reports what went; the rest follows in later sends). Runs before
+    /// [`Handler::on_flushed`]; [`Context::sent`] already counts these bytes. For code that
+    /// waits for a *position* in the stream rather than an empty slab (the executor's
+    /// `flush().await` waits for the bytes staged before it, while later writes go on).
+    fn on_sent(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, bytes: usize) {
+        let _ = (cx, conn, bytes);
+    }
+
+    /// Once per turn, after the turn's events, timers and the buffers returned from other
+    /// threads, and before the turn's flushes are submitted (so what is written here goes out
+    /// in this turn's submission). The executor polls its ready tasks here.
+    fn before_flush(&mut self, cx: &mut Context<'_, 'r>) {
+        let _ = cx;
+    }
+
     /// A timer armed with [`Context::set_timer`] fired.
     fn on_timer(&mut self, cx: &mut Context<'_, 'r>, timer: TimerId, token: u64) {
         let _ = (cx, timer, token);
@@ -374,6 +412,8 @@ struct Core<'r> {
     stopping: Option<Instant>,
     stopped: bool,
     listeners_backing_off: u8,
+    /// The connection `on_close` runs for, and its tag.
+    closed_tag: Option<(ConnId, u32)>,
 }
 
 /// What a handler acts through. See the module docs.
@@ -384,6 +424,9 @@ pub struct Context<'c, 'r> {
 /// The event loop. See the module docs.
 pub struct Reactor<'r> {
     core: Core<'r>,
+    /// `'r` is invariant: a reactor over `'static` resources cannot stand in for a scoped one
+    /// (see [`Reactor::scoped`]).
+    _invariant: PhantomData<fn(&'r ()) -> &'r ()>,
 }
 
 impl Reactor<'static> {
@@ -405,7 +448,133 @@ impl Reactor<'static> {
         resources: &'static mut Resources<CONNS, BUFS, BUF_SIZE, SLAB, TIMERS>,
         config: Config,
     ) -> Result<Reactor<'static>, ReactorError> {
-        if usize::from(config.user_buffers) >= BUFS {
+        let (ring, pool) = Reactor::backend_for(&config, BUFS)?;
+        let init = resources
+            .init(ring, pool, config.nodelay, config.lease_quota)
+            .map_err(ReactorError::from)?;
+        Reactor::assemble(init, config)
+    }
+
+    /// Run `f` with a reactor over `resources` that are only borrowed (on the stack, say), and
+    /// return what `f` returns once the kernel is done with them.
+    ///
+    /// When `f` returns (or unwinds), every connection and listener still open is closed
+    /// without callbacks (the handler lives inside `f` and is gone; for [`Handler::on_close`]
+    /// calls, [`Reactor::stop`] and turn until [`Reactor::is_stopped`] first), every operation
+    /// in flight is cancelled and its completions are reaped (multishot receives and accepts
+    /// included), the provided-buffer ring is unregistered, and the eventfd is closed. Only
+    /// then does `scoped` return, so the memory can be reused at once. With io_uring this waits
+    /// for the cancellations, which end socket operations at once.
+    ///
+    /// `f` only ever sees `&mut Reactor`, and the reactor's lifetime is `f`'s own (a handler
+    /// is written `impl<'r> Handler<'r> for MyHandler<'r>` and built inside `f`), so neither
+    /// the reactor nor a lease can leave `f`, and `mem::forget` cannot skip the teardown. If
+    /// the teardown cannot complete (the kernel fails the ring itself), the process aborts
+    /// rather than return while the kernel might still write into the storage.
+    ///
+    /// The storage can be zeroed in place with [`crate::pool::init_zeroed`] (a
+    /// `MaybeUninit` on the stack; mind the stack size) and reused for another `scoped` run.
+    /// A scoped reactor runs callback handlers only: an [`Executor`](crate::exec::Executor)
+    /// needs a `'static` reactor and storage, because a task's waker may be kept by another
+    /// thread and woken after any scope has ended.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::mem::MaybeUninit;
+    /// use std::time::Duration;
+    /// use ringlet::pool::{init_zeroed, Lease};
+    /// use ringlet::reactor::{Config, ConnId, Context, Handler, Reactor, Resources};
+    ///
+    /// struct Echo;
+    /// impl<'r> Handler<'r> for Echo {
+    ///     fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>) {
+    ///         if cx.write(conn, lease.as_slice()).is_ok() {
+    ///             let _ = cx.flush(conn);
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// // 4 connections, 16 receive buffers of 2 KiB, 4 KiB write slabs, 2 timers: on the stack.
+    /// let mut slot = MaybeUninit::<Resources<4, 16, 2048, 4096, 2>>::uninit();
+    /// let resources = init_zeroed(&mut slot);
+    /// let echoed = Reactor::scoped(resources, Config::default(), |reactor| {
+    ///     let l = reactor.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    ///     let addr = reactor.listener_addr(l).unwrap();
+    ///     let client = std::thread::spawn(move || {
+    ///         let mut c = std::net::TcpStream::connect(addr).unwrap();
+    ///         c.write_all(b"ping").unwrap();
+    ///         let mut buf = [0u8; 4];
+    ///         c.read_exact(&mut buf).unwrap();
+    ///         (buf, c) // still connected when the scope ends
+    ///     });
+    ///     while !client.is_finished() {
+    ///         reactor.turn(&mut Echo, Some(Duration::from_millis(10))).unwrap();
+    ///     }
+    ///     client.join().unwrap()
+    /// })
+    /// .unwrap();
+    /// // The reactor is gone, its connection closed, and `slot` may be reused.
+    /// assert_eq!(&echoed.0, b"ping");
+    /// ```
+    ///
+    /// The reactor cannot be swapped for one that would outlive the scope (nor can a lease
+    /// leave it):
+    ///
+    /// ```compile_fail
+    /// # use std::mem::MaybeUninit;
+    /// # use ringlet::pool::{init_zeroed, StaticSlot};
+    /// # use ringlet::reactor::{Config, Reactor, Resources};
+    /// static LONG: StaticSlot<Resources<4, 16, 2048, 4096, 2>> = StaticSlot::new();
+    /// let long = Reactor::new(LONG.take().unwrap(), Config::default()).unwrap();
+    /// let mut slot = MaybeUninit::<Resources<4, 16, 2048, 4096, 2>>::uninit();
+    /// Reactor::scoped(init_zeroed(&mut slot), Config::default(), |scoped| {
+    ///     // error: the scoped reactor's lifetime is not 'static
+    ///     std::mem::forget(std::mem::replace(scoped, long));
+    /// });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Reactor::new`], before `f` runs.
+    pub fn scoped<
+        R,
+        F,
+        const CONNS: usize,
+        const BUFS: usize,
+        const BUF_SIZE: usize,
+        const SLAB: usize,
+        const TIMERS: usize,
+    >(
+        resources: &mut Resources<CONNS, BUFS, BUF_SIZE, SLAB, TIMERS>,
+        config: Config,
+        f: F,
+    ) -> Result<R, ReactorError>
+    where
+        F: for<'s> FnOnce(&mut Reactor<'s>) -> R,
+    {
+        let (ring, pool) = Reactor::backend_for(&config, BUFS)?;
+        crate::sys::driver::scoped(
+            resources,
+            ring,
+            pool,
+            config.nodelay,
+            config.lease_quota,
+            |init| {
+                // Dropping the reactor (here, or while unwinding) tears the driver down.
+                let mut reactor = Reactor::assemble(init, config)?;
+                Ok(f(&mut reactor))
+            },
+        )
+        .map_err(ReactorError::from)?
+    }
+
+    /// Check `config` against a pool of `bufs` buffers, and pick the backend: the ring for
+    /// io_uring (`None` for epoll) and the pool mode to go with it.
+    fn backend_for(
+        config: &Config,
+        bufs: usize,
+    ) -> Result<(Option<Uring>, BufPoolConfig), ReactorError> {
+        if usize::from(config.user_buffers) >= bufs {
             return Err(ReactorError::Config(
                 "user_buffers must be below the buffer count",
             ));
@@ -428,44 +597,46 @@ impl Reactor<'static> {
         } else {
             RecvTier::FreeList
         };
-        let parts = resources
-            .split(BufPoolConfig {
+        Ok((
+            ring,
+            BufPoolConfig {
                 recv_tier,
                 user_reserve: config.user_buffers,
-            })
-            .map_err(|_| ReactorError::Config("buffer pool configuration"))?;
+            },
+        ))
+    }
+}
+
+impl<'r> Reactor<'r> {
+    fn assemble(
+        init: LoopInit<'r, Conn, TimerEntry>,
+        config: Config,
+    ) -> Result<Reactor<'r>, ReactorError> {
         let now = clock::now();
-        let mut driver = Driver::new(
-            ring,
-            parts.pool,
-            parts.slabs,
-            parts.driver,
-            config.nodelay,
-            config.lease_quota,
-        )?;
+        let mut driver = init.driver;
         driver.set_batch_wait(config.batch_wait);
-        let timers = TimerWheel::new(parts.timers, parts.wheel, config.timer_resolution, now)
+        let timers = TimerWheel::new(init.timers, init.wheel, config.timer_resolution, now)
             .map_err(|_| ReactorError::Config("timer wheel"))?;
         Ok(Reactor {
             core: Core {
                 driver,
-                conns: Slab::new(parts.conns),
+                conns: Slab::new(init.conns),
                 timers,
-                paused: crate::sys::driver::IndexQueue::new(parts.paused_queue),
-                returns: parts.returns,
-                signal: parts.signal,
+                paused: crate::sys::driver::IndexQueue::new(init.paused_queue),
+                returns: init.returns,
+                signal: init.signal,
                 config,
                 stats: Stats::default(),
                 now,
                 stopping: None,
                 stopped: false,
                 listeners_backing_off: 0,
+                closed_tag: None,
             },
+            _invariant: PhantomData,
         })
     }
-}
 
-impl<'r> Reactor<'r> {
     /// Listen on `addr` (TCP, IPv4 or IPv6; port 0 picks a free port, see
     /// [`Reactor::listener_addr`]).
     ///
@@ -525,6 +696,18 @@ impl<'r> Reactor<'r> {
         let n = self.core.returns.drain();
         self.core.stats.returned += n as u64;
         n
+    }
+
+    /// The configuration the reactor was built with.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// The way other threads (and executor wakers) reach this loop: the signal it parks on
+    /// and the eventfd that ends its sleep. Publish an item on a queue the loop drains each
+    /// turn, then [`Notifier::notify`](crate::sync::Notifier::notify).
+    pub fn notifier(&self) -> crate::sync::Notifier<'r> {
+        self.core.returns.notifier()
     }
 
     /// Open connections (closing ones included).
@@ -607,13 +790,16 @@ impl<'r> Reactor<'r> {
         }
         // 4. Take back buffers returned from other threads, then resume and re-arm.
         core.stats.returned += core.returns.drain() as u64;
+        // 5. The handler's turn hook (the executor polls its tasks): before the resumes, so
+        // leases its tasks gave back count, and before the flushes, so their writes go out.
+        handler.before_flush(&mut Context { core: &mut *core });
         core.resume_paused()?;
         core.driver.rearm_starved(
             usize::from(core.config.rearm_per_turn),
             usize::from(core.config.rearm_watermark),
         )?;
         core.progress_stop();
-        // 5. Queue the sends.
+        // 6. Queue the sends.
         core.driver.submit_flushes()?;
         Ok(())
     }
@@ -720,6 +906,12 @@ impl<'r> Core<'r> {
                 match result {
                     Ok(n) => {
                         self.stats.bytes_out += u64::from(n);
+                        if let Ok(c) = self.conns.get_mut(id.0) {
+                            c.sent += u64::from(n);
+                        }
+                        if n > 0 {
+                            h.on_sent(&mut Context { core: self }, id, n as usize);
+                        }
                         if self.driver.staged(slot) == 0 {
                             let c = self.conns.get_mut(id.0).map_err(|_| Error::NotFound)?;
                             if c.closing {
@@ -752,7 +944,10 @@ impl<'r> Core<'r> {
                     }
                     let reason = c.reason.unwrap_or(CloseReason::Local);
                     self.stats.closed[reason.counter()] += 1;
+                    // The tag stays readable during `on_close` (its owner finds its state).
+                    self.closed_tag = Some((ConnId(key), c.tag));
                     h.on_close(&mut Context { core: self }, ConnId(key), reason);
+                    self.closed_tag = None;
                 }
             }
             IoEvent::Wake => {}
@@ -1190,5 +1385,38 @@ impl<'r> Context<'_, 'r> {
     /// True while `conn` is open and not closing.
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.core.conns.get(conn.0).is_ok_and(|c| !c.closing)
+    }
+
+    /// Bytes sent on `conn` since it opened (0 for a closed connection). With
+    /// [`Context::staged`], the position of the end of what is staged now: a writer waiting
+    /// for `sent` to reach `sent + staged` waits for exactly the bytes staged before it.
+    pub fn sent(&self, conn: ConnId) -> u64 {
+        self.core.conns.get(conn.0).map_or(0, |c| c.sent)
+    }
+
+    /// Store a word for the consumer of `conn` (0 when it opens): the executor keeps the
+    /// slot of the task that owns the connection here. One word per connection; the
+    /// connection's owner decides what it means.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnError::Stale`] for a closed connection.
+    pub fn set_tag(&mut self, conn: ConnId, tag: u32) -> Result<(), ConnError> {
+        let c = self
+            .core
+            .conns
+            .get_mut(conn.0)
+            .map_err(|_| ConnError::Stale)?;
+        c.tag = tag;
+        Ok(())
+    }
+
+    /// The word [`Context::set_tag`] stored for `conn` (`None` for a closed connection, except
+    /// inside [`Handler::on_close`] for the connection it reports).
+    pub fn tag(&self, conn: ConnId) -> Option<u32> {
+        match self.core.closed_tag {
+            Some((id, tag)) if id == conn => Some(tag),
+            _ => self.core.conns.get(conn.0).ok().map(|c| c.tag),
+        }
     }
 }

@@ -122,12 +122,16 @@
 //!   [`conformance::check_read_source`], [`conformance::check_write_sink`]) that every stream
 //!   in ringlet passes, a [`conformance::Checked`] wrapper, and [`conformance::block_on`].
 //!
-//! ConnectionStream, the adapter over an executor `Connection`, builds on these traits in the
-//! executor's layer.
+//! - [`ConnectionStream`]: the traits over an executor task's
+//!   [`Connection`](crate::exec::Connection): one copy on read (from the receive buffers
+//!   into the caller's slice, keeping the rest, each buffer back to the pool once copied),
+//!   writes copied into the write slab, `flush().await` until they are sent; split into
+//!   halves for an echo through [`relay`].
 #![allow(async_fn_in_trait)]
 
 mod algo;
 pub mod conformance;
+mod connection;
 #[cfg(feature = "embedded-io-async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "embedded-io-async")))]
 pub mod eio;
@@ -139,6 +143,7 @@ pub use algo::{
     BoundedBuf, RelayError, read, read_to_end, read_until, read_vectored, relay, write,
     write_vectored,
 };
+pub use connection::{ConnectionReadHalf, ConnectionStream, ConnectionWriteHalf};
 pub use error::{Error, Partial};
 pub use mem::{MemSink, MemSource};
 pub use scripted::{Scripted, ScriptedSink};

@@ -264,6 +264,16 @@ impl Sqe {
         self
     }
 
+    /// Name the file by its index in the ring's fixed-file table (`IOSQE_FIXED_FILE`, see
+    /// [`Uring::register_files_sparse`]) instead of a descriptor: the kernel then skips the
+    /// descriptor lookup and reference count of every operation.
+    #[must_use]
+    pub fn fixed_file(mut self, index: u32) -> Sqe {
+        self.0.fd = index as RawFd;
+        self.0.flags |= IoringSqeFlags::FIXED_FILE;
+        self
+    }
+
     /// The tag set with [`Sqe::user_data`].
     pub fn get_user_data(&self) -> u64 {
         self.0.user_data.u64_()
@@ -401,6 +411,14 @@ impl Sqe {
     pub fn cancel_fd(fd: BorrowedFd<'_>) -> Sqe {
         let mut sqe = Sqe::new(IoringOp::AsyncCancel, fd.as_raw_fd());
         sqe.0.op_flags.cancel_flags = IoringAsyncCancelFlags::FD | IoringAsyncCancelFlags::ALL;
+        sqe
+    }
+
+    /// Cancel every operation in flight on this ring (`IORING_ASYNC_CANCEL_ANY | ALL`, Linux
+    /// 5.19). The result is how many were found; each still posts its own final completion.
+    pub fn cancel_any() -> Sqe {
+        let mut sqe = Sqe::new(IoringOp::AsyncCancel, -1);
+        sqe.0.op_flags.cancel_flags = IoringAsyncCancelFlags::ANY | IoringAsyncCancelFlags::ALL;
         sqe
     }
 
@@ -920,6 +938,17 @@ impl Uring {
         self.sq.flags().contains(IoringSqFlags::CQ_OVERFLOW)
     }
 
+    /// Completions posted and not yet reaped (without taking any).
+    pub fn cq_ready(&self) -> u32 {
+        // SAFETY: khead is ours (we are its only writer); ktail is the kernel's, stored with
+        // Release after its CQEs.
+        unsafe {
+            (*self.cq.ktail)
+                .load(Ordering::Acquire)
+                .wrapping_sub((*self.cq.khead).load(Ordering::Relaxed))
+        }
+    }
+
     /// The completions available now. Each is yielded once; the queue space is given back to
     /// the kernel when the iterator is dropped.
     pub fn completions(&mut self) -> Completions<'_> {
@@ -959,6 +988,55 @@ impl Uring {
                 &self.fd,
                 IoringRegisterOp::RegisterPbufRing,
                 ptr::from_ref(&reg).cast(),
+                1,
+            )
+        }?;
+        Ok(())
+    }
+
+    /// Register an empty fixed-file table of `entries` slots (`IORING_REGISTER_FILES2` with
+    /// `IORING_RSRC_REGISTER_SPARSE`, Linux 5.19), to be filled with [`Uring::update_file`].
+    ///
+    /// # Errors
+    ///
+    /// What the kernel says (e.g. `EMFILE` when `entries` passes the descriptor limit).
+    pub fn register_files_sparse(&self, entries: u32) -> Result<()> {
+        let mut reg = rustix::io_uring::io_uring_rsrc_register::default();
+        reg.nr = entries;
+        reg.flags = rustix::io_uring::IoringRsrcFlags::REGISTER_SPARSE;
+        // SAFETY: `reg` is a valid io_uring_rsrc_register for the duration of the call, and
+        // nr_args is its size, as IORING_REGISTER_FILES2 expects; a sparse table reads no
+        // descriptor array.
+        unsafe {
+            rustix::io_uring::io_uring_register(
+                &self.fd,
+                IoringRegisterOp::RegisterFiles2,
+                ptr::from_ref(&reg).cast(),
+                core::mem::size_of::<rustix::io_uring::io_uring_rsrc_register>() as u32,
+            )
+        }?;
+        Ok(())
+    }
+
+    /// Put `fd` into slot `index` of the fixed-file table (`None` empties the slot). The table
+    /// holds its own reference to the file: a socket in it stays open after its descriptor is
+    /// closed, until its slot is emptied (or the ring is closed).
+    ///
+    /// # Errors
+    ///
+    /// What the kernel says (`EINVAL` for an index past the table, `EBADF` for a bad `fd`).
+    pub fn update_file(&self, index: u32, fd: Option<BorrowedFd<'_>>) -> Result<()> {
+        let fds: [i32; 1] = [fd.map_or(-1, |f| f.as_raw_fd())];
+        let mut up = rustix::io_uring::io_uring_files_update::default();
+        up.offset = index;
+        up.fds = io_uring_ptr::new(fds.as_ptr() as *mut c_void);
+        // SAFETY: `up` and the one-entry array it points at are valid for the duration of the
+        // call (nr_args 1); the kernel copies what it reads.
+        unsafe {
+            rustix::io_uring::io_uring_register(
+                &self.fd,
+                IoringRegisterOp::RegisterFilesUpdate,
+                ptr::from_ref(&up).cast(),
                 1,
             )
         }?;

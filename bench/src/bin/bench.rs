@@ -27,7 +27,7 @@ use ringlet_bench::{allowed_cpus, pin_to_cpu, raise_nofile_limit, sleep_unless};
 
 const USAGE: &str = "\
 usage: bench [--quick] [--secs S] [--runs N] [--warmup S] [--count-secs S]
-             [--servers LIST] [--rows LIST] [--echo PATH]
+             [--servers LIST] [--rows LIST] [--echo PATH] [--stream-echo PATH]
              [--server-cpu N] [--client-cpu N] [--loadgen-driver uring|epoll]
 
   --quick            smoke mode: 1 run, 0.5 s measured, 0.2 s warm-up, 0.3 s syscall count
@@ -35,10 +35,13 @@ usage: bench [--quick] [--secs S] [--runs N] [--warmup S] [--count-secs S]
   --runs N           interleaved runs per row and server (env BENCH_RUNS, default 5)
   --warmup S         warm-up seconds per run            (env BENCH_WARMUP_SECS, default 0.5)
   --count-secs S     syscall-count window per run, 0 = off (env BENCH_COUNT_SECS, default 0.5)
-  --servers LIST     comma list of ringlet-uring,ringlet-epoll,tokio,monoio (env BENCH_SERVERS)
+  --servers LIST     comma list of ringlet-uring,ringlet-epoll,ringlet-stream,tokio,monoio
+                     (env BENCH_SERVERS)
   --rows LIST        comma list of 64b-c1,64b-c16,64b-c256,4k-c16,64b-c16-p16 (env BENCH_ROWS)
   --echo PATH        ringlet's echo binary (env RINGLET_ECHO,
                      default: <dir of this binary>/examples/echo)
+  --stream-echo PATH ringlet's async echo, the ringlet-stream server (env RINGLET_STREAM_ECHO,
+                     default: <dir of this binary>/examples/stream_echo)
   --server-cpu N     CPU the server is pinned to       (env BENCH_SERVER_CPU, default 0)
   --client-cpu N     CPU of loadgen, perf and runner   (env BENCH_CLIENT_CPU, default 1)
   --loadgen-driver   loadgen's I/O driver               (env BENCH_LOADGEN_DRIVER, default uring)";
@@ -96,13 +99,17 @@ const ROWS: [Row; 5] = [
 enum Server {
     RingletUring,
     RingletEpoll,
+    /// The async twin (`examples/stream_echo.rs`: executor tasks, ConnectionStream, relay) on
+    /// io_uring: its ratio to `ringlet-uring` is the cost of the async face.
+    RingletStream,
     Tokio,
     Monoio,
 }
 
-const SERVERS: [Server; 4] = [
+const SERVERS: [Server; 5] = [
     Server::RingletUring,
     Server::RingletEpoll,
+    Server::RingletStream,
     Server::Tokio,
     Server::Monoio,
 ];
@@ -112,6 +119,7 @@ impl Server {
         match self {
             Server::RingletUring => "ringlet-uring",
             Server::RingletEpoll => "ringlet-epoll",
+            Server::RingletStream => "ringlet-stream",
             Server::Tokio => "tokio",
             Server::Monoio => "monoio",
         }
@@ -126,6 +134,7 @@ impl Server {
         match self {
             Server::RingletUring => (cfg.echo.clone(), vec!["--backend", "uring"]),
             Server::RingletEpoll => (cfg.echo.clone(), vec!["--backend", "epoll"]),
+            Server::RingletStream => (cfg.stream_echo.clone(), vec!["--backend", "uring"]),
             Server::Tokio => (cfg.bin_dir.join("tokio-echo"), vec![]),
             Server::Monoio => (cfg.bin_dir.join("monoio-echo"), vec![]),
         }
@@ -142,6 +151,7 @@ struct Config {
     servers: Vec<Server>,
     rows: Vec<Row>,
     echo: PathBuf,
+    stream_echo: PathBuf,
     bin_dir: PathBuf,
     server_cpu: usize,
     client_cpu: usize,
@@ -188,6 +198,7 @@ fn parse_config() -> Config {
         servers: SERVERS.to_vec(),
         rows: ROWS.to_vec(),
         echo: bin_dir.join("examples").join("echo"),
+        stream_echo: bin_dir.join("examples").join("stream_echo"),
         bin_dir,
         server_cpu: 0,
         client_cpu: 1,
@@ -203,6 +214,7 @@ fn parse_config() -> Config {
         ("BENCH_SERVERS", "--servers"),
         ("BENCH_ROWS", "--rows"),
         ("RINGLET_ECHO", "--echo"),
+        ("RINGLET_STREAM_ECHO", "--stream-echo"),
         ("BENCH_SERVER_CPU", "--server-cpu"),
         ("BENCH_CLIENT_CPU", "--client-cpu"),
         ("BENCH_LOADGEN_DRIVER", "--loadgen-driver"),
@@ -239,6 +251,7 @@ fn parse_config() -> Config {
             "--servers" => cfg.servers = parse_list("server", &v, &SERVERS, |s| s.name()),
             "--rows" => cfg.rows = parse_list("row", &v, &ROWS, |r| r.key),
             "--echo" => cfg.echo = PathBuf::from(v),
+            "--stream-echo" => cfg.stream_echo = PathBuf::from(v),
             "--server-cpu" => cfg.server_cpu = parse_num(&flag, &v),
             "--client-cpu" => cfg.client_cpu = parse_num(&flag, &v),
             "--loadgen-driver" => cfg.loadgen_driver = Some(v),
@@ -704,7 +717,7 @@ fn print_row_table(
         "== {} ({} B x {} per batch, {} conns)",
         row.title, row.size, row.depth, row.conns
     );
-    let mut head = format!("{:<14}", "server");
+    let mut head = format!("{:<15}", "server");
     for ((name, _), w) in COLUMNS.iter().zip(WIDTHS) {
         head.push_str(&format!("{name:<w$}"));
     }
@@ -712,7 +725,7 @@ fn print_row_table(
     println!("{head}");
     let mut stats: BTreeMap<Server, Vec<Option<Stat>>> = BTreeMap::new();
     for &server in &cfg.servers {
-        let mut line = format!("{:<14}", server.name());
+        let mut line = format!("{:<15}", server.name());
         match results.get(&(ri, server)) {
             Some(ms) if !ms.is_empty() => {
                 let cols: Vec<Option<Stat>> = COLUMNS
@@ -749,10 +762,18 @@ fn print_row_table(
         }
         println!("{line}");
     }
-    // Ratios of medians, ringlet / peer.
+    // Ratios of medians, ringlet / peer; and the async face against the callback echo.
     let mut missing = Vec::new();
-    for r in [Server::RingletUring, Server::RingletEpoll] {
-        for p in [Server::Tokio, Server::Monoio] {
+    let pairs = [
+        Server::RingletUring,
+        Server::RingletEpoll,
+        Server::RingletStream,
+    ]
+    .into_iter()
+    .flat_map(|r| [(r, Server::Tokio), (r, Server::Monoio)])
+    .chain([(Server::RingletStream, Server::RingletUring)]);
+    {
+        for (r, p) in pairs {
             if !cfg.servers.contains(&r) || !cfg.servers.contains(&p) {
                 continue;
             }
@@ -760,7 +781,7 @@ fn print_row_table(
                 missing.push(format!("{}/{}", r.name(), p.name()));
                 continue;
             };
-            let mut line = format!("  {:<24}", format!("{} / {}:", r.name(), p.name()));
+            let mut line = format!("  {:<33}", format!("{} / {}:", r.name(), p.name()));
             for (i, (name, _)) in COLUMNS.iter().enumerate() {
                 let ratio = match (&a[i], &b[i]) {
                     (Some(x), Some(y)) if y.med > 0.0 => format!("{:.2}", x.med / y.med),
@@ -839,6 +860,16 @@ fn run() -> i32 {
             skip.insert(*s, why.clone());
         }
     }
+    if cfg.servers.contains(&Server::RingletStream) && !cfg.stream_echo.is_file() {
+        skip.insert(
+            Server::RingletStream,
+            format!(
+                "skipped: ringlet stream echo not found at {} (cargo build --release --example \
+                 stream_echo; RINGLET_STREAM_ECHO=PATH to point elsewhere)",
+                cfg.stream_echo.display()
+            ),
+        );
+    }
 
     println!("ringlet echo benchmark: {}", host_line());
     println!(
@@ -847,6 +878,9 @@ fn run() -> i32 {
         cfg.server_cpu, cfg.client_cpu, cfg.runs, cfg.secs, cfg.warmup, cfg.count_secs
     );
     println!("ringlet echo: {}", cfg.echo.display());
+    if cfg.servers.contains(&Server::RingletStream) {
+        println!("ringlet stream echo: {}", cfg.stream_echo.display());
+    }
     println!("load average before the start: {}", loadavg());
     match &perf {
         Ok(()) => println!("syscalls/rt: perf stat -e raw_syscalls:sys_enter -p <server>"),
@@ -980,7 +1014,8 @@ fn run() -> i32 {
   srv wait       share of the window the server was runnable but another task held its
                  CPU (summed over the server's threads): above a few percent the machine
                  was busy and core us/rt is inflated
-  ratios         ringlet / peer of the medians (round trips/s: higher is better;
+  ratios         ringlet / peer of the medians, and ringlet-stream / ringlet-uring (the
+                 async face against the callback echo) (round trips/s: higher is better;
                  every other column: lower is better)",
         cfg.runs
     );

@@ -1,0 +1,810 @@
+//! The executor and `Connection` against the real kernel on loopback. Every scenario runs on
+//! BOTH backends.
+
+mod exec_util;
+mod reactor_util;
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Shutdown, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use exec_util::{Server, Small, Tasks, reactor, server};
+use reactor_util::{Rng, connect, leak, read_to_eof, send};
+use ringlet::exec::{
+    Connection, Error, ExecError, ExecStats, Executor, SNAPSHOT_LEASES, SpawnError, TaskStorage,
+};
+use ringlet::pool::Lease;
+use ringlet::reactor::timer::TimerId;
+use ringlet::reactor::{
+    BackendChoice, CloseReason, Config, ConnId, Context, Handler, ListenerId, Reactor,
+};
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
+        }
+        mod epoll {
+            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
+        }
+    };
+}
+
+both!(
+    async_echo_many_connections,
+    flush_waits_only_for_bytes_staged_before_it,
+    peer_close_mid_read_is_eof_and_the_task_can_still_reply,
+    close_from_a_callback_fails_a_pending_read,
+    peer_reset_fails_a_pending_read_with_the_reason,
+    task_pool_full_refuses_counts_and_recovers,
+    spawn_on_a_full_pool_names_the_capacity,
+    a_stale_waker_never_polls_the_task_that_reused_its_slot,
+    a_wake_from_another_thread_ends_the_loops_sleep,
+    dropping_the_connection_closes_it_once,
+    a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped,
+);
+
+/// Writes all of `bytes`, flushing whenever the slab is full.
+async fn write_all(conn: &Connection, mut bytes: &[u8]) -> Result<(), Error> {
+    while !bytes.is_empty() {
+        match conn.write_some(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Error::WouldBlock) => conn.flush().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The async echo: every snapshot written back, then flushed.
+async fn echo(conn: Connection) {
+    while let Ok(snapshot) = conn.read().await {
+        for bytes in snapshot.iter() {
+            if write_all(&conn, bytes).await.is_err() {
+                return;
+            }
+        }
+        drop(snapshot);
+        if conn.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+struct EchoReport {
+    stats: ExecStats,
+    leased: usize,
+    connections: usize,
+}
+
+fn echo_server<const N: usize>(backend: BackendChoice) -> Server<EchoReport> {
+    server(
+        backend,
+        |r| {
+            let exec = Executor::new(r, leak::<Tasks<N>>(), echo).expect("executor");
+            (exec, ())
+        },
+        |exec, (), r| EchoReport {
+            stats: exec.stats(),
+            leased: r.pool().leased(),
+            connections: r.connections(),
+        },
+    )
+}
+
+fn async_echo_many_connections(backend: BackendChoice) {
+    let srv = echo_server::<16>(backend);
+    let addr = srv.addr;
+    let clients: Vec<_> = (0..8u64)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut rng = Rng(0x9E37_79B9 ^ (i + 1));
+                let mut s = connect(addr);
+                let mut total = 0;
+                while total < 200_000 {
+                    let n = 1 + rng.below(20_000) as usize;
+                    let data = rng.bytes(n);
+                    send(&mut s, &data);
+                    let mut back = vec![0u8; n];
+                    s.read_exact(&mut back).expect("echo");
+                    assert_eq!(back, data, "client {i}");
+                    total += n;
+                }
+                s.shutdown(Shutdown::Write).unwrap();
+                assert_eq!(read_to_eof(&mut s), b"", "EOF after the echo");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let r = srv.stop();
+    assert_eq!(r.stats.spawned, 8);
+    assert_eq!(r.stats.completed, 8);
+    assert_eq!((r.stats.refused, r.stats.live), (0, 0));
+    assert_eq!(r.leased, 0, "every buffer back");
+    assert_eq!(r.connections, 0);
+}
+
+/// What the flush test's task saw when its flush completed.
+#[derive(Default)]
+struct FlushProbe {
+    flushing: Cell<bool>,
+    done: Cell<Option<(u64, usize)>>,
+    pumped: Cell<usize>,
+}
+
+/// Other code writing to a task's connection (as a broker's fan-out does) while the task's
+/// flush is pending: on every turn and at every completed send, each time before the
+/// executor hears of it, so the slab is never empty while the pump runs (up to `BUDGET`).
+struct Pump<E> {
+    exec: E,
+    conn: Option<ConnId>,
+    probe: Rc<FlushProbe>,
+}
+
+const A_LEN: usize = 40_000;
+const CHUNK: usize = 1000;
+const BUDGET: usize = 4 << 20;
+
+impl<E> Pump<E> {
+    fn pump(&self, cx: &mut Context<'_, 'static>) {
+        let p = &self.probe;
+        if let Some(conn) = self.conn
+            && p.flushing.get()
+            && p.done.get().is_none()
+            && p.pumped.get() < BUDGET
+            && cx.write_capacity(conn) >= CHUNK
+        {
+            let start = p.pumped.get();
+            let chunk: Vec<u8> = (start..start + CHUNK).map(pattern).collect();
+            cx.write(conn, &chunk).unwrap();
+            cx.flush(conn).unwrap();
+            p.pumped.set(start + CHUNK);
+        }
+    }
+}
+
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+impl<E: Handler<'static>> Handler<'static> for Pump<E> {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, l: ListenerId) {
+        self.conn = Some(conn);
+        self.exec.on_accept(cx, conn, l);
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, lease: Lease<'static>) {
+        self.exec.on_data(cx, conn, lease);
+    }
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId) {
+        self.exec.on_read_closed(cx, conn);
+    }
+    fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, n: usize) {
+        self.pump(cx);
+        self.exec.on_sent(cx, conn, n);
+    }
+    fn on_close(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, reason: CloseReason) {
+        self.exec.on_close(cx, conn, reason);
+    }
+    fn before_flush(&mut self, cx: &mut Context<'_, 'static>) {
+        self.pump(cx);
+        self.exec.before_flush(cx);
+    }
+}
+
+fn flush_waits_only_for_bytes_staged_before_it(backend: BackendChoice) {
+    let srv = server(
+        backend,
+        |r| {
+            let probe = Rc::new(FlushProbe::default());
+            let p = probe.clone();
+            let task = move |conn: Connection| {
+                let p = p.clone();
+                async move {
+                    conn.write(&[b'A'; A_LEN]).unwrap();
+                    p.flushing.set(true);
+                    conn.flush().await.unwrap();
+                    p.done.set(Some((conn.sent(), conn.staged())));
+                    // Dropping closes gracefully: the pumped bytes still go out.
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            let pump = Pump {
+                exec,
+                conn: None,
+                probe: probe.clone(),
+            };
+            (pump, probe)
+        },
+        |_, probe, r| (probe.done.get(), probe.pumped.get(), r.pool().leased()),
+    );
+    let mut s = connect(srv.addr);
+    let got = read_to_eof(&mut s);
+    let (done, pumped, leased) = srv.stop();
+    let (sent, staged) = done.expect("the flush completed");
+    assert!(
+        sent >= A_LEN as u64,
+        "completed before its bytes were sent: {sent}"
+    );
+    assert!(
+        staged > 0 && pumped < BUDGET,
+        "completed only once the slab was empty: later writes kept it waiting \
+         (staged {staged}, pumped {pumped})"
+    );
+    assert_eq!(got.len(), A_LEN + pumped);
+    assert!(got[..A_LEN].iter().all(|&b| b == b'A'));
+    assert!(
+        got[A_LEN..]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern(i))
+    );
+    assert_eq!(leased, 0);
+}
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+fn peer_close_mid_read_is_eof_and_the_task_can_still_reply(backend: BackendChoice) {
+    let srv = server(
+        backend,
+        |r| {
+            let log: Log = Rc::default();
+            let l = log.clone();
+            let task = move |conn: Connection| {
+                let log = l.clone();
+                async move {
+                    let mut total = 0;
+                    let end = loop {
+                        match conn.read().await {
+                            Ok(s) => {
+                                total += s.bytes();
+                                conn.write(format!("k{}\n", s.bytes()).as_bytes()).unwrap();
+                                conn.flush().await.unwrap();
+                            }
+                            Err(e) => break e,
+                        }
+                    };
+                    log.borrow_mut().push(format!("{end:?}"));
+                    // Half-closed: the write side still works.
+                    conn.write(format!("total {total}\n").as_bytes()).unwrap();
+                    conn.flush().await.unwrap();
+                    // A read after the end reports the end again.
+                    let again = conn.read().await.err();
+                    log.borrow_mut().push(format!("{again:?}"));
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            (exec, log)
+        },
+        |exec, log, r| (exec.stats(), log.take(), r.pool().leased()),
+    );
+    let s = connect(srv.addr);
+    let mut w = s.try_clone().unwrap();
+    let mut rd = BufReader::new(s);
+    send(&mut w, &[7u8; 5000]);
+    // Once every byte is acknowledged, the task is waiting in `read`.
+    let mut acked = 0;
+    while acked < 5000 {
+        let mut line = String::new();
+        rd.read_line(&mut line).unwrap();
+        acked += line.trim()[1..].parse::<usize>().unwrap();
+    }
+    w.shutdown(Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    rd.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "total 5000\n");
+    let (stats, log, leased) = srv.stop();
+    assert_eq!(log, ["Eof", "Some(Eof)"]);
+    assert_eq!((stats.spawned, stats.completed), (1, 1));
+    assert_eq!(leased, 0);
+}
+
+/// Closes each connection from a timer callback, some time after it was accepted.
+struct Closer<E> {
+    exec: E,
+    timers: Vec<(TimerId, ConnId)>,
+}
+
+impl<E: Handler<'static>> Handler<'static> for Closer<E> {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, l: ListenerId) {
+        self.exec.on_accept(cx, conn, l);
+        let t = cx.set_timer(Duration::from_millis(30), None, 1).unwrap();
+        self.timers.push((t, conn));
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, lease: Lease<'static>) {
+        self.exec.on_data(cx, conn, lease);
+    }
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId) {
+        self.exec.on_read_closed(cx, conn);
+    }
+    fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, n: usize) {
+        self.exec.on_sent(cx, conn, n);
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_, 'static>, timer: TimerId, _: u64) {
+        if let Some(i) = self.timers.iter().position(|&(t, _)| t == timer) {
+            let (_, conn) = self.timers.remove(i);
+            cx.close(conn);
+        }
+    }
+    fn on_close(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, reason: CloseReason) {
+        self.exec.on_close(cx, conn, reason);
+    }
+    fn before_flush(&mut self, cx: &mut Context<'_, 'static>) {
+        self.exec.before_flush(cx);
+    }
+}
+
+fn close_from_a_callback_fails_a_pending_read(backend: BackendChoice) {
+    let srv = server(
+        backend,
+        |r| {
+            let log: Log = Rc::default();
+            let l = log.clone();
+            let task = move |conn: Connection| {
+                let log = l.clone();
+                async move {
+                    let r = conn.read().await.map(|s| s.bytes());
+                    log.borrow_mut().push(format!("{r:?}"));
+                    // Closed: writing fails too, and nothing panics.
+                    log.borrow_mut().push(format!("{:?}", conn.write(b"late")));
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            let closer = Closer {
+                exec,
+                timers: Vec::new(),
+            };
+            (closer, log)
+        },
+        |c, log, r| (c.exec.stats(), log.take(), r.pool().leased()),
+    );
+    let mut s = connect(srv.addr);
+    // The server closes: the client sees the end without sending anything.
+    assert_eq!(read_to_eof(&mut s), b"");
+    let (stats, log, leased) = srv.stop();
+    assert_eq!(log, ["Err(Closed(Local))", "Err(Closed(Local))"]);
+    assert_eq!((stats.spawned, stats.completed), (1, 1));
+    assert_eq!(leased, 0);
+}
+
+fn peer_reset_fails_a_pending_read_with_the_reason(backend: BackendChoice) {
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = log.clone();
+    let srv = server(
+        backend,
+        move |r| {
+            let task = move |conn: Connection| {
+                let log = l.clone();
+                async move {
+                    let first = conn.read().await.map(|s| s.bytes());
+                    conn.write(b"x").unwrap();
+                    conn.flush().await.unwrap();
+                    let r = conn.read().await.map(|s| s.bytes());
+                    log.lock().unwrap().push(format!("{first:?} {r:?}"));
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            (exec, ())
+        },
+        |exec, (), r| (exec.stats(), r.pool().leased()),
+    );
+    let mut s = connect(srv.addr);
+    send(&mut s, b"hello");
+    let mut x = [0u8; 1];
+    s.read_exact(&mut x).unwrap();
+    // RST: linger 0 then close.
+    let sock = socket2_linger_zero(s);
+    drop(sock);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the task did not see the reset");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let (stats, leased) = srv.stop();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0].starts_with("Ok(5) Err(Closed(Error("), "{log:?}");
+    assert_eq!(stats.completed, 1);
+    assert_eq!(leased, 0);
+}
+
+/// Sets SO_LINGER to zero so that closing the stream sends a reset.
+fn socket2_linger_zero(s: std::net::TcpStream) -> std::net::TcpStream {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a properly sized `linger`.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    s
+}
+
+fn task_pool_full_refuses_counts_and_recovers(backend: BackendChoice) {
+    let live = Arc::new(AtomicUsize::new(0));
+    let live2 = live.clone();
+    let srv = server(
+        backend,
+        move |r| {
+            let task = move |conn: Connection| {
+                let live = live2.clone();
+                live.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    echo(conn).await;
+                    live.fetch_sub(1, Ordering::SeqCst);
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<2>>(), task).expect("executor");
+            (exec, ())
+        },
+        |exec, (), r| (exec.stats(), r.pool().leased(), r.connections()),
+    );
+    let roundtrip = |s: &mut std::net::TcpStream, msg: &[u8]| {
+        send(s, msg);
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    };
+    let mut c1 = connect(srv.addr);
+    roundtrip(&mut c1, b"one");
+    let mut c2 = connect(srv.addr);
+    roundtrip(&mut c2, b"two");
+    // Both slots taken: the third connection is refused (closed at once).
+    let mut c3 = connect(srv.addr);
+    let mut buf = [0u8; 8];
+    match c3.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("refused connection got {n} bytes"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    // The others are still served.
+    roundtrip(&mut c1, b"still");
+    // One ends: its slot serves the next connection.
+    c1.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut c1), b"");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while live.load(Ordering::SeqCst) != 1 {
+        assert!(Instant::now() < deadline, "the first task did not end");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut c4 = connect(srv.addr);
+    roundtrip(&mut c4, b"four");
+    roundtrip(&mut c2, b"two again");
+    drop((c2, c3, c4));
+    let (stats, leased, conns) = srv.stop();
+    assert_eq!(stats.refused, 1);
+    assert_eq!(stats.spawned, 3);
+    assert_eq!(stats.live, 0);
+    assert_eq!((leased, conns), (0, 0));
+}
+
+/// Outbound connections to a plain listener: open reactor connections without accepting.
+fn outbound(r: &mut Reactor<'static>, peer: &StdListener, n: usize) -> Vec<ConnId> {
+    let addr = peer.local_addr().unwrap();
+    (0..n).map(|_| r.context().connect(addr).unwrap()).collect()
+}
+
+fn spawn_on_a_full_pool_names_the_capacity(backend: BackendChoice) {
+    let peer = StdListener::bind("127.0.0.1:0").unwrap();
+    let mut r = reactor(backend);
+    let conns = outbound(&mut r, &peer, 2);
+    let mut exec = Executor::new(&r, leak::<Tasks<1>>(), echo).unwrap();
+    assert_eq!(exec.capacity(), 1);
+    exec.spawn(&mut r.context(), conns[0]).unwrap();
+    let err = exec.spawn(&mut r.context(), conns[1]).unwrap_err();
+    assert_eq!(err, SpawnError::PoolFull { capacity: 1 });
+    assert!(
+        err.to_string().contains("raise TaskStorage's TASKS"),
+        "{err}"
+    );
+    assert!(
+        r.context().is_open(conns[1]),
+        "a refused spawn leaves the connection as it was"
+    );
+    assert_eq!(exec.stats().live, 1);
+    // A closed connection cannot be handed to a task.
+    r.context().abort(conns[1]);
+    for _ in 0..5 {
+        r.turn(&mut exec, Some(Duration::from_millis(10))).unwrap();
+    }
+    assert!(matches!(
+        exec.spawn(&mut r.context(), conns[1]),
+        Err(SpawnError::Closed)
+    ));
+}
+
+/// Per spawn: how often the task was polled, and (for the first) the waker it kept.
+#[derive(Default)]
+struct Polls {
+    spawned: Cell<usize>,
+    polls: RefCell<Vec<usize>>,
+    kept: Mutex<Option<Waker>>,
+}
+
+fn a_stale_waker_never_polls_the_task_that_reused_its_slot(backend: BackendChoice) {
+    let peer = StdListener::bind("127.0.0.1:0").unwrap();
+    let mut r = reactor(backend);
+    let conns = outbound(&mut r, &peer, 2);
+    let state = Rc::new(Polls::default());
+    let st = state.clone();
+    let task = move |conn: Connection| {
+        let st = st.clone();
+        let me = st.spawned.get();
+        st.spawned.set(me + 1);
+        st.polls.borrow_mut().push(0);
+        async move {
+            let _conn = conn;
+            poll_fn(|cx| {
+                st.polls.borrow_mut()[me] += 1;
+                if me == 0 {
+                    // The first task keeps its waker and finishes at once.
+                    *st.kept.lock().unwrap() = Some(cx.waker().clone());
+                    Poll::Ready(())
+                } else {
+                    // The second keeps its own waker and never finishes on its own.
+                    *st.kept.lock().unwrap() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await
+        }
+    };
+    let mut exec = Executor::new(&r, leak::<Tasks<1>>(), task).unwrap();
+    exec.spawn(&mut r.context(), conns[0]).unwrap();
+    r.turn(&mut exec, Some(Duration::from_millis(10))).unwrap();
+    assert_eq!(exec.stats().completed, 1);
+    let stale = state.kept.lock().unwrap().take().unwrap();
+    // The same slot, a new task.
+    exec.spawn(&mut r.context(), conns[1]).unwrap();
+    r.turn(&mut exec, Some(Duration::from_millis(10))).unwrap();
+    assert_eq!(*state.polls.borrow(), [1, 1]);
+    let own = state.kept.lock().unwrap().take().unwrap();
+    // The stale waker, woken (and cloned and dropped) on another thread: nothing runs.
+    thread::spawn(move || {
+        let c = stale.clone();
+        stale.wake();
+        c.wake_by_ref();
+        drop(c);
+    })
+    .join()
+    .unwrap();
+    for _ in 0..3 {
+        r.turn(&mut exec, Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(
+        *state.polls.borrow(),
+        [1, 1],
+        "the stale waker polled the new task"
+    );
+    // The new task's own waker does poll it.
+    thread::spawn(move || own.wake()).join().unwrap();
+    r.turn(&mut exec, Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(*state.polls.borrow(), [1, 2]);
+}
+
+fn a_wake_from_another_thread_ends_the_loops_sleep(backend: BackendChoice) {
+    let peer = StdListener::bind("127.0.0.1:0").unwrap();
+    let mut r = reactor(backend);
+    let conns = outbound(&mut r, &peer, 1);
+    let flag = Arc::new(AtomicBool::new(false));
+    let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
+    let done = Rc::new(Cell::new(false));
+    let (f, w, d) = (flag.clone(), slot.clone(), done.clone());
+    let task = move |conn: Connection| {
+        let (f, w, d) = (f.clone(), w.clone(), d.clone());
+        async move {
+            let _conn = conn;
+            poll_fn(|cx| {
+                if f.load(Ordering::Acquire) {
+                    return Poll::Ready(());
+                }
+                *w.lock().unwrap() = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            d.set(true);
+        }
+    };
+    let mut exec = Executor::new(&r, leak::<Tasks<1>>(), task).unwrap();
+    exec.spawn(&mut r.context(), conns[0]).unwrap();
+    r.turn(&mut exec, Some(Duration::from_millis(10))).unwrap();
+    assert!(!done.get());
+    let waker_thread = thread::spawn(move || {
+        let w = slot
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the task registered its waker");
+        thread::sleep(Duration::from_millis(30));
+        flag.store(true, Ordering::Release);
+        let c = w.clone();
+        drop(w);
+        c.wake();
+    });
+    // The loop sleeps without a deadline of its own; only the wake can end it in time (the
+    // safety bound makes a lost wake fail instead of hang).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done.get() {
+        assert!(Instant::now() < deadline, "the wake never reached the loop");
+        r.turn(&mut exec, Some(Duration::from_secs(10))).unwrap();
+    }
+    waker_thread.join().unwrap();
+    assert_eq!(exec.stats().completed, 1);
+}
+
+fn dropping_the_connection_closes_it_once(backend: BackendChoice) {
+    let srv = server(
+        backend,
+        |r| {
+            let task = |mut conn: Connection| async move {
+                conn.write(b"bye").unwrap();
+                conn.close();
+                // Closed by this task: later operations fail, a second close does nothing.
+                assert_eq!(conn.write(b"x"), Err(Error::Closed(CloseReason::Local)));
+                assert!(matches!(
+                    conn.read().await,
+                    Err(Error::Closed(CloseReason::Local))
+                ));
+                conn.close();
+                // And the drop does nothing more.
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            (exec, ())
+        },
+        |exec, (), r| (exec.stats(), r.stats()),
+    );
+    let mut clients: Vec<_> = (0..3).map(|_| connect(srv.addr)).collect();
+    for c in &mut clients {
+        assert_eq!(read_to_eof(c), b"bye", "staged bytes still go out on close");
+    }
+    let (stats, rstats) = srv.stop();
+    assert_eq!(stats.completed, 3);
+    let closed: u64 = rstats.closed.iter().sum();
+    assert_eq!(closed, 3, "{:?}", rstats.closed);
+}
+
+#[test]
+fn executor_new_names_what_to_raise_or_lower() {
+    let r = reactor(BackendChoice::Epoll);
+    async fn big(conn: Connection) {
+        let buf = [0u8; 100];
+        std::future::ready(()).await;
+        let _ = (conn, buf);
+    }
+    let size = ringlet::exec::future_size(&big);
+    assert!(size >= 100);
+    let err = Executor::new(&r, leak::<TaskStorage<1, 64>>(), big).unwrap_err();
+    assert_eq!(err, ExecError::FutureTooLarge { size, capacity: 64 });
+    assert!(
+        err.to_string().contains(&format!("at least {size}")),
+        "{err}"
+    );
+    // Exactly the computed size fits.
+    Executor::new(
+        &r,
+        leak::<TaskStorage<1, { ringlet::exec::future_size(&big) }>>(),
+        big,
+    )
+    .unwrap();
+    // A lease quota above half the snapshot capacity is refused.
+    let quota = (SNAPSHOT_LEASES / 2 + 1) as u16;
+    let cfg = Config {
+        backend: BackendChoice::Epoll,
+        lease_quota: quota,
+        ..Config::default()
+    };
+    let r2 = Reactor::new(leak::<Small>(), cfg).unwrap();
+    assert!(matches!(
+        Executor::new(&r2, leak::<Tasks<1>>(), echo),
+        Err(ExecError::LeaseQuota { quota: q, .. }) if q == quota
+    ));
+}
+
+fn a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped(
+    backend: BackendChoice,
+) {
+    let srv = server(
+        backend,
+        |r| {
+            let cell: Rc<RefCell<(Option<Connection>, Option<Waker>)>> = Rc::default();
+            let n = Rc::new(Cell::new(0));
+            let task = move |conn: Connection| {
+                let (cell, n) = (cell.clone(), n.clone());
+                let me = n.get();
+                n.set(me + 1);
+                async move {
+                    if me == 0 {
+                        // The first task hands its connection over and finishes.
+                        let waiting = {
+                            let mut c = cell.borrow_mut();
+                            c.0 = Some(conn);
+                            c.1.take()
+                        };
+                        if let Some(w) = waiting {
+                            w.wake();
+                        }
+                        return;
+                    }
+                    if me == 1 {
+                        let moved = poll_fn(|cx| {
+                            let mut c = cell.borrow_mut();
+                            match c.0.take() {
+                                Some(moved) => Poll::Ready(moved),
+                                None => {
+                                    c.1 = Some(cx.waker().clone());
+                                    Poll::Pending
+                                }
+                            }
+                        })
+                        .await;
+                        // Echo one message on the moved connection, then drop it.
+                        let s = moved.read().await.unwrap();
+                        for b in s.iter() {
+                            moved.write(b).unwrap();
+                        }
+                        drop(s);
+                        moved.flush().await.unwrap();
+                        drop(moved);
+                    }
+                    echo(conn).await;
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<2>>(), task).expect("executor");
+            (exec, ())
+        },
+        |exec, (), r| (exec.stats(), r.pool().leased(), r.connections()),
+    );
+    let roundtrip = |s: &mut std::net::TcpStream, msg: &[u8]| {
+        send(s, msg);
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    };
+    // Task A hands its connection over and is done; B takes it (whichever runs first).
+    let mut a = connect(srv.addr);
+    let mut b = connect(srv.addr);
+    roundtrip(&mut a, b"served by the second task");
+    assert_eq!(
+        read_to_eof(&mut a),
+        b"",
+        "dropping the moved connection closed it"
+    );
+    roundtrip(&mut b, b"b");
+    // Both slots were taken (A held, B live); A's is free again: a third client is served.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut c = loop {
+        let mut c = connect(srv.addr);
+        send(&mut c, b"c");
+        let mut one = [0u8; 1];
+        match c.read(&mut one) {
+            Ok(1) => break c,
+            _ => {
+                assert!(Instant::now() < deadline, "the held slot was never freed");
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    roundtrip(&mut c, b"cc");
+    drop((b, c));
+    let (stats, leased, conns) = srv.stop();
+    assert!(stats.spawned >= 3, "{stats:?}");
+    assert_eq!(stats.live, 0, "{stats:?}");
+    assert_eq!((leased, conns), (0, 0));
+}
