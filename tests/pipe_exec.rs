@@ -287,6 +287,7 @@ fn a_read_after_examining_everything_waits_for_new_bytes_without_polls(backend: 
     assert_eq!(got, ["P:PUB x 10|hello worl", "L:PING"]);
     end_and_wait(c);
     let (s, polls, completed, leased) = srv.stop();
+    eprintln!("{backend:?}: {polls} task polls, {s:?}");
     assert_eq!((completed, leased), (1, 0));
     // Two reads with bytes, one at the end of stream; the second waited exactly once.
     assert_eq!(s.reads, 3, "{s:?}");
