@@ -8,7 +8,7 @@ NIGHTLY ?= +nightly
 # Bounded exhaustiveness for loom (see loom-tests/): preemption bound per model.
 LOOM_MAX_PREEMPTIONS ?= 3
 
-.PHONY: all build test lint fmt doc miri loom check-nostd echo broker probe bench bench-echo bench-nats nightly clean fuzz
+.PHONY: all build test test-interop lint fmt doc miri loom check-nostd echo broker probe bench bench-echo bench-nats nightly clean fuzz
 
 all: build
 
@@ -21,6 +21,12 @@ test:
 	$(CARGO) test
 	$(CARGO) test --features std --lib
 	$(CARGO) test --features embedded-io-async --lib stream::
+
+## The differential test: the same byte scripts (and config files) to the broker and to the
+## real nats-server, replies compared. Needs Debian's nats-server (apt-get install nats-server;
+## NATS_SERVER=path for another binary); `make test` does not.
+test-interop:
+	$(CARGO) test --test broker_diff -- --ignored
 
 ## Format check and clippy with warnings as errors.
 lint:
@@ -113,8 +119,8 @@ bench-nats:
 
 ## Fuzz the parsers and codecs (needs `cargo install cargo-fuzz` and nightly), each target for
 ## FUZZ_SECS seconds: make fuzz, or some of them: make fuzz FUZZ_TARGET="frame line"
-## (targets: parser connect subject http frame line)
-FUZZ_TARGET ?= parser connect subject http frame line
+## (targets: parser connect subject config http frame line)
+FUZZ_TARGET ?= parser connect subject config http frame line
 FUZZ_SECS ?= 60
 fuzz:
 	cd fuzz && for t in $(FUZZ_TARGET); do \

@@ -476,12 +476,13 @@ fn pubsub_traffic(addr: SocketAddr) {
     publ.sync();
     sub.expect_msg("bar", "3", None, &big);
 
-    // Verbose: +OK after each operation.
+    // Verbose: +OK after each operation (a PUB's on its line, before its own copy, as
+    // nats-server does).
     let mut verbose = Client::new(addr, r#"{"verbose":true}"#);
     verbose.send(b"SUB v 1\r\nPUB v 2\r\nhi\r\nUNSUB 1\r\n");
     assert_eq!(
         verbose.sync(),
-        vec![Got::Ok, msg("v", "1", None, b"hi"), Got::Ok, Got::Ok]
+        vec![Got::Ok, Got::Ok, msg("v", "1", None, b"hi"), Got::Ok]
     );
 
     // Errors that keep the connection, then one that closes it.

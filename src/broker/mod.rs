@@ -1,6 +1,8 @@
 //! The NATS core protocol, sans IO: parsing what clients send, validating subjects, indexing
 //! subscriptions and writing what the server sends, with no socket, clock or allocation.
 //!
+//! - [`config`]: nats-server's configuration file format (the common subset), for programs
+//!   that run the broker.
 //! - [`connect`]: CONNECT's JSON options, parsed without allocation, and the options a client
 //!   keeps.
 //! - [`parser`]: the resumable, zero-copy parser of client operations.
@@ -26,7 +28,8 @@
 //!
 //! - on accept, writes [`proto::Info`] (with `client_id`, `client_ip`, `auth_required`), and
 //!   with auth configured calls [`parser::Parser::set_awaiting_auth`] and arms the auth timer
-//!   (`Authentication Timeout`);
+//!   (`Authentication Timeout`); beyond `max_connections`, writes the INFO and then
+//!   `maximum connections exceeded` and closes, as nats-server does;
 //! - feeds every received segment to [`parser::Parser::parse`] until it is used up; on
 //!   [`parser::ParseError`] writes its [`parser::ParseError::server_error`] (if any) and closes;
 //! - on CONNECT: [`connect::ClientOptions::update`] (error: close silently), authenticate
@@ -38,18 +41,19 @@
 //!   `Invalid Subject`; full: `maximum subscriptions exceeded`; both keep the connection),
 //!   `+OK` if verbose; on UNSUB: remove now or record the max, `+OK` if verbose;
 //! - on PUB/HPUB: `Invalid Publish Subject` if pedantic and
-//!   [`subject::is_valid_literal_subject`] fails; hold the payload chunks (their receive
+//!   [`subject::is_valid_literal_subject`] fails, then `+OK` if verbose (on the line, before
+//!   the payload, as nats-server does); hold the payload chunks (their receive
 //!   buffers) until [`parser::Op::PayloadEnd`]; then [`sublist::Sublist::match_into`] with an
 //!   eligibility predicate (echo, closed, auto-unsubscribe limit) and, per target, write the
 //!   MSG/HMSG line ([`proto::write_msg_line`]; HMSG only when the target negotiated headers and
 //!   the header block is not empty, else MSG with the headers left out), the chunks and `\r\n`
 //!   into its write slab; count deliveries and remove subscriptions that reached their max;
 //!   answer no-responders ([`proto::write_no_responders`]) when asked for and nobody got it;
-//!   `+OK` to a verbose publisher;
 //! - on PING: `PONG`; on PONG: reset the outstanding-ping count; on client `-ERR`: close; on
 //!   client INFO: close unless [`connect::validate_json_object`] accepts it;
 //! - on close: remove every subscription of the connection from the sublist.
 
+pub mod config;
 pub mod connect;
 pub mod http;
 pub mod monitor;

@@ -4,10 +4,11 @@
 //! # Storage
 //!
 //! Everything lives in caller storage handed in as a [`BrokerMem`] (slices), or the
-//! ready-made [`BrokerStorage`] (const generics). Every piece of a [`BrokerMem`] is a
-//! [`crate::pool::ZeroInit`] type ([`SlabStorage`]s and `u64` arrays), so a program leaks each
-//! piece zeroed once at start-up ([`crate::pool::init_zeroed`]) and never builds it on the
-//! stack (the broker tests' `tests/broker_util` and `examples/static_broker.rs` do this):
+//! ready-made [`BrokerStorage`] (const generics). [`BrokerStorage`] is
+//! [`crate::pool::ZeroInit`] (every piece is: [`SlabStorage`]s and `u64` arrays), so a program
+//! makes it zeroed in place once at start-up ([`crate::pool::init_zeroed`], a
+//! [`crate::pool::StaticSlot`], or `leak_zeroed` with the `std` feature) and never builds it on
+//! the stack (the broker tests' `tests/broker_util` and `examples/static_broker/` do this):
 //!
 //! - per connection slot (indexed by [`ConnId::index`]): a [`Session`] (the
 //!   [`Parser`], the [`ConnectionPipeReader`] over the receive leases, and the pending PUB's
@@ -466,9 +467,9 @@ pub struct BrokerMem<'a, 'r> {
 /// `NODES` trie nodes, `CHUNKS` chunks of subject text, `CACHE` match-cache lines.
 ///
 /// Memory: about `CONNS * 15.4 KiB + SUBS * 176 + NODES * 112 + CHUNKS * 48 + CACHE * 232`
-/// bytes (x86-64). [`BrokerStorage::new`] builds it where it is called: fine for small capacities
-/// (`Box::leak(Box::new(BrokerStorage::new()))`); for large ones leak the pieces zeroed and
-/// assemble a [`BrokerMem`] (see the [module docs](self)).
+/// bytes (x86-64). [`BrokerStorage::new`] builds it where it is called: fine for small
+/// capacities; any size can be made in place instead, because all-zero bytes is the same empty
+/// storage ([`ZeroInit`](crate::pool::ZeroInit), see the [module docs](self)).
 pub struct BrokerStorage<
     'r,
     const CONNS: usize,
@@ -533,6 +534,15 @@ impl<
             },
             targets: &mut self.targets,
         }
+    }
+}
+
+// All-zero is the empty storage: every field is ZeroInit (checked by the macro), and
+// `BrokerStorage::new` builds exactly that (empty slab storage and zeroed arrays).
+crate::impl_zero_init! {
+    impl['r, const CONNS: usize, const SUBS: usize, const NODES: usize, const CHUNKS: usize, const CACHE: usize]
+    BrokerStorage<'r, CONNS, SUBS, NODES, CHUNKS, CACHE> {
+        sessions, clients, keys, subs, groups, nodes, index, chunks, cache, cache_index, targets
     }
 }
 
@@ -803,6 +813,39 @@ impl<'a, 'r> Broker<'a, 'r> {
     }
 }
 
+/// Writes the INFO a new connection gets (`client_ip` from its peer address, when known).
+fn send_info(
+    cx: &mut Context<'_, '_>,
+    conn: ConnId,
+    cfg: &ServerConfig,
+    client_id: u64,
+    peer: Option<SocketAddr>,
+) {
+    let mut ip_buf = [0u8; 48];
+    let mut ip_out = super::monitor::SliceOut::new(&mut ip_buf);
+    if let Some(p) = peer {
+        use core::fmt::Write as _;
+        let _ = write!(FmtSink(&mut ip_out), "{}", p.ip());
+    }
+    let client_ip = core::str::from_utf8(ip_out.written()).unwrap_or("");
+    let info = Info {
+        server_id: &cfg.server_id,
+        server_name: &cfg.server_name,
+        host: &cfg.host,
+        port: cfg.port,
+        max_payload: cfg.max_payload,
+        auth_required: cfg.auth_required(),
+        client_id,
+        client_ip,
+        ..Info::DEFAULT
+    };
+    let mut buf = [0u8; 1024];
+    let mut sink = SliceSink::new(&mut buf);
+    if info.write(&mut sink).is_ok() {
+        send(cx, conn, sink.written());
+    }
+}
+
 /// Writes a whole `-ERR` and closes when it says so.
 fn send_err(cx: &mut Context<'_, '_>, conn: ConnId, e: ServerError<'_>) {
     let mut buf = [0u8; 256];
@@ -967,6 +1010,12 @@ impl Core<'_> {
                 if client.opts.pedantic && !subject::is_valid_literal_subject(subj) {
                     send_err(cx, conn, ServerError::InvalidPublishSubject);
                 }
+                // nats-server answers a verbose PUB on its line, before the payload: so the
+                // `+OK` comes before the publisher's own copy of the message and before a
+                // no-responders status (the differential test pins this order).
+                if client.opts.verbose {
+                    send(cx, conn, OK);
+                }
                 let rlen = reply.map(<[u8]>::len);
                 let total = subj.len() + rlen.unwrap_or(0);
                 if total > line.len() {
@@ -1005,8 +1054,8 @@ impl Core<'_> {
     ) -> bool {
         let subj = &line[..p.subject_len];
         let reply = p.reply_len.map(|r| &line[p.subject_len..p.subject_len + r]);
-        let (echo, no_responders, verbose) = match self.clients.get(ckey) {
-            Ok(c) => (c.opts.echo, c.opts.no_responders, c.opts.verbose),
+        let (echo, no_responders) = match self.clients.get(ckey) {
+            Ok(c) => (c.opts.echo, c.opts.no_responders),
             Err(_) => return true,
         };
         let me = conn.index();
@@ -1195,9 +1244,6 @@ impl Core<'_> {
                     }
                 }
             }
-        }
-        if verbose {
-            send(cx, conn, OK);
         }
         if pause_publisher {
             self.pause_publisher(cx, conn, ckey);
@@ -1399,6 +1445,12 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             || conn.index() >= core.keys.len()
         {
             core.stats.refused += 1;
+            // Like nats-server: the INFO first (its clients read it before anything else),
+            // then the refusal.
+            let client_id = core.next_client_id;
+            core.next_client_id += 1;
+            let peer = cx.peer_addr(conn).ok();
+            send_info(cx, conn, &core.config, client_id, peer);
             send_err(cx, conn, ServerError::MaxConnectionsExceeded);
             return;
         }
@@ -1479,30 +1531,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
         debug_assert_eq!(skey, ckey);
         core.keys[conn.index()] = ckey.to_u64() + 1;
         core.next_client_id += 1;
-        let cfg = &core.config;
-        let mut ip_buf = [0u8; 48];
-        let mut ip_out = super::monitor::SliceOut::new(&mut ip_buf);
-        if let Some(p) = peer {
-            use core::fmt::Write as _;
-            let _ = write!(FmtSink(&mut ip_out), "{}", p.ip());
-        }
-        let client_ip = core::str::from_utf8(ip_out.written()).unwrap_or("");
-        let info = Info {
-            server_id: &cfg.server_id,
-            server_name: &cfg.server_name,
-            host: &cfg.host,
-            port: cfg.port,
-            max_payload: cfg.max_payload,
-            auth_required: auth,
-            client_id,
-            client_ip,
-            ..Info::DEFAULT
-        };
-        let mut buf = [0u8; 1024];
-        let mut sink = SliceSink::new(&mut buf);
-        if info.write(&mut sink).is_ok() {
-            send(cx, conn, sink.written());
-        }
+        send_info(cx, conn, &core.config, client_id, peer);
     }
 
     fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>) {

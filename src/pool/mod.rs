@@ -17,7 +17,8 @@
 //!   thread and return its buffer from there, through a lock-free return queue, waking the loop
 //!   (see *Returning buffers from other threads* below).
 //! - [`ZeroInit`], [`StaticSlot`], [`init_zeroed`] and (feature `std`) `leak_zeroed`: storage
-//!   made in place, never on the stack.
+//!   made in place, never on the stack; [`impl_zero_init!`](crate::impl_zero_init) makes a
+//!   struct of such storage `ZeroInit` without `unsafe` at the call site.
 //!
 //! Every full container says so with an error (or hands the value back), never a panic, and the
 //! errors name the capacity or setting to raise.

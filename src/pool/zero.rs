@@ -16,6 +16,10 @@
 //!
 //! The storage types still have `const fn new()`, which produces the same (all-zero) value; the
 //! tests check that.
+//!
+//! A struct that bundles such storage (a program's or a module's whole storage in one value) is
+//! `ZeroInit` through [`impl_zero_init!`](crate::impl_zero_init), which checks every field at
+//! compile time, so modules where `unsafe` is denied can compose storage without writing it.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -76,6 +80,114 @@ unsafe impl ZeroInit for crate::sync::WakeSignal {}
 // SAFETY: an array has no padding of its own; its bytes are its elements' bytes, each valid
 // when zero because `T: ZeroInit`.
 unsafe impl<T: ZeroInit, const N: usize> ZeroInit for [T; N] {}
+// SAFETY: `PhantomData` has no bytes, so it is trivially all-zero, and it has one value.
+unsafe impl<T: ?Sized> ZeroInit for core::marker::PhantomData<T> {}
+
+/// Implements [`ZeroInit`] for a struct with named fields, after checking at compile time that
+/// every field's type is `ZeroInit`; the call site writes no `unsafe`.
+///
+/// ```
+/// use ringlet::pool::{SlabStorage, ZeroInit, init_zeroed};
+///
+/// /// A module's storage in one value: a slab and an index as long as it.
+/// pub struct Storage<'a, const N: usize> {
+///     names: SlabStorage<&'a str, N>,
+///     index: [u32; N],
+///     generation: u64,
+/// }
+///
+/// ringlet::impl_zero_init! {
+///     impl['a, const N: usize] Storage<'a, N> { names, index, generation }
+/// }
+///
+/// let mut slot = core::mem::MaybeUninit::<Storage<'static, 8>>::uninit();
+/// let storage = init_zeroed(&mut slot);
+/// let mut names = storage.names.slab();
+/// let key = names.try_insert("a").unwrap();
+/// assert_eq!(names.get(key), Ok(&"a"));
+/// assert_eq!(storage.index, [0; 8]);
+/// ```
+///
+/// The form is `impl[GENERICS] TYPE { FIELD, ... }`: the generic parameters as they would
+/// follow `impl` (the brackets may be left out when there are none), the type, and the names of
+/// **all** its fields.
+///
+/// Each of these is a compile error:
+///
+/// ```compile_fail
+/// # use ringlet::pool::SlabStorage;
+/// pub struct Storage { slab: SlabStorage<u64, 4>, index: [u32; 4] }
+/// // `index` is not listed.
+/// ringlet::impl_zero_init! { impl Storage { slab } }
+/// ```
+///
+/// ```compile_fail
+/// # use ringlet::pool::SlabStorage;
+/// // A reference is never valid as zero bytes.
+/// pub struct Storage { slab: SlabStorage<u64, 4>, name: &'static str }
+/// ringlet::impl_zero_init! { impl Storage { slab, name } }
+/// ```
+///
+/// ```compile_fail
+/// // Not a struct.
+/// pub enum Storage { A { x: u32 }, B { x: u32 } }
+/// ringlet::impl_zero_init! { impl Storage { x } }
+/// ```
+///
+/// # What is checked
+///
+/// The macro adds a private method that destructures `Self` into exactly the listed fields (no
+/// `..`) and passes each to a function bounded by `T: ZeroInit`. So the code does not compile
+/// unless `TYPE` is a struct with named fields (`Self { .. }` names no enum, and on a union
+/// it needs `unsafe`), the list names every field, and every field's type
+/// is `ZeroInit` for all values of the generic parameters. A field added later without being
+/// listed, or of a type that is not `ZeroInit`, is a compile error at the macro call.
+///
+/// Given that, all-zero bytes is a valid `TYPE`: a struct's bytes are its fields' bytes and
+/// padding, the padding may hold anything, and each field is valid as zero bytes by its own
+/// `ZeroInit` impl. That is the whole of the trait's language-level promise. Its library-level
+/// part (all-zero is an acceptable *empty* value of `TYPE`) is the calling module's statement,
+/// exactly as if it wrote a constructor that sets every field to its empty value: call the
+/// macro only where that holds. A type whose own `unsafe` code relies on more than "every field
+/// empty" must not use it, but write its own `unsafe impl` with a `// SAFETY:` comment.
+///
+/// # Why it works where `unsafe` is denied
+///
+/// Lint levels apply where code ends up after macro expansion, not where the macro is written:
+/// an `unsafe impl` that a macro from this module (where `unsafe_code` is allowed) expands in a
+/// module under `#![deny(unsafe_code)]` is still reported there. Stable Rust has no way for a
+/// macro definition to lift that (`#[allow_internal_unsafe]` is unstable), so the expansion
+/// carries its own `#[allow(unsafe_code)]` on that one impl. This is deliberate, and the reason
+/// it is acceptable: the impl is sound by the checks above, which the caller cannot bypass, and
+/// the one `unsafe` item with its safety argument lives here in `pool`. A crate that
+/// `forbid`s `unsafe_code` cannot use the macro (`forbid` cannot be relaxed), by design of
+/// `forbid`.
+#[macro_export]
+macro_rules! impl_zero_init {
+    (impl [$($generics:tt)*] $ty:ty { $($field:ident),+ $(,)? }) => {
+        const _: () = {
+            impl<$($generics)*> $ty {
+                /// Compile-time check for `impl_zero_init!`: every field is `ZeroInit`.
+                #[allow(dead_code)]
+                fn __ringlet_every_field_is_zero_init(&self) {
+                    fn zero_init<T: $crate::pool::ZeroInit>(_: &T) {}
+                    let Self { $($field),+ } = self;
+                    $(zero_init($field);)+
+                }
+            }
+        };
+        // SAFETY: the method above compiles only if `$ty` is a struct whose fields are exactly
+        // the listed ones and each field's type is `ZeroInit` (valid as all-zero bytes). A
+        // struct's bytes are its fields' bytes plus padding, which may hold anything, so
+        // all-zero bytes is a valid `$ty`. The caller states that this value is an acceptable
+        // empty one (see the macro's documentation).
+        #[allow(unsafe_code)]
+        unsafe impl<$($generics)*> $crate::pool::ZeroInit for $ty {}
+    };
+    (impl $ty:ty { $($field:ident),+ $(,)? }) => {
+        $crate::impl_zero_init! { impl[] $ty { $($field),+ } }
+    };
+}
 
 /// Zero-fills `slot` and returns it as an initialised `T`, in place (nothing is built on the
 /// stack).
@@ -232,6 +344,52 @@ pub fn leak_zeroed<T: ZeroInit>() -> &'static mut T {
 mod tests {
     use super::*;
     use std::boxed::Box;
+
+    /// A composite of storage types, made `ZeroInit` by the macro.
+    struct Composite<'a, const N: usize> {
+        slab: crate::pool::SlabStorage<&'a u32, N>,
+        words: [[u64; 2]; N],
+        flag: bool,
+        marker: core::marker::PhantomData<*const u8>,
+    }
+
+    crate::impl_zero_init! {
+        impl['a, const N: usize] Composite<'a, N> { slab, words, flag, marker, }
+    }
+
+    struct Plain {
+        a: u16,
+        b: u64,
+    }
+
+    crate::impl_zero_init! { impl Plain { a, b } }
+
+    #[test]
+    fn composed_storage_is_empty_when_zeroed() {
+        static SEVEN: u32 = 7;
+        let mut slot = MaybeUninit::<Composite<'static, 4>>::uninit();
+        // Dirty the bytes first: init_zeroed must give the empty value whatever was there.
+        // SAFETY: writing bytes into a `MaybeUninit` is always allowed.
+        unsafe {
+            slot.as_mut_ptr()
+                .cast::<u8>()
+                .write_bytes(0xA5, size_of::<Composite<'_, 4>>())
+        };
+        let c = init_zeroed(&mut slot);
+        assert!(!c.flag);
+        assert_eq!(c.words, [[0; 2]; 4]);
+        let _ = c.marker;
+        let mut slab = c.slab.slab();
+        assert_eq!(slab.len(), 0);
+        let k = slab.try_insert(&SEVEN).unwrap();
+        assert_eq!(slab.get(k), Ok(&&7));
+        let p: &'static mut Plain = leak_zeroed();
+        assert_eq!((p.a, p.b), (0, 0));
+        p.b = 3;
+        // SAFETY: `p` came from `leak_zeroed` (the global allocator with `Layout::new::<Plain>()`)
+        // and is not used again.
+        drop(unsafe { Box::from_raw(p) });
+    }
 
     #[test]
     fn init_zeroed_overwrites_whatever_was_there() {

@@ -10,9 +10,8 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ringlet::broker::server::{Broker, BrokerMem, BrokerStats, Client, ServerConfig, Session};
-use ringlet::broker::sublist::{CacheLine, Chunk, Group, Node, SubEntry, SublistMem};
-use ringlet::pool::{SlabStorage, ZeroInit, init_zeroed};
+use ringlet::broker::server::{Broker, BrokerMem, BrokerStats, BrokerStorage, ServerConfig};
+use ringlet::pool::{ZeroInit, init_zeroed};
 use ringlet::reactor::{BackendChoice, Config, Reactor, Resources};
 
 pub const CONNS: usize = 32;
@@ -50,23 +49,13 @@ pub fn backends() -> [BackendChoice; 2] {
     [BackendChoice::Uring, BackendChoice::Epoll]
 }
 
-/// Leaked storage for a broker of `CONNS` connections.
+/// The broker's storage: `CONNS` connection slots, `SUBS` subscriptions, `NODES` trie nodes,
+/// `CHUNKS` subject chunks, `CACHE` match-cache lines.
+pub type Storage = BrokerStorage<'static, CONNS, SUBS, NODES, CHUNKS, CACHE>;
+
+/// Leaked storage for a broker of `CONNS` connections, zeroed in place (never on the stack).
 pub fn mem() -> BrokerMem<'static, 'static> {
-    BrokerMem {
-        sessions: leak::<SlabStorage<Session<'static>, CONNS>>().as_mut_slice(),
-        clients: leak::<SlabStorage<Client, CONNS>>().as_mut_slice(),
-        keys: leak::<[u64; CONNS]>(),
-        sublist: SublistMem {
-            subs: leak::<SlabStorage<SubEntry<u64>, SUBS>>().as_mut_slice(),
-            nodes: leak::<SlabStorage<Node, NODES>>().as_mut_slice(),
-            groups: leak::<SlabStorage<Group, SUBS>>().as_mut_slice(),
-            chunks: leak::<SlabStorage<Chunk, CHUNKS>>().as_mut_slice(),
-            index: leak::<[u64; 2 * NODES]>(),
-            cache: leak::<SlabStorage<CacheLine, CACHE>>().as_mut_slice(),
-            cache_index: leak::<[u64; CACHE]>(),
-        },
-        targets: leak::<[u64; SUBS]>(),
-    }
+    leak::<Storage>().mem()
 }
 
 /// Test defaults: 64 KiB max payload (fits the lease budget and the slabs).

@@ -1,5 +1,5 @@
 //! ringlet's NATS broker for the NATS benchmark: the library's `Broker` on a `Reactor`, exactly
-//! as `examples/static_broker.rs` runs it (same receive buffers, write slabs, lease quota and
+//! as `examples/static_broker/` runs it (same receive buffers, write slabs, lease quota and
 //! sublist capacities, same loop), with room for more connections (`CONNS`, 1088 instead of
 //! 256) so the idle-connections row can open 1000 of them.
 //!

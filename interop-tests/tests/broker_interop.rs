@@ -1,5 +1,6 @@
 //! Interop: async-nats 0.51 (a real client) against the broker, on both backends.
 
+#[path = "../../tests/broker_util/mod.rs"]
 mod broker_util;
 
 use std::time::Duration;
