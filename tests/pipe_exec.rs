@@ -25,17 +25,6 @@ use ringlet::pipe::{ConnectionPipeReader, Position, ReadBuf, TaskPipeReader};
 use ringlet::pool::Lease;
 use ringlet::reactor::{BackendChoice, CloseReason, Config, ConnId, Context, Handler, ListenerId};
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Uring) })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::$name(ringlet::reactor::BackendChoice::Epoll) })*
-        }
-    };
-}
-
 both!(
     a_task_parser_needing_data_sees_every_split_as_a_receive_boundary,
     a_read_after_examining_everything_waits_for_new_bytes_without_polls,
