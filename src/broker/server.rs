@@ -6,8 +6,8 @@
 //! Everything lives in caller storage handed in as a [`BrokerMem`] (slices), or the
 //! ready-made [`BrokerStorage`] (const generics). [`BrokerStorage`] is
 //! [`crate::pool::ZeroInit`] (every piece is: [`SlabStorage`]s and `u64` arrays), so a program
-//! makes it zeroed in place once at start-up ([`crate::pool::init_zeroed`], a
-//! [`crate::pool::StaticSlot`], or `leak_zeroed` with the `std` feature) and never builds it on
+//! makes it zeroed in place once at start-up ([`crate::sys::mem::map_zeroed`], a
+//! [`crate::pool::StaticSlot`], or [`crate::pool::init_zeroed`]) and never builds it on
 //! the stack (the broker tests' `tests/broker_util` and `examples/static_broker/` do this):
 //!
 //! - per connection slot (indexed by [`ConnId::index`]): a [`Session`] (the

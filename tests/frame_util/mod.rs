@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
-use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -19,13 +18,13 @@ use ringlet::frame::{
     Throttle,
 };
 use ringlet::pipe::ReadBuf;
-use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, RecvTier, ZeroInit, init_zeroed};
+use ringlet::pool::{BufPool, BufPoolConfig, BufPoolStorage, RecvTier, ZeroInit};
 use ringlet::reactor::{BackendChoice, CloseReason, Config, ConnId, Handler, Reactor};
 
-/// Storage leaked once, zeroed by the allocator (never built on the stack).
+/// Storage leaked once, from fresh zero pages (never built on the stack, not resident until
+/// used).
 pub fn leak<T: ZeroInit>() -> &'static mut T {
-    let b: Box<MaybeUninit<T>> = Box::new_zeroed();
-    init_zeroed(Box::leak(b))
+    ringlet::sys::mem::map_zeroed().expect("map zeroed storage")
 }
 
 /// A reactor config on `backend`.
