@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use ringlet::broker::parser::MAX_CONTROL_LINE;
 use ringlet::broker::server::{Broker, BrokerMem, Client, ServerConfig, Session};
 use ringlet::broker::sublist::{CacheLine, Chunk, Group, Node, SubEntry, SublistMem};
 use ringlet::pool::{SlabStorage, ZeroInit};
@@ -43,6 +44,7 @@ fn mem() -> BrokerMem<'static, 'static> {
         sessions: leak::<SlabStorage<Session<'static>, CONNS>>().as_mut_slice(),
         clients: leak::<SlabStorage<Client, CONNS>>().as_mut_slice(),
         keys: leak::<[u64; CONNS]>(),
+        lines: leak::<[[u8; MAX_CONTROL_LINE]; CONNS]>(),
         sublist: SublistMem {
             subs: leak::<SlabStorage<SubEntry<u64>, SUBS>>().as_mut_slice(),
             nodes: leak::<SlabStorage<Node, NODES>>().as_mut_slice(),
