@@ -236,6 +236,15 @@ impl Io {
     }
 }
 
+/// What [`Connection::drain_leases`] found.
+pub(crate) struct Drained {
+    /// A lease was handed back: it and the ones after it are still unread.
+    pub(crate) left: bool,
+    /// How the stream ended, if it has: [`Error::Overrun`], [`Error::Eof`] or
+    /// [`Error::Closed`].
+    pub(crate) end: Option<Error>,
+}
+
 /// Registers `waker` in `slot`, unless the one there already wakes the same task.
 fn register(slot: &mut Option<Waker>, waker: &Waker) {
     match slot {
@@ -419,6 +428,25 @@ impl Connection {
         self.id
     }
 
+    /// This connection read through a pipe reader whose segments are its receive leases
+    /// (zero copies): `storage` holds the segments, the carry buffer and the lease quota, and
+    /// lives where the caller puts it (typically a local of the task, so in the task's slot).
+    /// See [`TaskPipeReader`](crate::pipe::TaskPipeReader).
+    ///
+    /// Give a new reader ([`ConnectionPipeReader::new`]) or a [`reset`] one; a reader attached
+    /// before to this same connection goes on where it stopped (the handle can be made anew
+    /// at each use). Do not mix with [`Connection::read`] or [`Connection::read_some`]: bytes
+    /// taken by one are not seen by the other.
+    ///
+    /// [`ConnectionPipeReader::new`]: crate::pipe::ConnectionPipeReader::new
+    /// [`reset`]: crate::pipe::ConnectionPipeReader::reset
+    pub fn pipe_reader<'a, const SEGS: usize, const CARRY: usize>(
+        &'a self,
+        storage: &'a mut crate::pipe::ConnectionPipeReader<'static, SEGS, CARRY>,
+    ) -> crate::pipe::TaskPipeReader<'a, SEGS, CARRY> {
+        crate::pipe::TaskPipeReader::new(self, storage)
+    }
+
     /// The next receive snapshot: every lease received since the last read (waiting for one
     /// if there is none), or the end.
     ///
@@ -491,6 +519,81 @@ impl Connection {
     /// Unread bytes waiting in the connection (received, not yet returned by a read).
     pub fn buffered(&self) -> usize {
         self.io().borrow().inbox.bytes()
+    }
+
+    /// Hands each unread lease, in arrival order, to `take` (a lease partly copied out by
+    /// [`Connection::read_some`] first has its unread bytes moved to its front); a lease `take`
+    /// hands back stays unread, with every one after it. Returns how the stream ends, if it
+    /// has (overrun, end of stream, closed: as [`Connection::read`] reports them), without
+    /// waiting. The pipe reader's intake ([`crate::pipe::TaskPipeReader`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when this task closed the connection (nothing is handed out).
+    pub(crate) fn drain_leases(
+        &self,
+        mut take: impl FnMut(Lease<'static>) -> Result<(), Lease<'static>>,
+    ) -> Result<Drained, Error> {
+        let mut io = self.io().borrow_mut();
+        if io.conn != Some(self.id) {
+            return Err(Error::Closed(CloseReason::Local));
+        }
+        let mut left = false;
+        if !io.inbox.is_empty() {
+            io.read_waker = None;
+            let mut snapshot = io.inbox.take();
+            while let Some((mut lease, skip)) = snapshot.pop_front() {
+                if skip > 0 {
+                    let len = lease.len();
+                    lease.as_mut_slice().copy_within(skip..len, 0);
+                    // Shorter than before: within the buffer.
+                    let _ = lease.set_len(len - skip);
+                }
+                if left {
+                    // They came out of the inbox, in order, into an empty one: they fit.
+                    let _ = io.inbox.push(lease);
+                } else if let Err(lease) = take(lease) {
+                    left = true;
+                    let _ = io.inbox.push(lease);
+                }
+            }
+        }
+        let end = if io.overrun {
+            Some(Error::Overrun)
+        } else if io.eof {
+            Some(Error::Eof)
+        } else {
+            io.closed.map(Error::Closed)
+        };
+        Ok(Drained { left, end })
+    }
+
+    /// Registers `waker` to be woken by the next receive, the end of stream or the close
+    /// (the waker [`Connection::read`] registers).
+    pub(crate) fn register_read(&self, waker: &Waker) {
+        register(&mut self.io().borrow_mut().read_waker, waker);
+    }
+
+    /// Runs `f` with the reactor's context of the poll under way (`None` outside it: see
+    /// [`Error::Detached`]).
+    pub(crate) fn with_context<R>(
+        &self,
+        f: impl FnOnce(&mut crate::reactor::Context<'_, 'static>, ConnId) -> R,
+    ) -> Option<R> {
+        let id = self.id;
+        self.core.scope.with(|cx| f(cx, id))
+    }
+
+    /// Aborts the connection because its unread bytes cannot be held: reads report
+    /// [`Error::Overrun`] after the bytes that could.
+    pub(crate) fn overrun(&self) {
+        let mut io = self.io().borrow_mut();
+        if io.conn != Some(self.id) || io.overrun {
+            return;
+        }
+        io.overrun = true;
+        drop(io);
+        let _ = self.with_context(|cx, id| cx.abort(id));
     }
 
     /// Nothing to read: the end, or wait.

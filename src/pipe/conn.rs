@@ -1,4 +1,5 @@
-//! [`ConnectionPipeReader`]: a pipe reader whose segments are a connection's receive leases.
+//! [`ConnectionPipeReader`]: a pipe reader whose segments are a connection's receive leases
+//! (its callback face; the async one is [`TaskPipeReader`](super::TaskPipeReader)).
 
 use core::fmt;
 
@@ -113,13 +114,14 @@ impl core::error::Error for SegmentsFull<'_> {}
 ///   at least twice the quota (with the reactor's
 ///   [`Config::lease_quota`](crate::reactor::Config::lease_quota) at most the reader's).
 ///
-/// # No async face yet
+/// # The async face
 ///
-/// It is fed by the reactor's callbacks ([`push`](ConnectionPipeReader::push) from
-/// `on_data`), so a task cannot await it until the executor routes a connection's events to
-/// the task that owns it: that needs a reader waker woken by `push` / `push_eof` (and by the
-/// connection closing), and a way for the task to apply the [`Flow`] signals to its
-/// connection. Callback code uses it as above.
+/// In an executor task that owns its [`Connection`](crate::exec::Connection), the same reader
+/// is read with `read().await`: [`Connection::pipe_reader`](crate::exec::Connection::pipe_reader)
+/// attaches it to the connection as a [`TaskPipeReader`](super::TaskPipeReader), which takes
+/// the leases the executor queued for the task, applies the [`Flow`] signals to the
+/// connection itself, and waits, when the parser examined everything, for the next receive.
+/// The reader (segments and carry) is the storage; the task keeps it where it likes.
 ///
 /// # Messages larger than the quota
 ///
@@ -182,6 +184,11 @@ pub struct ConnectionPipeReader<'r, const SEGS: usize = 32, const CARRY: usize =
     quota: usize,
     paused: bool,
     eof: bool,
+    /// The pause the async face last applied to its connection ([`super::TaskPipeReader`]).
+    pub(crate) applied_pause: bool,
+    /// The lease quota the async face last gave its connection ([`super::TaskPipeReader`]);
+    /// 0: none yet. (A `u16`, like the reactor's quotas: it fits the padding.)
+    pub(crate) applied_quota: u16,
 }
 
 impl<'r, const SEGS: usize, const CARRY: usize> ConnectionPipeReader<'r, SEGS, CARRY> {
@@ -199,6 +206,8 @@ impl<'r, const SEGS: usize, const CARRY: usize> ConnectionPipeReader<'r, SEGS, C
             quota,
             paused: false,
             eof: false,
+            applied_pause: false,
+            applied_quota: 0,
         })
     }
 
@@ -254,9 +263,14 @@ impl<'r, const SEGS: usize, const CARRY: usize> ConnectionPipeReader<'r, SEGS, C
     /// the end of input. `None` means "nothing new" (the parser examined everything and needs
     /// more: wait for the next `on_data`).
     pub fn try_read(&mut self) -> Option<ReadResult<'_>> {
-        if self.cur.end <= self.cur.examined && !self.eof {
+        if !self.has_new() {
             return None;
         }
+        Some(self.read_now())
+    }
+
+    /// Every unread byte, whether or not there is something new.
+    pub(crate) fn read_now(&mut self) -> ReadResult<'_> {
         let eof = self.eof;
         let end = self.cur.end;
         let buf = ReadSide {
@@ -265,7 +279,12 @@ impl<'r, const SEGS: usize, const CARRY: usize> ConnectionPipeReader<'r, SEGS, C
             cur: &mut self.cur,
         }
         .view(end);
-        Some(ReadResult::new(buf, eof, false, None))
+        ReadResult::new(buf, eof, false, None)
+    }
+
+    /// Whether a read would return: bytes past the examined position, or the end of input.
+    pub(crate) fn has_new(&self) -> bool {
+        self.cur.end > self.cur.examined || self.eof
     }
 
     /// [`ConnectionPipeReader::advance_to_examined`] with `examined == consumed`.
@@ -367,6 +386,8 @@ impl<'r, const SEGS: usize, const CARRY: usize> ConnectionPipeReader<'r, SEGS, C
         self.cur = Cursor::default();
         self.paused = false;
         self.eof = false;
+        self.applied_pause = false;
+        self.applied_quota = 0;
     }
 }
 

@@ -12,11 +12,13 @@
 //! - [`DuplexPipe`]: the transport's and the application's ends of two pipes.
 //! - [`ConnectionPipeReader`]: the reader half over a reactor connection, whose segments are
 //!   the connection's receive leases (zero copies), with the lease quota and carry buffer of
-//!   DESIGN.md.
+//!   DESIGN.md; [`TaskPipeReader`] is its async face in an executor task.
 //!
 //! Everything here is sans-IO: no system call, no allocation, no `unsafe`. The core is
 //! synchronous, for callback code (`try_read`, `try_flush`); the async face (`read().await`,
-//! `flush().await`) is a thin layer over it that needs no particular executor.
+//! `flush().await`) is a thin layer over it that needs no particular executor. The one
+//! exception is [`TaskPipeReader`], which reads a connection of ringlet's own
+//! [executor](crate::exec) (it takes the leases the executor queued for the task).
 //!
 //! # The reader loop
 //!
@@ -229,8 +231,10 @@
 //! slots are plain `Cell`s; the wakers themselves may wake a task on any thread. Dropping a
 //! waiting future loses nothing; its waker may be woken once more, spuriously.
 //!
-//! [`ConnectionPipeReader`] has no async face yet: it is fed by the reactor's callbacks, and
-//! a task reading it needs the executor to route its connection's events (see its docs).
+//! [`ConnectionPipeReader`] is fed by the reactor's callbacks in callback code; in an
+//! executor task, [`Connection::pipe_reader`](crate::exec::Connection::pipe_reader) attaches
+//! it to the task's connection as a [`TaskPipeReader`], with the same `read().await` and
+//! examined semantics (its docs show the reader loop over a connection).
 
 #[cfg(test)]
 mod async_tests;
@@ -241,6 +245,7 @@ mod ends;
 #[cfg(test)]
 mod harness;
 mod read_side;
+mod task;
 #[cfg(test)]
 mod tests;
 
@@ -252,6 +257,7 @@ pub use buf::{ReadBuf, ReadResult, Segments};
 pub use conn::{ConnectionPipeReader, Flow, SegmentsFull};
 pub use duplex::DuplexPipe;
 pub use ends::{CancelHandle, FlushResult, Pipe, PipeOptions, PipeReader, PipeWriter};
+pub use task::TaskPipeReader;
 
 /// A place in a pipe's byte stream: the absolute offset of a byte from the start (bytes ever
 /// written), so it survives segments coming and going. Made by a [`ReadBuf`]
