@@ -908,3 +908,25 @@ fn hostile_json_and_subjects() {
         subject::fuzz_subject(&v);
     }
 }
+
+/// Every per-connection piece of a `BrokerMem` must have one entry per slot; a short `lines`
+/// (the pending PUB's control lines) is refused, not indexed out of bounds later.
+#[test]
+fn broker_refuses_mismatched_lines() {
+    use ringlet::broker::server::{Broker, BrokerError, BrokerStorage, ServerConfig};
+    let storage =
+        ringlet::sys::mem::map_zeroed::<BrokerStorage<'static, 4, 16, 16, 32, 8>>().unwrap();
+    let mut mem = storage.mem();
+    assert_eq!(mem.lines.len(), 4);
+    let lines = std::mem::take(&mut mem.lines);
+    mem.lines = &mut lines[..3];
+    let err = Broker::new(mem, ServerConfig::default(), 1).err();
+    assert!(
+        matches!(err, Some(BrokerError::Storage(s)) if s.contains("lines")),
+        "{err:?}"
+    );
+    let mut mem = storage.mem();
+    mem.lines = &mut [];
+    assert!(Broker::new(mem, ServerConfig::default(), 1).is_err());
+    assert!(Broker::new(storage.mem(), ServerConfig::default(), 1).is_ok());
+}

@@ -19,8 +19,8 @@
 //! of 32 KiB (64 MiB) and a 2 MiB write slab per connection (the slab caps `max_pending`,
 //! 64 MiB by default: a consumer never has more than the lower of the two staged; see the
 //! broker's "Slow consumers" docs).
-//! The storage is leaked zeroed once at start-up: about 600 MiB of address space, mostly
-//! slabs, touched only as connections use them.
+//! The storage is mapped zeroed once at start-up (`ringlet::sys::mem::map_zeroed`): about
+//! 600 MiB of address space, mostly slabs, resident only as connections use them.
 //!
 //! `-m PORT` (or `http`/`http_port` in the file) serves HTTP monitoring (`/healthz`, `/varz`,
 //! `/connz`, `/subsz`) on the same loop, on the client host unless `http: host:port` says
@@ -30,7 +30,6 @@ mod cli;
 
 use std::fs::File;
 use std::io::Write;
-use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,8 +39,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cli::Command;
 use ringlet::broker::server::{Broker, BrokerMem, BrokerStorage};
-use ringlet::pool::{ZeroInit, init_zeroed};
+use ringlet::pool::ZeroInit;
 use ringlet::reactor::{Config, Reactor, Resources};
+use ringlet::sys::mem::map_zeroed;
 
 const CONNS: usize = 256;
 const SUBS: usize = 65536;
@@ -55,10 +55,16 @@ const LEASE_QUOTA: u16 = 48;
 
 type Res = Resources<CONNS, BUFS, BUF_SIZE, SLAB, { 4 * CONNS }>;
 
-/// Zeroed storage, made in place on the heap and never freed (never built on the stack).
+/// Zeroed storage from fresh anonymous pages, never freed: nothing is written, so a page
+/// becomes resident only when the broker uses it (see `ringlet::sys::mem`).
 fn leak<T: ZeroInit>() -> &'static mut T {
-    let b: Box<MaybeUninit<T>> = Box::new_zeroed();
-    init_zeroed(Box::leak(b))
+    match map_zeroed() {
+        Ok(storage) => storage,
+        Err(e) => {
+            eprintln!("cannot map {} bytes of storage: {e}", size_of::<T>());
+            std::process::exit(1);
+        }
+    }
 }
 
 /// The broker's storage.

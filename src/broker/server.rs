@@ -6,8 +6,8 @@
 //! Everything lives in caller storage handed in as a [`BrokerMem`] (slices), or the
 //! ready-made [`BrokerStorage`] (const generics). [`BrokerStorage`] is
 //! [`crate::pool::ZeroInit`] (every piece is: [`SlabStorage`]s and `u64` arrays), so a program
-//! makes it zeroed in place once at start-up ([`crate::pool::init_zeroed`], a
-//! [`crate::pool::StaticSlot`], or `leak_zeroed` with the `std` feature) and never builds it on
+//! makes it zeroed in place once at start-up ([`crate::sys::mem::map_zeroed`], a
+//! [`crate::pool::StaticSlot`], or [`crate::pool::init_zeroed`]) and never builds it on
 //! the stack (the broker tests' `tests/broker_util` and `examples/static_broker/` do this):
 //!
 //! - per connection slot (indexed by [`ConnId::index`]): a [`Session`] (the
@@ -19,9 +19,9 @@
 //! - a match output buffer as long as the sublist's subscription capacity.
 //!
 //! Memory (measured on x86-64; see [`BrokerStorage`]): 15.4 KiB per connection slot (a
-//! session of 11.4 KiB: parser line buffer 4 KiB, pending line 4 KiB, reader with
-//! [`READER_SEGS`] lease slots and a 256-byte carry; a client of 3.6 KiB: 64 subscriptions of
-//! 56 bytes), 176 bytes per subscription (entry, queue-group slot, match output), 112 per trie
+//! session of 7.4 KiB: parser line buffer 4 KiB, reader with [`READER_SEGS`] lease slots and a
+//! 256-byte carry; the pending PUB's line, 4 KiB, touched only by a connection that
+//! publishes; a client of 3.6 KiB: 64 subscriptions of 56 bytes), 176 bytes per subscription (entry, queue-group slot, match output), 112 per trie
 //! node (with its hash-table slots), 48 per text chunk and 232 per cache line. Receive
 //! buffers and write slabs are the
 //! reactor's ([`crate::reactor::Resources`]).
@@ -439,14 +439,14 @@ struct Pending {
     start: Position,
 }
 
-/// Per-connection input state: parser, reader over the receive leases, pending PUB.
+/// Per-connection input state: parser, reader over the receive leases, pending PUB (its
+/// subject and reply are in the slot's entry of [`BrokerMem::lines`]).
 pub struct Session<'r> {
     parser: Parser,
     reader: Reader<'r>,
     parsed: Position,
     pending: Option<Pending>,
     blocked: bool,
-    line: [u8; MAX_CONTROL_LINE],
 }
 
 /// The broker's storage as slices (see [`BrokerStorage`] for a ready-made set).
@@ -457,6 +457,11 @@ pub struct BrokerMem<'a, 'r> {
     pub clients: &'a mut [Slot<Client>],
     /// One per connection slot: the session and client keys.
     pub keys: &'a mut [u64],
+    /// One per connection slot: the subject and reply of the PUB whose payload the session
+    /// awaits. Apart from the sessions so that a connection touches it only when it publishes
+    /// (a session is moved into its slot whole when a connection arrives; this is never
+    /// cleared): from zeroed storage, an idle connection's line takes no memory.
+    pub lines: &'a mut [[u8; MAX_CONTROL_LINE]],
     /// The sublist's storage.
     pub sublist: SublistMem<'a, u64>,
     /// Match output: as long as the sublist's subscription capacity.
@@ -481,6 +486,7 @@ pub struct BrokerStorage<
     sessions: SlabStorage<Session<'r>, CONNS>,
     clients: SlabStorage<Client, CONNS>,
     keys: [u64; CONNS],
+    lines: [[u8; MAX_CONTROL_LINE]; CONNS],
     subs: SlabStorage<SubEntry<u64>, SUBS>,
     groups: SlabStorage<Group, SUBS>,
     nodes: SlabStorage<Node, NODES>,
@@ -506,6 +512,7 @@ impl<
             sessions: SlabStorage::new(),
             clients: SlabStorage::new(),
             keys: [0; CONNS],
+            lines: [[0; MAX_CONTROL_LINE]; CONNS],
             subs: SlabStorage::new(),
             groups: SlabStorage::new(),
             nodes: SlabStorage::new(),
@@ -523,6 +530,7 @@ impl<
             sessions: self.sessions.as_mut_slice(),
             clients: self.clients.as_mut_slice(),
             keys: &mut self.keys,
+            lines: &mut self.lines,
             sublist: SublistMem {
                 subs: self.subs.as_mut_slice(),
                 nodes: self.nodes.as_mut_slice(),
@@ -542,7 +550,8 @@ impl<
 crate::impl_zero_init! {
     impl['r, const CONNS: usize, const SUBS: usize, const NODES: usize, const CHUNKS: usize, const CACHE: usize]
     BrokerStorage<'r, CONNS, SUBS, NODES, CHUNKS, CACHE> {
-        sessions, clients, keys, subs, groups, nodes, index, chunks, cache, cache_index, targets
+        sessions, clients, keys, lines, subs, groups, nodes, index, chunks, cache, cache_index,
+        targets
     }
 }
 
@@ -564,8 +573,8 @@ impl<
 pub enum BrokerError {
     /// The sublist storage is unusable.
     Sublist(SublistError),
-    /// The storage pieces do not agree (sessions, clients and keys must be as long; targets as
-    /// long as the subscription capacity).
+    /// The storage pieces do not agree (sessions, clients, keys and lines must be as long;
+    /// targets as long as the subscription capacity).
     Storage(&'static str),
 }
 
@@ -668,6 +677,8 @@ impl Core<'_> {
 /// The NATS broker: a [`Handler`] for a reactor whose connections are NATS clients.
 pub struct Broker<'a, 'r> {
     sessions: Slab<'a, Session<'r>>,
+    /// The pending PUB's control line, per session slot (by session key index).
+    lines: &'a mut [[u8; MAX_CONTROL_LINE]],
     core: Core<'a>,
     monitor: Monitor,
 }
@@ -705,9 +716,12 @@ impl<'a, 'r> Broker<'a, 'r> {
         config: ServerConfig,
         seed: u64,
     ) -> Result<Self, BrokerError> {
-        if mem.sessions.len() != mem.clients.len() || mem.keys.len() != mem.clients.len() {
+        if mem.sessions.len() != mem.clients.len()
+            || mem.keys.len() != mem.clients.len()
+            || mem.lines.len() != mem.clients.len()
+        {
             return Err(BrokerError::Storage(
-                "sessions, clients and keys must have one entry per connection slot",
+                "sessions, clients, keys and lines must have one entry per connection slot",
             ));
         }
         if mem.targets.len() < mem.sublist.subs.len() {
@@ -718,6 +732,7 @@ impl<'a, 'r> Broker<'a, 'r> {
         let sublist = Sublist::new(mem.sublist, seed).map_err(BrokerError::Sublist)?;
         Ok(Broker {
             sessions: Slab::new(mem.sessions),
+            lines: mem.lines,
             core: Core {
                 config,
                 clients: Slab::new(mem.clients),
@@ -798,7 +813,10 @@ impl<'a, 'r> Broker<'a, 'r> {
             if c.closing || !cx.is_open(conn) {
                 continue;
             }
-            process(session, &mut self.core, cx, conn, key);
+            let Some(line) = self.lines.get_mut(key.index() as usize) else {
+                continue;
+            };
+            process(session, line, &mut self.core, cx, conn, key);
         }
     }
 
@@ -1477,7 +1495,6 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             parsed: Position::from_absolute(0),
             pending: None,
             blocked: false,
-            line: [0; MAX_CONTROL_LINE],
         }) else {
             cx.abort(conn);
             return;
@@ -1552,7 +1569,11 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             c.active = true;
             c.last_activity = cx.now();
         }
-        process(session, &mut self.core, cx, conn, key);
+        let Some(line) = self.lines.get_mut(key.index() as usize) else {
+            cx.abort(conn);
+            return;
+        };
+        process(session, line, &mut self.core, cx, conn, key);
     }
 
     fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
@@ -1682,6 +1703,7 @@ fn payload_of<'b>(buf: &ReadBuf<'b>, p: &Pending) -> Option<ReadBuf<'b>> {
 /// paused until consumers flush ([`Broker::unblock`]).
 fn process(
     session: &mut Session<'_>,
+    line: &mut [u8; MAX_CONTROL_LINE],
     core: &mut Core<'_>,
     cx: &mut Context<'_, '_>,
     conn: ConnId,
@@ -1692,7 +1714,6 @@ fn process(
         reader,
         parsed,
         pending,
-        line,
         blocked,
     } = session;
     while let Some(rr) = reader.try_read() {

@@ -54,8 +54,10 @@
 //! `new()` builds, and the containers' constructors need nothing else. A
 //! `static StaticSlot<..>` is all-zero and lands in `.bss` (no bytes in the binary, no page
 //! touched until used), and [`StaticSlot::take`] hands out its `&'static mut` once, without
-//! `unsafe`; [`init_zeroed`] zero-fills memory the caller has; `leak_zeroed` (feature `std`)
-//! allocates zeroed memory once at start-up and leaks it.
+//! `unsafe`; [`init_zeroed`] zero-fills memory the caller has;
+//! [`sys::mem::map_zeroed`](crate::sys::mem::map_zeroed) maps fresh zero pages that become
+//! resident only when used (the way for big storage sized at start-up); `leak_zeroed`
+//! (feature `std`) allocates zeroed memory once and leaks it.
 //!
 //! # Exactly once
 //!

@@ -217,7 +217,19 @@ impl<T, const N: usize> Default for SlabStorage<T, N> {
 ///
 /// The slab works over a slice of [`Slot`]s the caller provides ([`SlabStorage`] is a ready-made
 /// array of them with a `const fn new`, so it can live in a `static`). Insert and remove are O(1):
-/// vacant slots form an intrusive free list (each vacant slot stores the index of the next one).
+/// vacated slots form an intrusive free list (each stores the index of the next one), and slots
+/// never occupied yet are taken in index order after it, so a slot is first written when a
+/// value is inserted into it.
+///
+/// # Memory
+///
+/// Neither [`Slab::new`] nor an insert writes a slot other than the one inserted into:
+/// [`Slab::new`] only reads each slot's tag (and writes those left occupied by an earlier
+/// slab). So over storage from fresh zero pages
+/// ([`sys::mem::map_zeroed`](crate::sys::mem::map_zeroed)) or `.bss`, slots that never held a
+/// value stay untouched and take no resident memory: reading an untouched page maps the
+/// kernel's shared zero page. What a slot touches when used is the value's own business (an
+/// insert moves the whole `T` into the slot).
 ///
 /// # Generations
 ///
@@ -234,8 +246,11 @@ impl<T, const N: usize> Default for SlabStorage<T, N> {
 /// operations), far below that.
 pub struct Slab<'a, T> {
     slots: &'a mut [Slot<T>],
-    /// Head of the free list of vacant slots, or [`NONE`].
+    /// Head of the free list of slots vacated since this slab was made, or [`NONE`].
     free_head: u32,
+    /// Slots from this index on have not been occupied since this slab was made: they are
+    /// vacant, on no list, and not written (so untouched storage stays untouched).
+    fresh: u32,
     len: usize,
 }
 
@@ -244,24 +259,25 @@ impl<'a, T> Slab<'a, T> {
     /// [`MAX_CAPACITY`]).
     ///
     /// Values a previous slab left in `slots` are dropped here, and their slots' generations move
-    /// on, so keys issued by the previous slab stay stale. This walks every slot once (O(N)).
+    /// on, so keys issued by the previous slab stay stale. This reads every slot's tag once
+    /// (O(N)) and writes only the slots it empties (see *Memory* on [`Slab`]).
     ///
     /// Any slots will do: fresh ([`Slot::new`]), zeroed ([`ZeroInit`]), or left by an earlier
-    /// slab. Only whether a slot is occupied is read; every link is rewritten.
+    /// slab. Only whether a slot is occupied is read; links left by an earlier slab are ignored.
     pub fn new(slots: &'a mut [Slot<T>]) -> Slab<'a, T> {
         let capacity = slots.len().min(MAX_CAPACITY);
         let slots = &mut slots[..capacity];
-        for (i, slot) in slots.iter_mut().enumerate() {
+        for slot in slots.iter_mut() {
             if matches!(slot.entry, Entry::Occupied(_)) {
                 slot.generation = slot.generation.wrapping_add(1);
+                // Assigning drops the value an earlier slab left behind.
+                slot.entry = Entry::Vacant(NONE);
             }
-            let next = if i + 1 < capacity { i as u32 + 1 } else { NONE };
-            // Assigning drops a value left behind by an earlier slab.
-            slot.entry = Entry::Vacant(next);
         }
         Slab {
             slots,
-            free_head: if capacity > 0 { 0 } else { NONE },
+            free_head: NONE,
+            fresh: 0,
             len: 0,
         }
     }
@@ -283,13 +299,18 @@ impl<'a, T> Slab<'a, T> {
 
     /// Whether every slot holds a value (the next insert fails).
     pub fn is_full(&self) -> bool {
-        self.free_head == NONE
+        self.free_head == NONE && self.fresh as usize >= self.slots.len()
     }
 
     /// The key the next insert will return, or `None` when the slab is full.
     pub fn vacant_key(&self) -> Option<Key> {
-        let slot = self.slots.get(self.free_head as usize)?;
-        Some(Key::new(self.free_head, slot.generation))
+        let index = if self.free_head != NONE {
+            self.free_head
+        } else {
+            self.fresh
+        };
+        let slot = self.slots.get(index as usize)?;
+        Some(Key::new(index, slot.generation))
     }
 
     /// Inserts `value` and returns its key, or hands `value` back when the slab is full.
@@ -379,13 +400,23 @@ impl<'a, T> Slab<'a, T> {
         }
     }
 
-    /// Stores `value` in the free-list head slot `key` names (from [`Slab::vacant_key`]).
+    /// Stores `value` in the vacant slot `key` names (from [`Slab::vacant_key`]): the free-list
+    /// head, or else the first fresh slot.
     fn occupy(&mut self, key: Key, value: T) {
         let slot = &mut self.slots[key.index as usize];
-        let Entry::Vacant(next) = slot.entry else {
-            unreachable!("the free list links only vacant slots")
-        };
-        self.free_head = next;
+        if key.index == self.free_head {
+            let Entry::Vacant(next) = slot.entry else {
+                unreachable!("the free list links only vacant slots")
+            };
+            self.free_head = next;
+        } else {
+            debug_assert_eq!(
+                key.index, self.fresh,
+                "vacant_key names the first fresh slot"
+            );
+            debug_assert!(matches!(slot.entry, Entry::Vacant(_)));
+            self.fresh += 1;
+        }
         slot.entry = Entry::Occupied(value);
         self.len += 1;
     }
@@ -844,5 +875,62 @@ mod tests {
                 assert_eq!(actual, expected);
             }
         }
+    }
+
+    #[test]
+    fn fresh_slots_are_taken_in_order_after_vacated_ones() {
+        let mut storage = SlabStorage::<u32, 4>::new();
+        let mut slab = storage.slab();
+        let k: Vec<Key> = (0..3).map(|v| slab.try_insert(v).unwrap()).collect();
+        assert_eq!(k.iter().map(|k| k.index()).collect::<Vec<_>>(), [0, 1, 2]);
+        slab.remove(k[1]).unwrap();
+        slab.remove(k[0]).unwrap();
+        // Vacated slots first (last vacated first), then the untouched one, then full.
+        assert_eq!(slab.try_insert(10).unwrap(), Key::new(0, 1));
+        assert_eq!(slab.try_insert(11).unwrap(), Key::new(1, 1));
+        assert!(!slab.is_full());
+        assert_eq!(slab.try_insert(12).unwrap(), Key::new(3, 0));
+        assert!(slab.is_full());
+        assert_eq!(slab.try_insert(13), Err(13));
+        assert_eq!(slab.get(k[0]), Err(StaleKey { key: k[0] }));
+        // A new slab over used storage: values dropped, generations moved on, links ignored.
+        let mut slab = storage.slab();
+        assert!(slab.is_empty());
+        assert_eq!(slab.try_insert(20).unwrap(), Key::new(0, 2));
+        assert_eq!(slab.try_insert(21).unwrap(), Key::new(1, 2));
+        assert_eq!(slab.try_insert(22).unwrap(), Key::new(2, 1));
+        assert_eq!(slab.try_insert(23).unwrap(), Key::new(3, 1));
+        assert!(slab.is_full());
+    }
+
+    #[test]
+    fn empty_slice_is_full() {
+        let mut slab = Slab::<u8>::new(&mut []);
+        assert!(slab.is_full());
+        assert_eq!(slab.vacant_key(), None);
+        assert_eq!(slab.try_insert(1), Err(1));
+    }
+
+    /// A slab over fresh zero pages makes no slot resident but those it inserts into (Slab::new
+    /// only reads the tags of vacant slots). Not under Miri: it has no `mmap`.
+    #[cfg(not(miri))]
+    #[test]
+    fn untouched_slots_stay_untouched() {
+        use crate::sys::mem::map_zeroed;
+        use crate::sys::process::rss_bytes;
+        const SLOTS: usize = 8192;
+        // 8192 slots of a page and a bit: 32 MiB.
+        let storage = map_zeroed::<SlabStorage<[u8; 4096], SLOTS>>().unwrap();
+        let before = rss_bytes().unwrap();
+        let mut slab = storage.slab();
+        for _ in 0..4 {
+            slab.try_insert([7; 4096]).unwrap();
+        }
+        assert_eq!(slab.len(), 4);
+        assert!(!slab.is_full());
+        let grown = rss_bytes().unwrap().saturating_sub(before);
+        // Other test threads allocate meanwhile; 12 MiB is far below the 32 MiB that linking
+        // every slot would touch.
+        assert!(grown < 12 << 20, "RSS grew by {grown} bytes");
     }
 }

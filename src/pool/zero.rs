@@ -11,8 +11,10 @@
 //!   out the `&'static mut` once, without `unsafe` in user code;
 //! - in memory the caller already has (a `static` `MaybeUninit`, a `Box::new_uninit`, a mapped
 //!   region), through [`init_zeroed`];
-//! - on the heap, leaked once at start-up, through `leak_zeroed` (feature `std`; the library
-//!   itself never allocates).
+//! - in fresh anonymous pages, mapped once at start-up and resident only as they are used,
+//!   through [`sys::mem::map_zeroed`](crate::sys::mem::map_zeroed) (the way for big storage);
+//! - on the heap, leaked once, through `leak_zeroed` (feature `std`; the library itself never
+//!   allocates), mostly for tests: it runs under Miri, and the allocator may write every page.
 //!
 //! The storage types still have `const fn new()`, which produces the same (all-zero) value; the
 //! tests check that.
@@ -298,9 +300,16 @@ impl<T> fmt::Debug for StaticSlot<T> {
 /// programs that size their storage at start-up or whose storage is too big for a `static`.
 ///
 /// This is the only allocation ringlet offers, and only with the `std` feature; call it once per
-/// storage at start-up. The memory comes from `std::alloc::alloc_zeroed` (for big sizes the
-/// allocator maps fresh zero pages, so nothing is written and pages are committed only when
-/// used) and is never freed. A zero-sized `T` allocates nothing.
+/// storage at start-up. The memory comes from `std::alloc::alloc_zeroed` and is never freed
+/// (a test may reclaim it with `Box::from_raw`, which keeps Miri's leak check on). A
+/// zero-sized `T` allocates nothing.
+///
+/// Whether the pages are written depends on the allocator: Rust's system allocator uses
+/// `calloc` (fresh zero pages for big sizes, nothing written) only for alignments up to 16;
+/// above that (the pool's page-aligned storage) it is `posix_memalign` plus a `memset` of the
+/// whole size, which makes every page resident at once. For big storage use
+/// [`sys::mem::map_zeroed`](crate::sys::mem::map_zeroed) instead: fresh anonymous pages,
+/// nothing written, no `std` needed.
 ///
 /// Allocation failure calls [`std::alloc::handle_alloc_error`] (which aborts by default), as
 /// `Box::new` does.

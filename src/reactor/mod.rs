@@ -64,7 +64,8 @@ pub use crate::sys::driver::{Backend, KernelCalls};
 ///
 /// Memory: about `CONNS * (SLAB + 200) + BUFS * (BUF_SIZE + 24) + TIMERS * 48` bytes. All-zero
 /// bytes is its empty state, so place it in a `static` through [`crate::pool::StaticSlot`]
-/// (it lands in `.bss`) or leak it once at start-up, for [`Reactor::new`]; or zero it in place
+/// (it lands in `.bss`) or map it once at start-up with [`crate::sys::mem::map_zeroed`]
+/// (fresh pages, resident only as they are used), for [`Reactor::new`]; or zero it in place
 /// with [`crate::pool::init_zeroed`] (a `MaybeUninit` on the stack, say) for
 /// [`Reactor::scoped`]. Never build it by value: it is too big to move.
 pub type Resources<

@@ -11,6 +11,7 @@
 //! - [`socket`]: TCP listeners and streams, IPv4 and IPv6; socket addresses in the kernel's
 //!   encoding for io_uring connect/accept; the open-descriptor limit.
 //! - [`clock`]: the monotonic clock (and the wall clock, for display).
+//! - [`mem`]: large zeroed storage from fresh anonymous pages, not resident until used.
 //! - [`process`]: facts about this process (resident memory), for monitoring.
 
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod driver;
 pub mod epoll;
 pub mod error;
 pub mod eventfd;
+pub mod mem;
 pub mod process;
 pub mod socket;
 pub mod uring;

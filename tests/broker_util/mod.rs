@@ -2,7 +2,6 @@
 
 #![allow(dead_code)]
 
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +10,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use ringlet::broker::server::{Broker, BrokerMem, BrokerStats, BrokerStorage, ServerConfig};
-use ringlet::pool::{ZeroInit, init_zeroed};
+use ringlet::pool::ZeroInit;
 use ringlet::reactor::{BackendChoice, Config, Reactor, Resources};
 
 pub const CONNS: usize = 32;
@@ -41,8 +40,7 @@ pub struct Options {
 }
 
 pub fn leak<T: ZeroInit>() -> &'static mut T {
-    let b: Box<MaybeUninit<T>> = Box::new_zeroed();
-    init_zeroed(Box::leak(b))
+    ringlet::sys::mem::map_zeroed().expect("map zeroed storage")
 }
 
 pub fn backends() -> [BackendChoice; 2] {

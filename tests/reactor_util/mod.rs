@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,7 +11,7 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ringlet::pool::{ZeroInit, init_zeroed};
+use ringlet::pool::ZeroInit;
 use ringlet::reactor::{Backend, BackendChoice, Config, Handler, Reactor, Stats};
 
 /// Generates two tests, `uring::NAME` and `epoll::NAME`, from each `fn NAME(backend:
@@ -34,10 +33,10 @@ pub fn reset(s: TcpStream) {
     rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO)).expect("SO_LINGER 0");
 }
 
-/// Storage leaked once, zeroed by the allocator (never built on the stack).
+/// Storage leaked once, from fresh zero pages (never built on the stack, not resident until
+/// used).
 pub fn leak<T: ZeroInit>() -> &'static mut T {
-    let b: Box<MaybeUninit<T>> = Box::new_zeroed();
-    init_zeroed(Box::leak(b))
+    ringlet::sys::mem::map_zeroed().expect("map zeroed storage")
 }
 
 /// Both backends, for tests that run on each.

@@ -11,10 +11,12 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use ringlet::broker::parser::MAX_CONTROL_LINE;
 use ringlet::broker::server::{Broker, BrokerMem, Client, ServerConfig, Session};
 use ringlet::broker::sublist::{CacheLine, Chunk, Group, Node, SubEntry, SublistMem};
 use ringlet::pool::{SlabStorage, ZeroInit};
 use ringlet::reactor::{BackendChoice, Config, Reactor, Resources};
+use ringlet::sys::mem::map_zeroed;
 use ringlet_bench::{exit_on_sigint_sigterm, raise_nofile_limit};
 
 // static_broker's capacities, but for CONNS.
@@ -30,39 +32,11 @@ const LEASE_QUOTA: u16 = 48;
 
 type Res = Resources<CONNS, BUFS, BUF_SIZE, SLAB, { 4 * CONNS }>;
 
-/// Zeroed storage, leaked, from fresh anonymous pages: the kernel hands them out zeroed and
-/// maps them on first touch, so a page counts in RSS only once the broker uses it, as the
-/// static_broker's documentation promises for its storage.
-///
-/// Neither `Box::new_zeroed` + `pool::init_zeroed` (the second zero-fills everything again) nor
-/// `pool::leak_zeroed` does that here: the reactor's storage is page-aligned, and for
-/// alignments above 16 Rust's system allocator implements `alloc_zeroed` as `posix_memalign`
-/// plus a full `memset`, which commits every page at start-up (2.3 GB with these capacities).
+/// Zeroed storage, leaked, from fresh anonymous pages (`ringlet::sys::mem::map_zeroed`):
+/// nothing is written at start-up, so a page counts in RSS only once the broker uses it, as in
+/// `examples/static_broker/`.
 fn leak<T: ZeroInit>() -> &'static mut T {
-    let size = std::mem::size_of::<T>().max(1);
-    assert!(
-        std::mem::align_of::<T>() <= 4096,
-        "storage aligned above a page"
-    );
-    // SAFETY: an anonymous private mapping of `size` bytes at an address the kernel picks;
-    // no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        panic!("mmap of {size} bytes: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: the mapping is page-aligned (enough for `T`, asserted above), `size_of::<T>()`
-    // bytes long, readable and writable, zero-filled by the kernel, never unmapped (so valid
-    // for 'static) and referenced nowhere else. All-zero bytes are a valid `T` (`T: ZeroInit`).
-    unsafe { &mut *p.cast::<T>() }
+    map_zeroed().unwrap_or_else(|e| panic!("map {} bytes: {e}", std::mem::size_of::<T>()))
 }
 
 fn mem() -> BrokerMem<'static, 'static> {
@@ -70,6 +44,7 @@ fn mem() -> BrokerMem<'static, 'static> {
         sessions: leak::<SlabStorage<Session<'static>, CONNS>>().as_mut_slice(),
         clients: leak::<SlabStorage<Client, CONNS>>().as_mut_slice(),
         keys: leak::<[u64; CONNS]>(),
+        lines: leak::<[[u8; MAX_CONTROL_LINE]; CONNS]>(),
         sublist: SublistMem {
             subs: leak::<SlabStorage<SubEntry<u64>, SUBS>>().as_mut_slice(),
             nodes: leak::<SlabStorage<Node, NODES>>().as_mut_slice(),
