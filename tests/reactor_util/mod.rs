@@ -6,9 +6,9 @@
 use std::io::{Read, Write};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,7 @@ pub struct Server<H> {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     live: Arc<AtomicUsize>,
+    stats: Arc<Mutex<Stats>>,
     join: Option<JoinHandle<Report<H>>>,
 }
 
@@ -48,6 +49,26 @@ impl<H: Send + 'static> Server<H> {
     /// Open connections as of the server's last turn.
     pub fn connections(&self) -> usize {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// The loop's counters as of its last turn.
+    pub fn stats(&self) -> Stats {
+        *self.stats.lock().unwrap()
+    }
+
+    /// Wait until the loop's counters (as of a turn) satisfy `done`: for the event a test
+    /// needs to have happened, instead of a sleep. Fails after 20 s (a hung test).
+    #[track_caller]
+    pub fn wait_stats(&self, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.stats();
+            if done(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "waited 20 s for {what}: {s:?}");
+            thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Wait (at most 5 s) until the server has `n` open connections.
@@ -97,6 +118,8 @@ where
     let stop2 = stop.clone();
     let live = Arc::new(AtomicUsize::new(0));
     let live2 = live.clone();
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let stats2 = stats.clone();
     let (tx, rx) = mpsc::channel();
     let join = thread::spawn(move || {
         let mut handler = handler();
@@ -115,6 +138,7 @@ where
                 .turn(&mut handler, Some(Duration::from_millis(20)))
                 .expect("turn");
             live2.store(reactor.connections(), Ordering::SeqCst);
+            *stats2.lock().unwrap() = reactor.stats();
         }
         Report {
             stats: reactor.stats(),
@@ -131,6 +155,7 @@ where
         addr,
         stop,
         live,
+        stats,
         join: Some(join),
     }
 }
