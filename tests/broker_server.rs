@@ -462,26 +462,17 @@ fn stale_connection() {
         cfg.ping_interval = Duration::from_millis(100);
         cfg.ping_max = 2;
         let srv = start(b, cfg);
-        // A client that never answers a PING gets ping_max of them, then the -ERR. Its CONNECT
-        // and PING go out at once; wherever they land among the ticks (the tick after client
-        // activity is skipped), that is exactly two PINGs, with the PONG to its own PING
-        // somewhere before the -ERR.
+        // A client that never answers a PING gets ping_max of them, then the -ERR. Wherever
+        // its CONNECT lands among the ticks (the tick after client activity is skipped; a
+        // thread that is slow to send it may even find the connection closed already), that
+        // is exactly two PINGs and the -ERR.
         let mut s = connect(srv.addr);
-        s.write_all(format!("CONNECT {QUIET}\r\nPING\r\n").as_bytes())
+        s.write_all(format!("CONNECT {QUIET}\r\n").as_bytes())
             .unwrap();
         info(&mut s);
-        let rest = String::from_utf8(read_to_eof(&mut s)).unwrap();
-        let at = rest
-            .find("PONG\r\n")
-            .unwrap_or_else(|| panic!("no PONG in {rest:?}"));
-        let without = format!("{}{}", &rest[..at], &rest[at + 6..]);
-        assert!(
-            at % 6 == 0 && at <= 12,
-            "PONG inside another line: {rest:?}"
-        );
         assert_eq!(
-            without, "PING\r\nPING\r\n-ERR 'Stale Connection'\r\n",
-            "{rest:?}"
+            String::from_utf8(read_to_eof(&mut s)).unwrap(),
+            "PING\r\nPING\r\n-ERR 'Stale Connection'\r\n"
         );
         srv.stop();
     });
