@@ -645,9 +645,11 @@ fn check(backend: BackendChoice, ops: HeapOps, stats: &BrokerStats) {
 fn broker_loop_allocates_nothing_after_start_up() {
     for b in backends() {
         let mut cfg = server_config();
-        // Short enough that the slow-consumer deadline runs within the test (server PINGs
-        // keep their default: a 2 s first PING, answered by `Client::next`).
-        cfg.write_deadline = Duration::from_millis(300);
+        // Short enough that the slow-consumer deadline runs within the test, long enough that
+        // the reading consumer's thread is never that late on a loaded machine (300 ms was:
+        // it was cut too). Server PINGs keep their default: a 2 s first PING, answered by
+        // `Client::next`.
+        cfg.write_deadline = Duration::from_secs(2);
         let srv = start_counted(b, cfg);
         pubsub_traffic(srv.addr);
         request_reply_traffic(srv.addr);
@@ -694,7 +696,8 @@ fn broker_auth_paths_allocate_nothing() {
     for b in backends() {
         let mut cfg = server_config();
         let _ = cfg.token.push_str("s3cret");
-        cfg.auth_timeout = Duration::from_millis(200);
+        // Each client must send its CONNECT within this, also on a loaded machine.
+        cfg.auth_timeout = Duration::from_secs(2);
         let srv = start_counted(b, cfg);
         let mut good = Client::new(srv.addr, r#"{"verbose":false,"auth_token":"s3cret"}"#);
         good.send(b"SUB a 1\r\nPUB a 2\r\nok\r\n");

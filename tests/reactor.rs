@@ -5,6 +5,8 @@ mod reactor_util;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener as StdListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -233,16 +235,16 @@ fn peer_half_close_gets_the_rest_then_eof(b: BackendChoice) {
 
 fn peer_reset_closes_with_a_reason_and_frees_the_slot(b: BackendChoice) {
     let server = serve(config(b), small, Echo::default, |h| h.closes);
-    let c = connect(server.addr);
-    {
-        let mut c = &c;
-        c.write_all(b"x").unwrap();
-    }
-    thread::sleep(Duration::from_millis(50));
+    let mut c = connect(server.addr);
+    // The echo proves the server accepted the connection and took data on it.
+    send(&mut c, b"x");
+    assert_eq!(read_n(&mut c, 1), b"x");
     rustix::net::sockopt::set_socket_linger(&c, Some(Duration::ZERO)).unwrap();
     drop(c); // RST
     // The slot is freed by the reset itself, not by the stop below.
-    server.wait_connections(0);
+    server.wait_stats("the reset to close the connection", |s| {
+        s.closed.iter().sum::<u64>() == 1
+    });
     let r = server.stop();
     assert_eq!(r.handler.len(), 1);
     let reason = r.handler[0].1;
@@ -296,7 +298,10 @@ fn writing_to_a_reset_peer_closes_with_an_error(b: BackendChoice) {
     let _ = read_n(&mut c, 1024); // the server is writing
     rustix::net::sockopt::set_socket_linger(&c, Some(Duration::ZERO)).unwrap();
     drop(c);
-    thread::sleep(Duration::from_millis(300));
+    // The next writes see the reset and close the connection (not the stop below).
+    server.wait_stats("a write error to close the connection", |s| {
+        s.closed.iter().sum::<u64>() == 1
+    });
     let r = server.stop();
     assert_eq!(r.handler.len(), 1, "exactly one close");
     assert!(
@@ -344,11 +349,11 @@ fn buffer_exhaustion_pauses_and_resumes_without_loss(b: BackendChoice) {
     let data = Rng(3).bytes(64 * 1024);
     let mut c = connect(server.addr);
     send(&mut c, &data);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // 128 buffers' worth at 16 per 20 ms: about 160 ms.
-    thread::sleep(Duration::from_millis(400));
+    // 128 buffers' worth at 16 per 20 ms: about 160 ms, however long it takes here.
+    server.wait_stats("every byte received and its buffer released", |s| {
+        s.bytes_in == data.len() as u64 && s.bufs_in_use == 0
+    });
     drop(c);
-    assert!(Instant::now() < deadline);
     let r = server.stop();
     assert_eq!(r.handler.len(), data.len(), "every byte arrived");
     assert_eq!(r.handler, data, "in order");
@@ -390,10 +395,11 @@ fn slow_reader_does_not_starve_others(b: BackendChoice) {
     let make = |c| Reactor::new(leak::<Resources<8, 16, 512, 4096, 8>>(), c).unwrap();
     let server = serve(cfg, make, SlowFirst::default, |h| h.held.len());
     let mut slow = connect(server.addr);
-    thread::sleep(Duration::from_millis(50));
-    // The slow connection sends far more than the pool holds.
+    // The slow connection sends far more than the pool holds, and is paused at its quota.
     send(&mut slow, &vec![1u8; 64 * 1024]);
-    thread::sleep(Duration::from_millis(100));
+    server.wait_stats("the slow connection to pause at its quota", |s| {
+        s.quota_pauses >= 1
+    });
     let mut fast = connect(server.addr);
     for i in 0..50u32 {
         let m = i.to_le_bytes().repeat(100);
@@ -482,7 +488,9 @@ fn connection_table_full_refuses_and_keeps_serving(b: BackendChoice) {
     send(&mut a, b"still");
     assert_eq!(read_n(&mut a, 5), b"still");
     drop((a, bb));
-    thread::sleep(Duration::from_millis(50));
+    server.wait_stats("both closed connections to free their slots", |s| {
+        s.closed.iter().sum::<u64>() == 2
+    });
     // With slots free again, new connections work.
     let mut d = connect(server.addr);
     send(&mut d, b"d");
@@ -531,7 +539,10 @@ fn stale_ids_are_errors(b: BackendChoice) {
     let mut a = connect(server.addr);
     send(&mut a, b"1");
     assert_eq!(read_to_eof(&mut a), b"", "aborted");
-    thread::sleep(Duration::from_millis(50));
+    // The table's one slot is free again once the close is complete.
+    server.wait_stats("the aborted connection to free its slot", |s| {
+        s.closed.iter().sum::<u64>() == 1
+    });
     let mut c = connect(server.addr);
     send(&mut c, b"2");
     assert_eq!(read_n(&mut c, 2), b"ok");
@@ -550,17 +561,19 @@ fn stale_ids_are_errors(b: BackendChoice) {
     );
 }
 
-/// Records timer firings.
+/// Records timer firings, in the loop's time (the time timers are armed and fire in).
 #[derive(Default)]
 struct Timers {
-    fired: Vec<(u64, Instant)>,
+    fired: Vec<(u64, ringlet::time::Instant)>,
     periodic: Option<TimerId>,
-    start: Option<Instant>,
+    start: Option<ringlet::time::Instant>,
+    /// Set when the sentinel fired: every earlier deadline has been handled by then.
+    done: Arc<AtomicBool>,
 }
 
 impl Handler<'static> for Timers {
     fn on_accept(&mut self, cx: &mut Context<'_, 'static>, _: ConnId, _: ListenerId) {
-        self.start = Some(Instant::now());
+        self.start = Some(cx.now());
         for (token, ms) in [(3, 60), (1, 20), (2, 40)] {
             cx.set_timer(Duration::from_millis(ms), None, token)
                 .unwrap();
@@ -578,22 +591,46 @@ impl Handler<'static> for Timers {
     }
     fn on_data(&mut self, _: &mut Context<'_, 'static>, _: ConnId, _: Lease<'static>) {}
     fn on_timer(&mut self, cx: &mut Context<'_, 'static>, id: TimerId, token: u64) {
-        self.fired.push((token, Instant::now()));
+        self.fired.push((token, cx.now()));
         if token == 7 && self.fired.iter().filter(|f| f.0 == 7).count() == 5 {
             assert_eq!(Some(id), self.periodic);
             cx.cancel_timer(id).unwrap();
+            // A sentinel five periods on: were the periodic timer still armed, it would fire
+            // (earlier deadlines first) before the sentinel does.
+            cx.set_timer(Duration::from_millis(50), None, 8).unwrap();
+        }
+        if token == 8 {
+            self.done.store(true, Ordering::SeqCst);
         }
     }
 }
 
 fn timers_fire_in_order_and_periodic_ones_repeat(b: BackendChoice) {
-    let server = serve(config(b), small, Timers::default, |h| h);
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let timers = move || Timers {
+        done: d2,
+        ..Timers::default()
+    };
+    let server = serve(config(b), small, timers, |h| h);
     let c = connect(server.addr);
-    thread::sleep(Duration::from_millis(250));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the timers did not fire within 20 s"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     drop(c);
     let r = server.stop();
     let h = r.handler;
-    let one_shots: Vec<u64> = h.fired.iter().map(|f| f.0).filter(|&t| t != 7).collect();
+    let one_shots: Vec<u64> = h
+        .fired
+        .iter()
+        .map(|f| f.0)
+        .filter(|&t| t != 7 && t != 8)
+        .collect();
     assert_eq!(
         one_shots,
         [1, 2, 3],
@@ -601,7 +638,7 @@ fn timers_fire_in_order_and_periodic_ones_repeat(b: BackendChoice) {
     );
     let start = h.start.unwrap();
     for (token, at) in &h.fired {
-        if *token != 7 {
+        if (1..=3).contains(token) {
             assert!(
                 *at - start >= Duration::from_millis(20 * *token),
                 "timer {token} fired early"

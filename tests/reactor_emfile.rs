@@ -72,6 +72,8 @@ fn emfile(b: BackendChoice) {
     for s in &pending {
         let _ = rustix::net::connect(s, &server.addr);
     }
+    // EMFILE is seen (however late the loop gets to its accept), then lasts a while.
+    server.wait_stats("an accept to fail with EMFILE", |s| s.accept_errors >= 1);
     std::thread::sleep(Duration::from_millis(300));
     setrlimit(Resource::Nofile, orig).unwrap();
     drop(holders);

@@ -86,10 +86,10 @@ fn offload(b: BackendChoice) {
         assert!(Instant::now() < deadline, "workers did not finish");
         thread::sleep(Duration::from_millis(5));
     }
-    // ...and the loop takes each buffer back on its next turn.
-    thread::sleep(Duration::from_millis(100));
-    let r = server.stop();
+    // ...and the loop takes each buffer back on a following turn.
     let n = handed.load(Ordering::SeqCst) as u64;
+    server.wait_stats("the loop to take every buffer back", |s| s.returned >= n);
+    let r = server.stop();
     assert!(n > 0);
     assert_eq!(r.stats.returned, n, "every buffer came back exactly once");
     assert_eq!(r.pool_leased, 0, "pool counters back at full");

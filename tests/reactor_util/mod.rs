@@ -5,9 +5,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -148,6 +148,7 @@ pub struct Report<H> {
 pub struct Server<H> {
     pub addr: SocketAddr,
     live: Arc<AtomicUsize>,
+    stats: Arc<Mutex<Stats>>,
     thread: ServerThread<Report<H>>,
 }
 
@@ -155,6 +156,26 @@ impl<H: Send + 'static> Server<H> {
     /// Open connections as of the server's last turn.
     pub fn connections(&self) -> usize {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// The loop's counters as of its last turn.
+    pub fn stats(&self) -> Stats {
+        *self.stats.lock().unwrap()
+    }
+
+    /// Wait until the loop's counters (as of a turn) satisfy `done`: for the event a test
+    /// needs to have happened, instead of a sleep. Fails after 20 s (a hung test).
+    #[track_caller]
+    pub fn wait_stats(&self, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.stats();
+            if done(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "waited 20 s for {what}: {s:?}");
+            thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Wait (at most 5 s) until the server has `n` open connections.
@@ -189,6 +210,8 @@ where
 {
     let live = Arc::new(AtomicUsize::new(0));
     let live2 = live.clone();
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let stats2 = stats.clone();
     let (addr, thread) = spawn_server(move |ctl| {
         let mut handler = handler();
         let mut reactor = make(config);
@@ -197,7 +220,10 @@ where
             &mut reactor,
             &mut handler,
             Duration::from_millis(20),
-            |_, r| live2.store(r.connections(), Ordering::SeqCst),
+            |_, r| {
+                live2.store(r.connections(), Ordering::SeqCst);
+                *stats2.lock().unwrap() = r.stats();
+            },
         );
         Report {
             stats: reactor.stats(),
@@ -207,7 +233,12 @@ where
             handler: summary(handler),
         }
     });
-    Server { addr, live, thread }
+    Server {
+        addr,
+        live,
+        stats,
+        thread,
+    }
 }
 
 /// A config on `backend` with small, test-friendly defaults.
