@@ -15,7 +15,7 @@ use ringlet::pool::Lease;
 use ringlet::reactor::timer::TimerId;
 use ringlet::reactor::{
     Backend, BackendChoice, CloseReason, Config, ConnError, ConnId, Context, Handler, ListenerId,
-    Reactor, Resources,
+    Reactor, Resources, WriteRoom,
 };
 
 type Small = Resources<64, 256, 2048, 65536, 64>;
@@ -34,6 +34,7 @@ both!(
     buffer_exhaustion_pauses_and_resumes_without_loss,
     slow_reader_does_not_starve_others,
     write_slab_full_is_an_error_and_on_flushed_follows,
+    write_flush_stages_parts_all_or_nothing_and_sends,
     connection_table_full_refuses_and_keeps_serving,
     stale_ids_are_errors,
     timers_fire_in_order_and_periodic_ones_repeat,
@@ -467,6 +468,65 @@ fn write_slab_full_is_an_error_and_on_flushed_follows(b: BackendChoice) {
     assert_eq!(r.handler.1, Some(Ok(())));
 }
 
+/// Stages parts with `write_flush` into a 1 KiB slab: they go out in order without a separate
+/// flush; a write that does not fit, or can never fit, stages nothing.
+#[derive(Default)]
+struct SlabParts {
+    results: Vec<(WriteRoom, Result<WriteRoom, ConnError>)>,
+}
+
+impl Handler<'static> for SlabParts {
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, _: Lease<'static>) {
+        if !self.results.is_empty() {
+            return;
+        }
+        let big = [b'x'; 600];
+        for parts in [
+            &[&b"ab"[..], b"", b"cd"][..],
+            &[&big[..510], &big[..511]],
+            &[&[0u8; 1000][..], &[0u8; 25]],
+            &[&big[..], b"ef"],
+        ] {
+            let before = cx.write_room(conn);
+            let r = cx.write_flush(conn, parts);
+            assert_eq!(
+                cx.write_room(conn),
+                r.unwrap_or(before),
+                "an error stages nothing"
+            );
+            assert_eq!(before.staged + before.free, 1024, "{before:?}");
+            self.results.push((before, r));
+        }
+    }
+}
+
+fn write_flush_stages_parts_all_or_nothing_and_sends(b: BackendChoice) {
+    let make = |c| Reactor::new(leak::<Resources<4, 16, 512, 1024, 8>>(), c).unwrap();
+    let server = serve(config(b), make, SlabParts::default, |h| h.results);
+    let mut c = connect(server.addr);
+    send(&mut c, b"go");
+    let got = read_n(&mut c, 606);
+    assert_eq!(&got[..4], b"abcd");
+    assert_eq!(&got[4..604], &[b'x'; 600][..]);
+    assert_eq!(&got[604..], b"ef");
+    drop(c);
+    let r = server.stop();
+    let room = |staged| WriteRoom {
+        staged,
+        free: 1024 - staged,
+    };
+    // Nothing is sent before the handler returns: the room only shrinks within the call.
+    assert_eq!(
+        r.handler,
+        [
+            (room(0), Ok(room(4))),
+            (room(4), Err(ConnError::WouldBlock)),
+            (room(4), Err(ConnError::TooLarge)),
+            (room(4), Ok(room(606))),
+        ]
+    );
+}
+
 fn connection_table_full_refuses_and_keeps_serving(b: BackendChoice) {
     let make = |c| Reactor::new(leak::<Resources<2, 16, 512, 1024, 8>>(), c).unwrap();
     let server = serve(config(b), make, Echo::default, |_| ());
@@ -516,6 +576,9 @@ impl Handler<'static> for Stale {
                 "a new connection gets a new id even in the same slot"
             );
             self.results.push(format!("{:?}", cx.write(old, b"x")));
+            self.results
+                .push(format!("{:?}", cx.write_flush(old, &[b"x"])));
+            self.results.push(format!("{:?}", cx.write_room(old)));
             self.results.push(format!("{:?}", cx.flush(old)));
             self.results.push(format!("{:?}", cx.pause(old)));
             self.results.push(format!("{:?}", cx.resume(old)));
@@ -553,6 +616,8 @@ fn stale_ids_are_errors(b: BackendChoice) {
         [
             "Err(Stale)",
             "Err(Stale)",
+            "Err(Stale)",
+            "WriteRoom { staged: 0, free: 0 }",
             "Err(Stale)",
             "Err(Stale)",
             "Err(Stale)",

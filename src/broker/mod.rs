@@ -45,9 +45,9 @@
 //!   the payload, as nats-server does); hold the payload chunks (their receive
 //!   buffers) until [`parser::Op::PayloadEnd`]; then [`sublist::Sublist::match_into`] with an
 //!   eligibility predicate (echo, closed, auto-unsubscribe limit) and, per target, write the
-//!   MSG/HMSG line ([`proto::write_msg_line`]; HMSG only when the target negotiated headers and
-//!   the header block is not empty, else MSG with the headers left out), the chunks and `\r\n`
-//!   into its write slab; count deliveries and remove subscriptions that reached their max;
+//!   MSG/HMSG line (formatted once per message as a [`proto::MsgLine`], copied per target
+//!   with its sid; HMSG only when the target negotiated headers and the header block is not
+//!   empty, else MSG with the headers left out), the chunks and `\r\n` into its write slab; count deliveries and remove subscriptions that reached their max;
 //!   answer no-responders ([`proto::write_no_responders`]) when asked for and nobody got it;
 //! - on PING: `PONG`; on PONG: reset the outstanding-ping count; on client `-ERR`: close; on
 //!   client INFO: close unless [`connect::validate_json_object`] accepts it;

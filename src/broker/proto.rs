@@ -269,6 +269,114 @@ pub fn msg_line_len(
         + CRLF.len()
 }
 
+/// A MSG/HMSG line formatted once per message and copied to every subscriber: everything but
+/// the sid is the same for all of them. [`MsgLine::prefix`] is `MSG <subject> ` (or `HMSG
+/// <subject> `), [`MsgLine::suffix`] is ` [reply] [<header_len>] <total_len>\r\n` plus what
+/// [`MsgLine::append`] added after it (a small payload and its `\r\n`, sent with the line), so
+/// `prefix + sid + suffix` is [`write_msg_line`]'s line (and the appended bytes).
+///
+/// ```
+/// use ringlet::broker::proto::MsgLine;
+///
+/// let mut buf = [0u8; 64];
+/// let mut line = MsgLine::new(&mut buf, b"foo", Some(b"_INBOX.1"), None, 2).unwrap();
+/// line.append(b"hi\r\n").unwrap();
+/// assert_eq!(line.prefix(), b"MSG foo ");
+/// assert_eq!(line.suffix(), b" _INBOX.1 2\r\nhi\r\n");
+/// assert_eq!(line.len_with_sid(b"17"), b"MSG foo 17 _INBOX.1 2\r\nhi\r\n".len());
+/// ```
+#[derive(Debug)]
+pub struct MsgLine<'b> {
+    buf: &'b mut [u8],
+    prefix: usize,
+    len: usize,
+}
+
+impl<'b> MsgLine<'b> {
+    /// Formats the line of a message on `subject` with `reply`, HMSG with `header_len` when it
+    /// is given, into `buf`.
+    ///
+    /// # Errors
+    ///
+    /// [`SinkFull`] when `buf` is too short for the line without its sid.
+    pub fn new(
+        buf: &'b mut [u8],
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<u32>,
+        total_len: u32,
+    ) -> Result<MsgLine<'b>, SinkFull> {
+        let mut s = SliceSink::new(buf);
+        let needed = msg_line_len(subject, b"", reply, header_len, total_len);
+        let free = s.free();
+        if free < needed {
+            return Err(SinkFull { needed, free });
+        }
+        s.put(if header_len.is_some() {
+            b"HMSG "
+        } else {
+            b"MSG "
+        })?;
+        s.put(subject)?;
+        s.put(b" ")?;
+        let prefix = s.len();
+        if let Some(r) = reply {
+            s.put(b" ")?;
+            s.put(r)?;
+        }
+        s.put(b" ")?;
+        let mut digits = [0u8; 20];
+        if let Some(h) = header_len {
+            s.put(itoa(u64::from(h), &mut digits))?;
+            s.put(b" ")?;
+        }
+        s.put(itoa(u64::from(total_len), &mut digits))?;
+        s.put(CRLF)?;
+        let len = s.len();
+        Ok(MsgLine { buf, prefix, len })
+    }
+
+    /// Appends `bytes` to the suffix, whole or not at all.
+    ///
+    /// # Errors
+    ///
+    /// [`SinkFull`] when the buffer has no room for them (nothing is appended).
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
+        let free = self.buf.len() - self.len;
+        match self.buf.get_mut(self.len..self.len + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len += bytes.len();
+                Ok(())
+            }
+            None => Err(SinkFull {
+                needed: bytes.len(),
+                free,
+            }),
+        }
+    }
+
+    /// Room left for [`MsgLine::append`].
+    pub fn free(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// `MSG <subject> `: what comes before the sid.
+    pub fn prefix(&self) -> &[u8] {
+        &self.buf[..self.prefix]
+    }
+
+    /// What comes after the sid: the rest of the line and the appended bytes.
+    pub fn suffix(&self) -> &[u8] {
+        &self.buf[self.prefix..self.len]
+    }
+
+    /// Bytes of the line (and the appended bytes) for a subscriber with `sid`.
+    pub fn len_with_sid(&self, sid: &[u8]) -> usize {
+        self.len + sid.len()
+    }
+}
+
 /// Writes a whole message: the MSG line (HMSG when `headers` is given), the header block, the
 /// payload and the final `\r\n`. Returns the bytes written.
 pub fn write_msg<S: Sink + ?Sized>(
@@ -780,6 +888,42 @@ mod tests {
             write_msg(s, b"a", b"1", None, Some(b"NATS/1.0\r\n\r\n"), b"hey").unwrap();
         });
         assert_eq!(out, b"HMSG a 1 12 15\r\nNATS/1.0\r\n\r\nhey\r\n");
+    }
+
+    #[test]
+    fn msg_line_template_is_write_msg_line_around_the_sid() {
+        for n in [0u32, 9, 10, 99, 1_048_576, u32::MAX] {
+            for h in [None, Some(0), Some(9), Some(n)] {
+                for r in [None, Some(&b"_INBOX.abc"[..])] {
+                    for sid in [&b"1"[..], b"12345678901234567890123456789012"] {
+                        let want = with_sink(|s| {
+                            write_msg_line(s, b"a.b", sid, r, h, n).unwrap();
+                        });
+                        let mut buf = [0u8; 128];
+                        let t = MsgLine::new(&mut buf, b"a.b", r, h, n).unwrap();
+                        let got = [t.prefix(), sid, t.suffix()].concat();
+                        assert_eq!(got, want);
+                        assert_eq!(t.len_with_sid(sid), want.len());
+                    }
+                }
+            }
+        }
+        // Appended bytes follow the line; a buffer without room gets nothing.
+        let mut buf = [0u8; 24];
+        let mut t = MsgLine::new(&mut buf, b"foo", None, None, 5).unwrap();
+        assert_eq!(t.free(), 24 - b"MSG foo  5\r\n".len());
+        t.append(b"hello\r\n").unwrap();
+        assert_eq!(t.append(b"too much"), Err(SinkFull { needed: 8, free: 5 }));
+        assert_eq!(t.suffix(), b" 5\r\nhello\r\n");
+        let mut small = [0u8; 11];
+        assert_eq!(
+            MsgLine::new(&mut small, b"foo", None, None, 5).unwrap_err(),
+            SinkFull {
+                // "MSG foo  5\r\n": the line without a sid
+                needed: 12,
+                free: 11
+            }
+        );
     }
 
     #[test]

@@ -117,7 +117,7 @@ use heapless::String as HString;
 use super::connect::{self, ClientOptions};
 use super::monitor::{MONITOR_TOKEN, Monitor};
 use super::parser::{MAX_CONTROL_LINE, Op, ParseError, Parser, ParserConfig};
-use super::proto::{self, Info, OK, PONG, ServerError, Sink, SliceSink};
+use super::proto::{self, Info, MsgLine, OK, PONG, ServerError, SliceSink};
 use super::subject;
 use super::sublist::{
     CacheLine, Chunk, Group, InsertError, Node, SubEntry, SubKey, Sublist, SublistError, SublistMem,
@@ -125,7 +125,7 @@ use super::sublist::{
 use crate::pipe::{ConnectionPipeReader, Position, ReadBuf};
 use crate::pool::{Key, Lease, Slab, SlabStorage, Slot};
 use crate::reactor::timer::TimerId;
-use crate::reactor::{CloseReason, ConnId, Context, Handler, ListenerId};
+use crate::reactor::{CloseReason, ConnId, Context, Handler, ListenerId, WriteRoom};
 use crate::time::Instant;
 
 /// Lease slots of a connection's reader.
@@ -140,6 +140,8 @@ pub const SID_MAX: usize = 32;
 const LINE_BUF: usize = MAX_CONTROL_LINE + SID_MAX + 64;
 /// Payloads up to this size are copied behind their MSG line and written with it in one go.
 const INLINE_PAYLOAD: usize = 256;
+/// Room for a MSG/HMSG line without its sid ([`MsgLine`]) and an inlined payload with its CRLF.
+const TEMPLATE_BUF: usize = MAX_CONTROL_LINE + 64 + INLINE_PAYLOAD + 2;
 
 /// The reader type of a connection.
 pub type Reader<'r> = ConnectionPipeReader<'r, READER_SEGS, 256>;
@@ -337,7 +339,9 @@ pub struct Client {
     auth_timer: Option<TimerId>,
     ping_timer: Option<TimerId>,
     deadline_timer: Option<TimerId>,
+    /// Bytes the fan-out numbered `reserve_epoch` needs of this client's slab.
     reserve: usize,
+    reserve_epoch: u64,
     pings_out: u32,
     active: bool,
     subs: [SubSlot; SUBS_PER_CLIENT],
@@ -611,9 +615,13 @@ pub(super) struct Core<'a> {
     waiting: usize,
     /// Where the next scan for waiting clients starts (so none waits forever behind others).
     wait_cursor: usize,
-    /// Where a delivery's MSG line is formatted, reused: a fresh zeroed line buffer per
-    /// delivered message cost a 4 KiB memset each (a tenth of the loop's time at 16 B).
-    msg_line: [u8; LINE_BUF],
+    /// Where a delivery's MSG line templates are formatted ([`MsgLine`]: as published, and
+    /// with the headers left out), reused: a fresh zeroed line buffer per delivered message
+    /// cost a 4 KiB memset each (a tenth of the loop's time at 16 B).
+    msg_line: [u8; 2 * TEMPLATE_BUF],
+    /// Counts fan-outs: a client's [`Client::reserve`] belongs to the fan-out whose number
+    /// its `reserve_epoch` holds (so nothing resets them all before each one).
+    fanout_epoch: u64,
 }
 
 /// What the monitoring endpoints read of the broker.
@@ -750,7 +758,8 @@ impl<'a, 'r> Broker<'a, 'r> {
                 reserved: 0,
                 waiting: 0,
                 wait_cursor: 0,
-                msg_line: [0; LINE_BUF],
+                msg_line: [0; 2 * TEMPLATE_BUF],
+                fanout_epoch: 0,
             },
             monitor: Monitor::new(),
         })
@@ -1078,11 +1087,17 @@ impl Core<'_> {
         };
         let me = conn.index();
         let Core {
+            config,
             clients,
             keys,
             sublist,
             targets,
+            stats,
             msg_line,
+            fanout_epoch,
+            fanout_max,
+            fanout_sum,
+            fanout_n,
             ..
         } = self;
         let lookup = |keys: &[u64], v: u64| -> (usize, usize, Option<Key>) {
@@ -1113,15 +1128,38 @@ impl Core<'_> {
             Err(_) => targets.len(),
         };
         let hdr = p.header_len.filter(|&h| h > 0);
+        // The MSG line is the same for every target but for its sid: format it once (and,
+        // for an HPUB, once more with the headers left out, for targets without headers),
+        // with a small payload and its CRLF after it, then copy it per target.
+        let (buf_full, buf_bare) = msg_line.split_at_mut(TEMPLATE_BUF);
+        let Ok(mut full) = MsgLine::new(buf_full, subj, reply, hdr, p.total_len) else {
+            return true;
+        };
+        let full_inline = inline(&mut full, payload);
+        let bare = match hdr.map(|h| (h, payload.slice(h as usize..))) {
+            Some((h, Some(body))) => {
+                let Ok(mut t) = MsgLine::new(buf_bare, subj, reply, None, p.total_len - h) else {
+                    return true;
+                };
+                let inlined = inline(&mut t, body);
+                Some((t, body, inlined))
+            }
+            _ => None,
+        };
+        // What a target gets: the message as published, or, if it did not negotiate headers,
+        // without them (HMSG only when the header block is not empty). None: nothing.
+        let pick = |headers: bool| match (&bare, hdr) {
+            (_, None) => Some((&full, payload, full_inline)),
+            _ if headers => Some((&full, payload, full_inline)),
+            (Some((t, body, inlined)), _) => Some((t, *body, *inlined)),
+            (None, Some(_)) => None,
+        };
         // All or nothing: every target must have room before anyone gets the message. A
         // connection with several matching subscriptions needs room for all its copies:
-        // `reserve` sums them (reset first).
-        for &v in targets[..n].iter() {
-            let (_, _, k) = lookup(keys, v);
-            if let Some(c) = k.and_then(|k| clients.get_mut(k).ok()) {
-                c.reserve = 0;
-            }
-        }
+        // `reserve` sums them (reset at its first target of this message).
+        *fanout_epoch = fanout_epoch.wrapping_add(1);
+        let epoch = *fanout_epoch;
+        let max_pending = config.max_pending;
         let mut blocked = false;
         for &v in targets[..n].iter() {
             let (_, si, k) = lookup(keys, v);
@@ -1129,33 +1167,32 @@ impl Core<'_> {
                 continue;
             };
             let Some(s) = c.subs.get(si) else { continue };
-            let (header_len, body_len) = match hdr {
-                Some(h) if c.opts.headers_enabled(true) => (Some(h), p.total_len),
-                Some(h) => (None, p.total_len.saturating_sub(h)),
-                None => (None, p.total_len),
+            let Some((t, body, inlined)) = pick(c.opts.headers_enabled(true)) else {
+                continue;
             };
-            let need = proto::msg_line_len(subj, s.sid(), reply, header_len, body_len)
-                + body_len as usize
-                + 2;
+            let need = wire_len(t, s.sid(), body.len(), inlined);
             let target = c.conn;
-            let staged = cx.staged(target);
+            let room = cx.write_room(target);
             // What this consumer may hold: its slab, and no more than max_pending.
-            let limit = (cx.write_capacity(target) + staged).min(self.config.max_pending);
-            let room = limit.saturating_sub(staged);
+            let limit = (room.free + room.staged).min(max_pending);
+            if c.reserve_epoch != epoch {
+                c.reserve_epoch = epoch;
+                c.reserve = 0;
+            }
             c.reserve += need;
-            if c.closing || room >= c.reserve {
+            if c.closing || limit.saturating_sub(room.staged) >= c.reserve {
                 continue;
             }
             if c.reserve > limit {
                 // More than its slab or max_pending even when drained: it can never take
                 // it. Its pending bytes would pass the limit: a slow consumer.
                 c.closing = true;
-                self.stats.slow_consumers += 1;
+                stats.slow_consumers += 1;
                 cx.close(target);
                 continue;
             }
             blocked = true;
-            let deadline = self.config.write_deadline;
+            let deadline = config.write_deadline;
             if c.deadline_timer.is_none() && !deadline.is_zero() {
                 let token = timer_token(target) | DEADLINE_TOKEN;
                 c.deadline_timer = cx.set_timer(deadline, None, token).ok();
@@ -1168,11 +1205,11 @@ impl Core<'_> {
             c.in_msgs += 1;
             c.in_bytes += u64::from(p.total_len);
         }
-        self.fanout_max = self.fanout_max.max(n as u64);
-        self.fanout_sum += n as u64;
-        self.fanout_n += 1;
-        self.stats.in_msgs += 1;
-        self.stats.in_bytes += u64::from(p.total_len);
+        *fanout_max = (*fanout_max).max(n as u64);
+        *fanout_sum += n as u64;
+        *fanout_n += 1;
+        stats.in_msgs += 1;
+        stats.in_bytes += u64::from(p.total_len);
         let mut delivered_any = false;
         let mut pause_publisher = false;
         for &v in targets[..n].iter() {
@@ -1182,63 +1219,37 @@ impl Core<'_> {
             let Some(s) = c.subs.get_mut(si) else {
                 continue;
             };
+            if c.closing {
+                continue;
+            }
             let target = c.conn;
-            let (header_len, body) = match hdr {
-                Some(h) if c.opts.headers_enabled(true) => (Some(h), payload),
-                Some(h) => match payload.slice(h as usize..) {
-                    Some(b) => (None, b),
-                    None => continue,
-                },
-                None => (None, payload),
+            let Some((t, body, inlined)) = pick(c.opts.headers_enabled(true)) else {
+                continue;
             };
-            let mut sink = SliceSink::new(&mut msg_line[..]);
-            let body_len = body.len() as u32;
-            if proto::write_msg_line(&mut sink, subj, s.sid(), reply, header_len, body_len).is_err()
-            {
-                continue;
-            }
-            let need = sink.len() + body.len() + 2;
-            if c.closing || cx.write_capacity(target) < need {
-                continue;
-            }
-            let mut ok;
-            if body.len() <= INLINE_PAYLOAD && sink.free() >= body.len() + 2 {
-                // A small payload joins its line in the line buffer: one write into the slab
-                // instead of three (each validates the connection and copies a few bytes).
-                ok = true;
-                for seg in body.segments() {
-                    ok = ok && sink.put(seg).is_ok();
+            let room = match write_msg(cx, target, t, s.sid(), body, inlined) {
+                Ok(room) => room,
+                Err(closed) => {
+                    // No room (checked above: only if it closed meanwhile), or a partial
+                    // write that closed it.
+                    c.closing |= closed;
+                    continue;
                 }
-                ok = ok && sink.put(proto::CRLF).is_ok();
-                ok = ok && cx.write(target, sink.written()).is_ok();
-            } else {
-                ok = cx.write(target, sink.written()).is_ok();
-                for seg in body.segments() {
-                    ok = ok && cx.write(target, seg).is_ok();
-                }
-                ok = ok && cx.write(target, proto::CRLF).is_ok();
-            }
-            if !ok {
-                c.closing = true;
-                cx.close(target);
-                continue;
-            }
-            let _ = cx.flush(target);
+            };
+            let body_len = body.len() as u64;
             delivered_any = true;
             c.out_msgs += 1;
-            c.out_bytes += u64::from(body_len);
-            self.stats.out_msgs += 1;
-            self.stats.out_bytes += u64::from(body_len);
+            c.out_bytes += body_len;
+            stats.out_msgs += 1;
+            stats.out_bytes += body_len;
             s.delivered = s.delivered.saturating_add(1);
             if s.max != 0 && s.delivered >= s.max {
                 let _ = sublist.remove(s.key);
                 *s = SubSlot::EMPTY;
             }
-            let staged = cx.staged(target);
-            let limit = (cx.write_capacity(target) + staged).min(self.config.max_pending);
-            if staged > limit / 2 {
+            let limit = (room.free + room.staged).min(max_pending);
+            if room.staged > limit / 2 {
                 pause_publisher = true;
-                let deadline = self.config.write_deadline;
+                let deadline = config.write_deadline;
                 if c.deadline_timer.is_none() && !deadline.is_zero() {
                     let token = timer_token(target) | DEADLINE_TOKEN;
                     c.deadline_timer = cx.set_timer(deadline, None, token).ok();
@@ -1525,6 +1536,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             ping_timer,
             deadline_timer: None,
             reserve: 0,
+            reserve_epoch: 0,
             pings_out: 0,
             active: false,
             subs: [SubSlot::EMPTY; SUBS_PER_CLIENT],
@@ -1689,6 +1701,74 @@ const GEN_MASK: u32 = 0x1fff_ffff;
 
 fn timer_token(conn: ConnId) -> u64 {
     (u64::from(conn.generation() & GEN_MASK) << 32) | conn.index() as u64
+}
+
+/// Appends a small `body` and its CRLF to `line` (to go out with it); whether it did.
+fn inline(line: &mut MsgLine<'_>, body: ReadBuf<'_>) -> bool {
+    if body.len() > INLINE_PAYLOAD || line.free() < body.len() + 2 {
+        return false;
+    }
+    for seg in body.segments() {
+        if line.append(seg).is_err() {
+            return false;
+        }
+    }
+    line.append(proto::CRLF).is_ok()
+}
+
+/// Bytes a message takes in a target's slab: its line with `sid`, and the body and its CRLF
+/// unless they are inlined in the line.
+fn wire_len(line: &MsgLine<'_>, sid: &[u8], body_len: usize, inlined: bool) -> usize {
+    line.len_with_sid(sid) + if inlined { 0 } else { body_len + 2 }
+}
+
+/// Stages one message for `target` and flushes: the line with `sid`, then (unless inlined)
+/// the body segments and the CRLF. All or nothing when it fits one [`Context::write_flush`]
+/// (a body of at most four segments); otherwise a failure after the line closes the target.
+/// The error says whether it closed the target.
+fn write_msg(
+    cx: &mut Context<'_, '_>,
+    target: ConnId,
+    line: &MsgLine<'_>,
+    sid: &[u8],
+    body: ReadBuf<'_>,
+    inlined: bool,
+) -> Result<WriteRoom, bool> {
+    if inlined {
+        return cx
+            .write_flush(target, &[line.prefix(), sid, line.suffix()])
+            .map_err(|_| false);
+    }
+    let mut parts: [&[u8]; 8] = [&[]; 8];
+    parts[0] = line.prefix();
+    parts[1] = sid;
+    parts[2] = line.suffix();
+    let mut n = 3;
+    for seg in body.segments() {
+        if n == parts.len() - 1 {
+            n = parts.len();
+            break;
+        }
+        parts[n] = seg;
+        n += 1;
+    }
+    if n < parts.len() {
+        parts[n] = proto::CRLF;
+        return cx.write_flush(target, &parts[..=n]).map_err(|_| false);
+    }
+    // Many segments: the line first (all or nothing), then the rest piece by piece; the room
+    // was checked, so only a connection gone meanwhile fails, and it is closed.
+    let mut room = cx.write_flush(target, &parts[..3]).map_err(|_| false)?;
+    for seg in body.segments().chain([proto::CRLF]) {
+        match cx.write_flush(target, &[seg]) {
+            Ok(r) => room = r,
+            Err(_) => {
+                cx.close(target);
+                return Err(true);
+            }
+        }
+    }
+    Ok(room)
 }
 
 /// The payload of `p` in `buf`.

@@ -230,6 +230,16 @@ pub struct Stats {
     pub kernel: KernelCalls,
 }
 
+/// How a connection's write slab is used: [`Context::write_room`], [`Context::write_flush`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteRoom {
+    /// Bytes staged and not yet sent (what [`Context::staged`] says).
+    pub staged: usize,
+    /// Free bytes (what [`Context::write_capacity`] says: 0 for a closed or closing
+    /// connection).
+    pub free: usize,
+}
+
 /// Errors of [`Context`] operations on a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1123,6 +1133,66 @@ impl<'r> Context<'_, 'r> {
             return Err(ConnError::TooLarge);
         }
         slab.append(bytes).map_err(|_| ConnError::WouldBlock)
+    }
+
+    /// Copies `parts`, one after the other, into `conn`'s write slab, all or nothing, and
+    /// queues the send: [`Context::write`] of their concatenation, then [`Context::flush`], with
+    /// one look-up of the connection (for a writer that stages many small writes per turn,
+    /// such as a broker's fan-out). Returns the slab's use afterwards.
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::write`]: [`ConnError::WouldBlock`] when the slab has no room for all of
+    /// it, [`ConnError::TooLarge`] when it is larger than the whole slab, [`ConnError::Stale`]
+    /// for a closed connection; nothing is written or flushed then.
+    pub fn write_flush(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<WriteRoom, ConnError> {
+        let core = &mut *self.core;
+        let c = match core.conns.get_mut(conn.0) {
+            Ok(c) if !c.closing => c,
+            _ => return Err(ConnError::Stale),
+        };
+        let slot = conn.0.index();
+        let mut slab = core.driver.slab(slot).ok_or(ConnError::Stale)?;
+        let total = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+        if total > slab.capacity() {
+            return Err(ConnError::TooLarge);
+        }
+        if total > slab.free() {
+            return Err(ConnError::WouldBlock);
+        }
+        for part in parts {
+            // Cannot fail: the free space was checked for all of them.
+            slab.append(part).map_err(|_| ConnError::WouldBlock)?;
+        }
+        let room = WriteRoom {
+            staged: slab.len(),
+            free: slab.free(),
+        };
+        if room.staged > 0 {
+            c.flush_waiting = true;
+            core.driver.flush(slot);
+        }
+        Ok(room)
+    }
+
+    /// [`Context::staged`] and [`Context::write_capacity`] of `conn`, with one look-up.
+    pub fn write_room(&mut self, conn: ConnId) -> WriteRoom {
+        let core = &mut *self.core;
+        let live = match core.conns.get(conn.0) {
+            Ok(c) => !c.closing,
+            Err(_) => return WriteRoom::default(),
+        };
+        let slot = conn.0.index();
+        if live && let Some(slab) = core.driver.slab(slot) {
+            return WriteRoom {
+                staged: slab.len(),
+                free: slab.free(),
+            };
+        }
+        WriteRoom {
+            staged: core.driver.staged(slot),
+            free: 0,
+        }
     }
 
     /// Free bytes in `conn`'s write slab (0 for a closed connection).
