@@ -267,6 +267,17 @@ pub enum Op<'a> {
     PayloadEnd,
 }
 
+/// The rest of a message taken at once: [`Parser::take_payload`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WholePayload<'a> {
+    /// The header block's bytes not yet returned as [`Op::Headers`] (empty for PUB).
+    pub headers: &'a [u8],
+    /// The body's bytes not yet returned as [`Op::Payload`].
+    pub body: &'a [u8],
+    /// Input bytes consumed: both and the `\r\n` (or what was left of it).
+    pub used: usize,
+}
+
 /// Where the parser is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -391,7 +402,7 @@ fn parse_size(d: &[u8]) -> Option<u32> {
 }
 
 /// Splits `text` into at most 4 recorded spans; returns the total token count.
-fn split(text: &[u8], sep: fn(u8) -> bool, args: &mut Args) {
+fn split(text: &[u8], sep: impl Fn(u8) -> bool, args: &mut Args) {
     let mut start = None;
     args.n = 0;
     for (i, &b) in text.iter().enumerate() {
@@ -631,6 +642,38 @@ impl Parser {
         Ok((used, op))
     }
 
+    /// Takes the rest of the current message at once, when it is all at the start of
+    /// `input`: the header block and body bytes still expected and the `\r\n` after them.
+    /// What [`Parser::parse`] would return as [`Op::Headers`] and [`Op::Payload`] chunks and
+    /// then [`Op::PayloadEnd`], in one call (a broker that holds payloads in its receive
+    /// buffers calls it right after [`Op::Pub`] and delivers at once). The parser is then
+    /// between operations.
+    ///
+    /// `None` (nothing consumed) when the parser is not inside a message, when part of it has
+    /// not arrived, or when the bytes after it are not `\r\n`: [`Parser::parse`] goes on
+    /// from there and reports what it finds.
+    pub fn take_payload<'a>(&mut self, input: &'a [u8]) -> Option<WholePayload<'a>> {
+        let (hdr, body, trailer) = match self.state {
+            State::Payload => (self.hdr_left as usize, self.body_left as usize, 2),
+            State::TrailerCr => (0, 0, 2),
+            State::TrailerLf => (0, 0, 1),
+            _ => return None,
+        };
+        let end = hdr + body;
+        let tail = input.get(end..end + trailer)?;
+        if tail != &b"\r\n"[2 - trailer..] {
+            return None;
+        }
+        self.hdr_left = 0;
+        self.body_left = 0;
+        self.state = State::Start;
+        Some(WholePayload {
+            headers: &input[..hdr],
+            body: &input[hdr..end],
+            used: end + trailer,
+        })
+    }
+
     fn fail(&mut self, e: ParseError) -> Result<(usize, Ev), ParseError> {
         self.state = State::Failed(e);
         self.line_len = 0;
@@ -664,6 +707,13 @@ impl Parser {
                 State::Start => {
                     if self.awaiting_auth && b != b'C' && b != b'c' {
                         return self.fail(ParseError::AuthorizationViolation);
+                    }
+                    // The usual operation, spelled the usual way: straight to its arguments
+                    // (the same states the byte-by-byte path goes through).
+                    if input.get(i..i + 4) == Some(b"PUB ") {
+                        self.state = State::Blanks(OpKind::Pub);
+                        i += 4;
+                        continue;
                     }
                     self.state = match b.to_ascii_uppercase() {
                         b'C' => State::Name {
@@ -977,12 +1027,14 @@ impl Fingerprint {
 }
 
 /// Runs a parser over `segments` the way a broker would (headers negotiated after CONNECT
-/// when `headers`, auth cleared after CONNECT): the fingerprint of the operations and the
-/// error, if any.
+/// when `headers`, auth cleared after CONNECT; with `take`, each message's payload taken whole
+/// with [`Parser::take_payload`] right after its [`Op::Pub`] when it can be): the fingerprint
+/// of the operations and the error, if any.
 fn run_segments<'s>(
     config: ParserConfig,
     headers: bool,
     auth: bool,
+    take: bool,
     segments: impl Iterator<Item = &'s [u8]>,
 ) -> (Fingerprint, Option<ParseError>) {
     let mut parser = Parser::new(config);
@@ -1009,6 +1061,23 @@ fn run_segments<'s>(
                 }
                 Err(e) => return (fp, Some(e)),
             };
+            if take
+                && parser.payload_remaining().is_some()
+                && let Some(w) = parser.take_payload(rest)
+            {
+                assert!(w.used > 0 && w.used <= rest.len(), "no progress");
+                assert!(parser.at_boundary(), "a taken message is complete");
+                for (chunk, op) in [
+                    (w.headers, Op::Headers(w.headers)),
+                    (w.body, Op::Payload(w.body)),
+                ] {
+                    if !chunk.is_empty() {
+                        fp.op(&op);
+                    }
+                }
+                fp.op(&Op::PayloadEnd);
+                rest = &rest[w.used..];
+            }
             if connect {
                 parser.set_headers(headers);
                 parser.set_awaiting_auth(false);
@@ -1038,9 +1107,13 @@ pub fn fuzz_parse(data: &[u8]) {
         | u64::from(head.get(2).copied().unwrap_or(0)) << 8
         | 1;
 
-    let whole = run_segments(config, headers, auth, core::iter::once(stream));
-    let bytes = run_segments(config, headers, auth, stream.chunks(1));
+    let whole = run_segments(config, headers, auth, false, core::iter::once(stream));
+    let bytes = run_segments(config, headers, auth, false, stream.chunks(1));
     assert_eq!(whole, bytes, "whole vs byte-at-a-time");
+    let taken = run_segments(config, headers, auth, true, core::iter::once(stream));
+    assert_eq!(whole, taken, "whole vs whole with payloads taken");
+    // Bit 1 of the split seed also picks whether the segmented run takes payloads whole.
+    let take = seed & 2 != 0;
     let mut rest = stream;
     let segments = core::iter::from_fn(|| {
         if rest.is_empty() {
@@ -1054,8 +1127,8 @@ pub fn fuzz_parse(data: &[u8]) {
         rest = b;
         Some(a)
     });
-    let split = run_segments(config, headers, auth, segments);
-    assert_eq!(whole, split, "whole vs segments");
+    let split = run_segments(config, headers, auth, take, segments);
+    assert_eq!(whole, split, "whole vs segments (payloads taken: {take})");
 }
 
 #[cfg(test)]
@@ -1619,8 +1692,49 @@ mod tests {
     }
 
     #[test]
+    fn take_payload_takes_a_whole_message_or_nothing() {
+        let mut p = Parser::new(ParserConfig::DEFAULT);
+        assert_eq!(p.take_payload(b"hello\r\n"), None, "not inside a message");
+        // A whole PUB payload: taken with its CRLF; the next operation parses on.
+        let input = b"PUB a 5\r\nhello\r\nPING\r\n";
+        let (n, _) = p.parse(input).unwrap();
+        assert_eq!(p.take_payload(&input[n..n + 6]), None, "the LF is missing");
+        let w = p.take_payload(&input[n..]).unwrap();
+        assert_eq!((w.headers, w.body, w.used), (&b""[..], &b"hello"[..], 7));
+        assert!(p.at_boundary());
+        assert_eq!(p.parse(&input[n + 7..]).unwrap(), (6, Some(Op::Ping)));
+        // HPUB: headers and body apart; the rest of a message part of which was parsed.
+        p.set_headers(true);
+        let input = b"HPUB a 3 5\r\nh\r\nxy\r\n";
+        let (n, _) = p.parse(input).unwrap();
+        let (m, op) = p.parse(&input[n..n + 1]).unwrap();
+        assert_eq!((m, op), (1, Some(Op::Headers(b"h"))));
+        let w = p.take_payload(&input[n + 1..]).unwrap();
+        assert_eq!((w.headers, w.body, w.used), (&b"\r\n"[..], &b"xy"[..], 6));
+        // An empty payload, and a message whose CR was parsed already.
+        let (n, _) = p.parse(b"PUB a 0\r\n\r\n").unwrap();
+        assert_eq!(n, 9);
+        assert_eq!(p.take_payload(b"\r\n").map(|w| w.used), Some(2));
+        p.parse(b"PUB a 0\r\n").unwrap();
+        assert_eq!(p.parse(b"\r").unwrap(), (1, None));
+        assert_eq!(p.take_payload(b"\n").map(|w| w.used), Some(1));
+        // A wrong trailer is left to parse, which reports it.
+        let input = b"PUB a 2\r\nhiXX";
+        let (n, _) = p.parse(input).unwrap();
+        assert_eq!(p.take_payload(&input[n..]), None);
+        assert_eq!(p.parse(&input[n..]).unwrap(), (2, Some(Op::Payload(b"hi"))));
+        assert_eq!(p.parse(&input[n + 2..]), Err(ParseError::UnknownOperation));
+        assert_eq!(
+            p.take_payload(b"\r\n"),
+            None,
+            "a failed parser takes nothing"
+        );
+    }
+
+    #[test]
     fn fuzz_entry_smoke() {
         fuzz_parse(b"");
+        fuzz_parse(b"\x01\x02\x00CONNECT {}\r\nHPUB a r 3 5\r\nh\r\nxy\r\nPUB b 0\r\n\r\n");
         fuzz_parse(b"\x01\x02\x03CONNECT {}\r\nHPUB a 1 2\r\nxy\r\nPING\r\n");
         fuzz_parse(b"\x3f\x00\x00SUB a 1\r\nPUB a 3\r\nabc\r\n");
         fuzz_parse(b"\x02\x07\x07PING\r\n");

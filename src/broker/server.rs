@@ -1835,25 +1835,10 @@ fn process(
                     Ok((used, op)) => {
                         rest = &rest[used..];
                         pos += used as u64;
+                        let mut end = matches!(op, Some(Op::PayloadEnd));
                         match op {
-                            Some(Op::PayloadEnd) => {
-                                if let Some(p) = *pending {
-                                    let Some(payload) = payload_of(&buf, &p) else {
-                                        cx.abort(conn);
-                                        return;
-                                    };
-                                    if core.deliver(cx, conn, key, &p, &line[..], payload) {
-                                        *pending = None;
-                                        core.release(cx, key);
-                                    } else {
-                                        *blocked = true;
-                                        *parsed = Position::from_absolute(pos);
-                                        core.pause_publisher(cx, conn, key);
-                                        let _ = reader.advance_to_examined(p.start, p.start);
-                                        return;
-                                    }
-                                }
-                            }
+                            // Payload bytes stay where they are (see `pending`).
+                            Some(Op::PayloadEnd | Op::Payload(_) | Op::Headers(_)) | None => {}
                             Some(op) => {
                                 let publish = matches!(op, Op::Pub { .. });
                                 after = core.on_op(
@@ -1873,9 +1858,31 @@ fn process(
                                         send_err(cx, conn, ServerError::MaxPayloadViolation);
                                         return;
                                     }
+                                    // The whole message is here (the usual case for a
+                                    // small one): past it at once, no chunk by chunk.
+                                    if let Some(w) = parser.take_payload(rest) {
+                                        rest = &rest[w.used..];
+                                        pos += w.used as u64;
+                                        end = true;
+                                    }
                                 }
                             }
-                            None => {}
+                        }
+                        if end && let Some(p) = *pending {
+                            let Some(payload) = payload_of(&buf, &p) else {
+                                cx.abort(conn);
+                                return;
+                            };
+                            if core.deliver(cx, conn, key, &p, &line[..], payload) {
+                                *pending = None;
+                                core.release(cx, key);
+                            } else {
+                                *blocked = true;
+                                *parsed = Position::from_absolute(pos);
+                                core.pause_publisher(cx, conn, key);
+                                let _ = reader.advance_to_examined(p.start, p.start);
+                                return;
+                            }
                         }
                     }
                 }
