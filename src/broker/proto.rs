@@ -275,43 +275,57 @@ pub fn msg_line_len(
 /// [`MsgLine::append`] added after it (a small payload and its `\r\n`, sent with the line), so
 /// `prefix + sid + suffix` is [`write_msg_line`]'s line (and the appended bytes).
 ///
+/// The buffer keeps room for a sid between the two, so [`MsgLine::with_sid`] gives the whole
+/// line for one subscriber as one slice (one copy into its write slab): it writes the sid
+/// there, after moving the prefix only when the sid's length differs from the last one's.
+///
 /// ```
 /// use ringlet::broker::proto::MsgLine;
 ///
 /// let mut buf = [0u8; 64];
-/// let mut line = MsgLine::new(&mut buf, b"foo", Some(b"_INBOX.1"), None, 2).unwrap();
+/// let mut line = MsgLine::new(&mut buf, 8, b"foo", Some(b"_INBOX.1"), None, 2).unwrap();
 /// line.append(b"hi\r\n").unwrap();
 /// assert_eq!(line.prefix(), b"MSG foo ");
 /// assert_eq!(line.suffix(), b" _INBOX.1 2\r\nhi\r\n");
-/// assert_eq!(line.len_with_sid(b"17"), b"MSG foo 17 _INBOX.1 2\r\nhi\r\n".len());
+/// assert_eq!(line.with_sid(b"17"), Some(&b"MSG foo 17 _INBOX.1 2\r\nhi\r\n"[..]));
+/// assert_eq!(line.len_with_sid(b"3"), b"MSG foo 3 _INBOX.1 2\r\nhi\r\n".len());
+/// assert_eq!(line.with_sid(b"123456789"), None, "longer than the room for a sid");
 /// ```
 #[derive(Debug)]
 pub struct MsgLine<'b> {
     buf: &'b mut [u8],
+    /// Bytes kept for the sid; the suffix starts at `sid_room + prefix`.
+    sid_room: usize,
+    /// Where the prefix starts now: `sid_room` minus the length of the sid written last.
+    at: usize,
     prefix: usize,
+    /// The end of the suffix and the appended bytes.
     len: usize,
 }
 
 impl<'b> MsgLine<'b> {
     /// Formats the line of a message on `subject` with `reply`, HMSG with `header_len` when it
-    /// is given, into `buf`.
+    /// is given, into `buf`, keeping room for sids of up to `sid_room` bytes.
     ///
     /// # Errors
     ///
-    /// [`SinkFull`] when `buf` is too short for the line without its sid.
+    /// [`SinkFull`] when `buf` is too short for the line without its sid, plus `sid_room`.
     pub fn new(
         buf: &'b mut [u8],
+        sid_room: usize,
         subject: &[u8],
         reply: Option<&[u8]>,
         header_len: Option<u32>,
         total_len: u32,
     ) -> Result<MsgLine<'b>, SinkFull> {
-        let mut s = SliceSink::new(buf);
-        let needed = msg_line_len(subject, b"", reply, header_len, total_len);
-        let free = s.free();
+        let needed = msg_line_len(subject, b"", reply, header_len, total_len) + sid_room;
+        let free = buf.len();
         if free < needed {
             return Err(SinkFull { needed, free });
         }
+        // The prefix goes where a one-byte sid (the usual kind) leaves it.
+        let at = sid_room.saturating_sub(1);
+        let mut s = SliceSink::new(&mut buf[at..]);
         s.put(if header_len.is_some() {
             b"HMSG "
         } else {
@@ -320,6 +334,7 @@ impl<'b> MsgLine<'b> {
         s.put(subject)?;
         s.put(b" ")?;
         let prefix = s.len();
+        s.put(&[b' '][..sid_room - at])?;
         if let Some(r) = reply {
             s.put(b" ")?;
             s.put(r)?;
@@ -332,8 +347,14 @@ impl<'b> MsgLine<'b> {
         }
         s.put(itoa(u64::from(total_len), &mut digits))?;
         s.put(CRLF)?;
-        let len = s.len();
-        Ok(MsgLine { buf, prefix, len })
+        let len = at + s.len();
+        Ok(MsgLine {
+            buf,
+            sid_room,
+            at,
+            prefix,
+            len,
+        })
     }
 
     /// Appends `bytes` to the suffix, whole or not at all.
@@ -356,6 +377,11 @@ impl<'b> MsgLine<'b> {
         }
     }
 
+    /// The longest sid [`MsgLine::with_sid`] takes.
+    pub fn sid_room(&self) -> usize {
+        self.sid_room
+    }
+
     /// Room left for [`MsgLine::append`].
     pub fn free(&self) -> usize {
         self.buf.len() - self.len
@@ -363,17 +389,37 @@ impl<'b> MsgLine<'b> {
 
     /// `MSG <subject> `: what comes before the sid.
     pub fn prefix(&self) -> &[u8] {
-        &self.buf[..self.prefix]
+        &self.buf[self.at..self.at + self.prefix]
     }
 
     /// What comes after the sid: the rest of the line and the appended bytes.
     pub fn suffix(&self) -> &[u8] {
-        &self.buf[self.prefix..self.len]
+        &self.buf[self.sid_room + self.prefix..self.len]
+    }
+
+    /// The whole line (and the appended bytes) for a subscriber with `sid`, in one slice;
+    /// `None` for a sid longer than the room kept for it.
+    #[inline]
+    pub fn with_sid(&mut self, sid: &[u8]) -> Option<&[u8]> {
+        let at = self.sid_room.checked_sub(sid.len())?;
+        if at != self.at {
+            self.buf.copy_within(self.at..self.at + self.prefix, at);
+            self.at = at;
+        }
+        let line = self.buf.get_mut(at..self.len)?;
+        let dst = line.get_mut(self.prefix..self.prefix + sid.len())?;
+        if let ([d], [s]) = (&mut *dst, sid) {
+            // The usual one-digit sid, without a call to memcpy.
+            *d = *s;
+        } else {
+            dst.copy_from_slice(sid);
+        }
+        Some(line)
     }
 
     /// Bytes of the line (and the appended bytes) for a subscriber with `sid`.
     pub fn len_with_sid(&self, sid: &[u8]) -> usize {
-        self.len + sid.len()
+        self.len - self.sid_room + sid.len()
     }
 }
 
@@ -895,33 +941,46 @@ mod tests {
         for n in [0u32, 9, 10, 99, 1_048_576, u32::MAX] {
             for h in [None, Some(0), Some(9), Some(n)] {
                 for r in [None, Some(&b"_INBOX.abc"[..])] {
-                    for sid in [&b"1"[..], b"12345678901234567890123456789012"] {
+                    let mut buf = [0u8; 160];
+                    let mut t = MsgLine::new(&mut buf, 32, b"a.b", r, h, n).unwrap();
+                    // Sids of changing lengths, each twice: the prefix moves and stays.
+                    for sid in [
+                        &b"1"[..],
+                        b"1",
+                        b"123",
+                        b"7",
+                        b"",
+                        b"12345678901234567890123456789012",
+                        b"42",
+                        b"42",
+                    ] {
                         let want = with_sink(|s| {
                             write_msg_line(s, b"a.b", sid, r, h, n).unwrap();
                         });
-                        let mut buf = [0u8; 128];
-                        let t = MsgLine::new(&mut buf, b"a.b", r, h, n).unwrap();
                         let got = [t.prefix(), sid, t.suffix()].concat();
                         assert_eq!(got, want);
                         assert_eq!(t.len_with_sid(sid), want.len());
+                        assert_eq!(t.with_sid(sid), Some(&want[..]));
                     }
+                    assert_eq!(t.with_sid(&[b'9'; 33]), None, "past the sid room");
                 }
             }
         }
         // Appended bytes follow the line; a buffer without room gets nothing.
-        let mut buf = [0u8; 24];
-        let mut t = MsgLine::new(&mut buf, b"foo", None, None, 5).unwrap();
-        assert_eq!(t.free(), 24 - b"MSG foo  5\r\n".len());
+        let mut buf = [0u8; 28];
+        let mut t = MsgLine::new(&mut buf, 4, b"foo", None, None, 5).unwrap();
+        assert_eq!(t.free(), 28 - 4 - b"MSG foo  5\r\n".len());
         t.append(b"hello\r\n").unwrap();
         assert_eq!(t.append(b"too much"), Err(SinkFull { needed: 8, free: 5 }));
         assert_eq!(t.suffix(), b" 5\r\nhello\r\n");
-        let mut small = [0u8; 11];
+        assert_eq!(t.with_sid(b"ab"), Some(&b"MSG foo ab 5\r\nhello\r\n"[..]));
+        let mut small = [0u8; 15];
         assert_eq!(
-            MsgLine::new(&mut small, b"foo", None, None, 5).unwrap_err(),
+            MsgLine::new(&mut small, 4, b"foo", None, None, 5).unwrap_err(),
             SinkFull {
-                // "MSG foo  5\r\n": the line without a sid
-                needed: 12,
-                free: 11
+                // "MSG foo  5\r\n" (the line without a sid) and the sid room
+                needed: 16,
+                free: 15
             }
         );
     }

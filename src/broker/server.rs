@@ -140,8 +140,9 @@ pub const SID_MAX: usize = 32;
 const LINE_BUF: usize = MAX_CONTROL_LINE + SID_MAX + 64;
 /// Payloads up to this size are copied behind their MSG line and written with it in one go.
 const INLINE_PAYLOAD: usize = 256;
-/// Room for a MSG/HMSG line without its sid ([`MsgLine`]) and an inlined payload with its CRLF.
-const TEMPLATE_BUF: usize = MAX_CONTROL_LINE + 64 + INLINE_PAYLOAD + 2;
+/// Room for a MSG/HMSG line ([`MsgLine`], with room for a sid) and an inlined payload with its
+/// CRLF.
+const TEMPLATE_BUF: usize = MAX_CONTROL_LINE + SID_MAX + 64 + INLINE_PAYLOAD + 2;
 
 /// The reader type of a connection.
 pub type Reader<'r> = ConnectionPipeReader<'r, READER_SEGS, 256>;
@@ -1132,13 +1133,14 @@ impl Core<'_> {
         // for an HPUB, once more with the headers left out, for targets without headers),
         // with a small payload and its CRLF after it, then copy it per target.
         let (buf_full, buf_bare) = msg_line.split_at_mut(TEMPLATE_BUF);
-        let Ok(mut full) = MsgLine::new(buf_full, subj, reply, hdr, p.total_len) else {
+        let Ok(mut full) = MsgLine::new(buf_full, SID_MAX, subj, reply, hdr, p.total_len) else {
             return true;
         };
         let full_inline = inline(&mut full, payload);
         let bare = match hdr.map(|h| (h, payload.slice(h as usize..))) {
             Some((h, Some(body))) => {
-                let Ok(mut t) = MsgLine::new(buf_bare, subj, reply, None, p.total_len - h) else {
+                let Ok(mut t) = MsgLine::new(buf_bare, SID_MAX, subj, reply, None, p.total_len - h)
+                else {
                     return true;
                 };
                 let inlined = inline(&mut t, body);
@@ -1146,14 +1148,11 @@ impl Core<'_> {
             }
             _ => None,
         };
-        // What a target gets: the message as published, or, if it did not negotiate headers,
-        // without them (HMSG only when the header block is not empty). None: nothing.
-        let pick = |headers: bool| match (&bare, hdr) {
-            (_, None) => Some((&full, payload, full_inline)),
-            _ if headers => Some((&full, payload, full_inline)),
-            (Some((t, body, inlined)), _) => Some((t, *body, *inlined)),
-            (None, Some(_)) => None,
-        };
+        // What a target gets: the message as published ([0]), or, if it did not negotiate
+        // headers, without them ([1]; HMSG only when the header block is not empty). None:
+        // nothing.
+        let mut lines = [Some((full, payload, full_inline)), bare];
+        let which = |headers: bool| usize::from(hdr.is_some() && !headers);
         // All or nothing: every target must have room before anyone gets the message. A
         // connection with several matching subscriptions needs room for all its copies:
         // `reserve` sums them (reset at its first target of this message).
@@ -1167,10 +1166,10 @@ impl Core<'_> {
                 continue;
             };
             let Some(s) = c.subs.get(si) else { continue };
-            let Some((t, body, inlined)) = pick(c.opts.headers_enabled(true)) else {
+            let Some((t, body, inlined)) = &lines[which(c.opts.headers_enabled(true))] else {
                 continue;
             };
-            let need = wire_len(t, s.sid(), body.len(), inlined);
+            let need = wire_len(t, s.sid(), body.len(), *inlined);
             let target = c.conn;
             let room = cx.write_room(target);
             // What this consumer may hold: its slab, and no more than max_pending.
@@ -1223,10 +1222,22 @@ impl Core<'_> {
                 continue;
             }
             let target = c.conn;
-            let Some((t, body, inlined)) = pick(c.opts.headers_enabled(true)) else {
+            let Some((t, body, inlined)) = &mut lines[which(c.opts.headers_enabled(true))] else {
                 continue;
             };
-            let room = match write_msg(cx, target, t, s.sid(), body, inlined) {
+            let sid = s.sid();
+            let written = match t.with_sid(sid) {
+                // The usual case: the line with the payload inlined, one slice.
+                Some(whole) if *inlined => cx.write_flush(target, &[whole]).map_err(|_| false),
+                Some(whole) => write_msg(cx, target, &[whole], body),
+                // Not for the broker's sids (at most SID_MAX bytes): the line in three pieces.
+                None if *inlined => cx
+                    .write_flush(target, &[t.prefix(), sid, t.suffix()])
+                    .map_err(|_| false),
+                None => write_msg(cx, target, &[t.prefix(), sid, t.suffix()], body),
+            };
+            let body_len = body.len() as u64;
+            let room = match written {
                 Ok(room) => room,
                 Err(closed) => {
                     // No room (checked above: only if it closed meanwhile), or a partial
@@ -1235,7 +1246,6 @@ impl Core<'_> {
                     continue;
                 }
             };
-            let body_len = body.len() as u64;
             delivered_any = true;
             c.out_msgs += 1;
             c.out_bytes += body_len;
@@ -1722,28 +1732,21 @@ fn wire_len(line: &MsgLine<'_>, sid: &[u8], body_len: usize, inlined: bool) -> u
     line.len_with_sid(sid) + if inlined { 0 } else { body_len + 2 }
 }
 
-/// Stages one message for `target` and flushes: the line with `sid`, then (unless inlined)
-/// the body segments and the CRLF. All or nothing when it fits one [`Context::write_flush`]
-/// (a body of at most four segments); otherwise a failure after the line closes the target.
-/// The error says whether it closed the target.
+/// Stages one message whose body is not inlined in its line for `target`, and flushes: the
+/// line (`head`: one slice or three), the body segments and the CRLF. All or nothing when it
+/// fits one [`Context::write_flush`] (at most eight slices); otherwise a failure after the
+/// line closes the target. The error says whether it closed the target.
+#[inline]
 fn write_msg(
     cx: &mut Context<'_, '_>,
     target: ConnId,
-    line: &MsgLine<'_>,
-    sid: &[u8],
-    body: ReadBuf<'_>,
-    inlined: bool,
+    head: &[&[u8]],
+    body: &ReadBuf<'_>,
 ) -> Result<WriteRoom, bool> {
-    if inlined {
-        return cx
-            .write_flush(target, &[line.prefix(), sid, line.suffix()])
-            .map_err(|_| false);
-    }
-    let mut parts: [&[u8]; 8] = [&[]; 8];
-    parts[0] = line.prefix();
-    parts[1] = sid;
-    parts[2] = line.suffix();
-    let mut n = 3;
+    let mut parts: [&[u8]; 8] = [proto::CRLF; 8];
+    let mut n = head.len().min(3);
+    parts[..n].copy_from_slice(&head[..n]);
+    let lead = n;
     for seg in body.segments() {
         if n == parts.len() - 1 {
             n = parts.len();
@@ -1758,7 +1761,7 @@ fn write_msg(
     }
     // Many segments: the line first (all or nothing), then the rest piece by piece; the room
     // was checked, so only a connection gone meanwhile fails, and it is closed.
-    let mut room = cx.write_flush(target, &parts[..3]).map_err(|_| false)?;
+    let mut room = cx.write_flush(target, &parts[..lead]).map_err(|_| false)?;
     for seg in body.segments().chain([proto::CRLF]) {
         match cx.write_flush(target, &[seg]) {
             Ok(r) => room = r,
