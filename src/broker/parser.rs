@@ -401,6 +401,83 @@ fn parse_size(d: &[u8]) -> Option<u32> {
     Some(n)
 }
 
+/// 0x80 in each byte of `x` that is zero, 0 in every other byte (exact: no false positives
+/// from borrows, unlike the shorter `(x - 0x01..) & !x & 0x80..`).
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let t = (x & LOW7).wrapping_add(LOW7);
+    !(t | x | LOW7)
+}
+
+/// Bytes equal to `b`, in every byte of a word.
+const fn splat(b: u8) -> u64 {
+    0x0101_0101_0101_0101 * b as u64
+}
+
+/// The 8 bytes of `b` at `at` (there must be 8), little endian.
+#[inline(always)]
+fn load8(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// The first `\n` in `b`, a word at a time.
+#[inline(always)]
+fn find_lf(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let m = zero_bytes(load8(b, i) ^ splat(b'\n'));
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| c == b'\n').map(|k| i + k)
+}
+
+/// [`split`] by blanks (`pub_sep`), a word at a time: the same spans and count.
+#[inline(always)]
+fn split_blanks(text: &[u8], args: &mut Args) {
+    args.n = 0;
+    let mut start = 0;
+    let mut blank = |p: usize, args: &mut Args| {
+        if p > start {
+            push_span(args, start, p);
+        }
+        start = p + 1;
+    };
+    let blanks = |w: u64| zero_bytes(w ^ splat(b' ')) | zero_bytes(w ^ splat(b'\t'));
+    let mut i = 0;
+    while i + 8 <= text.len() {
+        let mut m = blanks(load8(text, i));
+        while m != 0 {
+            blank(i + (m.trailing_zeros() / 8) as usize, args);
+            m &= m - 1;
+        }
+        i += 8;
+    }
+    let tail = text.len() - i;
+    if tail > 0 && text.len() >= 8 {
+        // The last word overlaps the one before: keep only its new bytes.
+        let mut m = blanks(load8(text, text.len() - 8)) >> (8 * (8 - tail));
+        while m != 0 {
+            blank(i + (m.trailing_zeros() / 8) as usize, args);
+            m &= m - 1;
+        }
+    } else {
+        for (k, &b) in text[i..].iter().enumerate() {
+            if is_blank(b) {
+                blank(i + k, args);
+            }
+        }
+    }
+    if text.len() > start {
+        push_span(args, start, text.len());
+    }
+}
+
 /// Splits `text` into at most 4 recorded spans; returns the total token count.
 fn split(text: &[u8], sep: impl Fn(u8) -> bool, args: &mut Args) {
     let mut start = None;
@@ -441,6 +518,11 @@ fn span<'t>(text: &'t [u8], args: &Args, i: usize) -> &'t [u8] {
 }
 
 /// Checks a complete line's arguments (the reference's `processPub` and friends).
+///
+/// Inlined: returned through memory, its `Args` was written field by field and read back
+/// word by word, and that load waited for every store before it to drain (after a fan-out's
+/// copies into write slabs, a large share of a 1 KiB message's parse).
+#[inline(always)]
 fn check_line(
     kind: OpKind,
     text: &[u8],
@@ -661,7 +743,12 @@ impl Parser {
         };
         let end = hdr + body;
         let tail = input.get(end..end + trailer)?;
-        if tail != &b"\r\n"[2 - trailer..] {
+        let ok = match *tail {
+            [b'\r', b'\n'] => trailer == 2,
+            [b'\n'] => trailer == 1,
+            _ => false,
+        };
+        if !ok {
             return None;
         }
         self.hdr_left = 0;
@@ -678,6 +765,47 @@ impl Parser {
         self.state = State::Failed(e);
         self.line_len = 0;
         Err(e)
+    }
+
+    /// A whole, well-formed PUB line starting at `from` (right after `PUB `) in `input`,
+    /// parsed in one go: the bytes used through its `\n` and the event, after
+    /// [`Parser::line_done`]. `None` (nothing changed) for anything else: a line that goes
+    /// on past `input`, blanks or a line end first, too long a line, a wrong argument count
+    /// or size; the byte-by-byte path takes it from there, with the same result for what this
+    /// accepts (the fuzz target compares them).
+    #[inline(always)]
+    fn fast_pub(&mut self, input: &[u8], from: usize) -> Option<(usize, Ev)> {
+        let rest = input.get(from..)?;
+        // The first argument byte starts the text; blanks or a line end there go the long way.
+        if matches!(rest.first(), None | Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            return None;
+        }
+        let nl = find_lf(rest)?;
+        let text_len = stripped(nl, rest[nl - 1]);
+        if text_len > self.config.max_control_line {
+            return None;
+        }
+        let text = &rest[..text_len];
+        let mut args = Args::default();
+        split_blanks(text, &mut args);
+        if !(2..=3).contains(&args.n) {
+            return None;
+        }
+        let total = parse_size(span(text, &args, args.n - 1))?;
+        if total > self.config.max_payload {
+            return None;
+        }
+        args.total_len = total;
+        self.line_done(OpKind::Pub, args);
+        Some((
+            from + nl + 1,
+            Ev::LineInput {
+                kind: OpKind::Pub,
+                start: from,
+                end: from + text_len,
+                args,
+            },
+        ))
     }
 
     /// After a complete line: check it, move on, report it.
@@ -710,7 +838,14 @@ impl Parser {
                     }
                     // The usual operation, spelled the usual way: straight to its arguments
                     // (the same states the byte-by-byte path goes through).
-                    if input.get(i..i + 4) == Some(b"PUB ") {
+                    if input
+                        .get(i..i + 4)
+                        .and_then(|w| <[u8; 4]>::try_from(w).ok())
+                        == Some(*b"PUB ")
+                    {
+                        if let Some(done) = self.fast_pub(input, i + 4) {
+                            return Ok(done);
+                        }
                         self.state = State::Blanks(OpKind::Pub);
                         i += 4;
                         continue;
@@ -1729,6 +1864,67 @@ mod tests {
             None,
             "a failed parser takes nothing"
         );
+    }
+
+    #[test]
+    fn word_scans_match_byte_scans() {
+        let mut rng = crate::pool::test_rng::XorShift::new(11);
+        let alphabet = b"ab. \t\r\n\x00\x80\xff9";
+        for _ in 0..5000 {
+            let len = rng.below(40);
+            let text: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            assert_eq!(
+                find_lf(&text),
+                text.iter().position(|&c| c == b'\n'),
+                "{text:?}"
+            );
+            let (mut a, mut b) = (Args::default(), Args::default());
+            split(&text, pub_sep, &mut a);
+            split_blanks(&text, &mut b);
+            assert_eq!((a.n, a.spans), (b.n, b.spans), "{text:?}");
+        }
+    }
+
+    /// PUB lines built from pieces that probe the fast path's edges (blanks, tabs, CRs,
+    /// counts, sizes, lengths around the limit), each parsed whole (the fast path) and byte by
+    /// byte (never the fast path): the same operations and error.
+    #[test]
+    fn fast_pub_lines_parse_like_the_byte_path() {
+        let mut rng = crate::pool::test_rng::XorShift::new(5);
+        let pieces: [&[u8]; 14] = [
+            b"foo",
+            b"a.b.c",
+            b" ",
+            b"  ",
+            b"\t",
+            b"\r",
+            b"5",
+            b"0",
+            b"12",
+            b"1234567890",
+            b"_INBOX.x",
+            b"-1",
+            b"x5",
+            b"\r\n",
+        ];
+        for round in 0..4000 {
+            let mut line = b"PUB ".to_vec();
+            for _ in 0..rng.below(6) {
+                line.extend_from_slice(pieces[rng.below(pieces.len())]);
+            }
+            if round % 7 == 0 {
+                line.extend(core::iter::repeat_n(b'z', 30 + rng.below(20)));
+            }
+            line.extend_from_slice(if round % 3 == 0 { b"\n" } else { b"\r\n" });
+            line.extend_from_slice(b"hello\r\nPING\r\n");
+            // Flags: headers, no auth; max_payload 1 MiB, 5 or 0; control line 4096 or 40.
+            let flags = [0x01u8, 0x09, 0x31, 0x39, 0x05][round % 5];
+            let mut data = vec![flags, 0x03, 0x00];
+            data.extend_from_slice(&line);
+            fuzz_parse(&data);
+        }
     }
 
     #[test]
