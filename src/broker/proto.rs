@@ -310,6 +310,9 @@ impl<'b> MsgLine<'b> {
     /// # Errors
     ///
     /// [`SinkFull`] when `buf` is too short for the line without its sid, plus `sid_room`.
+    // Inlined: returned through memory, the line was stored field by field and copied out a
+    // vector at a time, a load that waited for the stores before it to drain.
+    #[inline(always)]
     pub fn new(
         buf: &'b mut [u8],
         sid_room: usize,

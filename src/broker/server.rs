@@ -1853,10 +1853,9 @@ fn process(
                                     line,
                                     Position::from_absolute(pos),
                                 );
-                                if publish && let Some(p) = *pending {
+                                if publish && let Some(p) = pending.as_ref() {
                                     let have = buf.end().absolute().saturating_sub(pos);
-                                    if let Reserve::Never =
-                                        core.reserve_for(cx, conn, key, &p, have)
+                                    if let Reserve::Never = core.reserve_for(cx, conn, key, p, have)
                                     {
                                         send_err(cx, conn, ServerError::MaxPayloadViolation);
                                         return;
@@ -1871,19 +1870,22 @@ fn process(
                                 }
                             }
                         }
-                        if end && let Some(p) = *pending {
-                            let Some(payload) = payload_of(&buf, &p) else {
+                        // By reference: a copy of the whole `Pending` just written field by
+                        // field by `on_op` waited for those stores to drain.
+                        if end && let Some(p) = pending.as_ref() {
+                            let Some(payload) = payload_of(&buf, p) else {
                                 cx.abort(conn);
                                 return;
                             };
-                            if core.deliver(cx, conn, key, &p, &line[..], payload) {
+                            let start = p.start;
+                            if core.deliver(cx, conn, key, p, &line[..], payload) {
                                 *pending = None;
                                 core.release(cx, key);
                             } else {
                                 *blocked = true;
                                 *parsed = Position::from_absolute(pos);
                                 core.pause_publisher(cx, conn, key);
-                                let _ = reader.advance_to_examined(p.start, p.start);
+                                let _ = reader.advance_to_examined(start, start);
                                 return;
                             }
                         }
