@@ -1111,23 +1111,6 @@ impl Core<'_> {
                 .map(|r| key_of(r - 1));
             (ci, si, k)
         };
-        let matched = sublist.match_into(subj, targets, |&v| {
-            let (ci, si, k) = lookup(keys, v);
-            if ci == me && !echo {
-                return false;
-            }
-            let Some(c) = k.and_then(|k| clients.get(k).ok()) else {
-                return false;
-            };
-            let Some(s) = c.subs.get(si) else {
-                return false;
-            };
-            !c.closing && s.used && (s.max == 0 || s.delivered < s.max)
-        });
-        let n = match matched {
-            Ok(m) => m.len(),
-            Err(_) => targets.len(),
-        };
         let hdr = p.header_len.filter(|&h| h > 0);
         // The MSG line is the same for every target but for its sid: format it once (and,
         // for an HPUB, once more with the headers left out, for targets without headers),
@@ -1153,21 +1136,30 @@ impl Core<'_> {
         // nothing.
         let mut lines = [Some((full, payload, full_inline)), bare];
         let which = |headers: bool| usize::from(hdr.is_some() && !headers);
-        // All or nothing: every target must have room before anyone gets the message. A
-        // connection with several matching subscriptions needs room for all its copies:
-        // `reserve` sums them (reset at its first target of this message).
+        // All or nothing: every target must have room before anyone gets the message. It is
+        // checked as the match finds each target (eligible, so it is one), in the match's
+        // order: a connection with several matching subscriptions needs room for all its
+        // copies, `reserve` sums them (reset at its first target of this message).
         *fanout_epoch = fanout_epoch.wrapping_add(1);
         let epoch = *fanout_epoch;
         let max_pending = config.max_pending;
         let mut blocked = false;
-        for &v in targets[..n].iter() {
-            let (_, si, k) = lookup(keys, v);
+        let matched = sublist.match_into(subj, targets, |&v| {
+            let (ci, si, k) = lookup(keys, v);
+            if ci == me && !echo {
+                return false;
+            }
             let Some(c) = k.and_then(|k| clients.get_mut(k).ok()) else {
-                continue;
+                return false;
             };
-            let Some(s) = c.subs.get(si) else { continue };
+            let Some(s) = c.subs.get(si) else {
+                return false;
+            };
+            if c.closing || !s.used || (s.max != 0 && s.delivered >= s.max) {
+                return false;
+            }
             let Some((t, body, inlined)) = &lines[which(c.opts.headers_enabled(true))] else {
-                continue;
+                return true;
             };
             let need = wire_len(t, s.sid(), body.len(), *inlined);
             let target = c.conn;
@@ -1179,8 +1171,8 @@ impl Core<'_> {
                 c.reserve = 0;
             }
             c.reserve += need;
-            if c.closing || limit.saturating_sub(room.staged) >= c.reserve {
-                continue;
+            if limit.saturating_sub(room.staged) >= c.reserve {
+                return true;
             }
             if c.reserve > limit {
                 // More than its slab or max_pending even when drained: it can never take
@@ -1188,7 +1180,7 @@ impl Core<'_> {
                 c.closing = true;
                 stats.slow_consumers += 1;
                 cx.close(target);
-                continue;
+                return true;
             }
             blocked = true;
             let deadline = config.write_deadline;
@@ -1196,7 +1188,12 @@ impl Core<'_> {
                 let token = timer_token(target) | DEADLINE_TOKEN;
                 c.deadline_timer = cx.set_timer(deadline, None, token).ok();
             }
-        }
+            true
+        });
+        let n = match matched {
+            Ok(m) => m.len(),
+            Err(_) => targets.len(),
+        };
         if blocked {
             return false;
         }
