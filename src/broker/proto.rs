@@ -238,15 +238,55 @@ pub fn write_msg_line<S: Sink + ?Sized>(
     Ok(needed)
 }
 
-/// Decimal digits of `n`.
+/// Decimal digits of `n` (compares, no divisions for the usual sizes: it runs for every
+/// delivered message).
 fn digits(n: u32) -> usize {
-    let mut d = 1;
-    let mut n = n;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
+    if n < 10 {
+        1
+    } else if n < 100 {
+        2
+    } else if n < 1_000 {
+        3
+    } else if n < 10_000 {
+        4
+    } else {
+        4 + digits(n / 10_000)
     }
-    d
+}
+
+/// `n` in decimal into `dst`, which is exactly [`digits`]`(n)` long, two digits per division.
+fn put_decimal(dst: &mut [u8], n: u32) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut n = n as usize;
+    let mut i = dst.len();
+    while i >= 2 {
+        let r = 2 * (n % 100);
+        dst[i - 1] = PAIRS[r + 1];
+        dst[i - 2] = PAIRS[r];
+        n /= 100;
+        i -= 2;
+    }
+    if i == 1 {
+        dst[0] = b'0' + (n % 10) as u8;
+    }
+}
+
+impl SliceSink<'_> {
+    /// Appends `n` in decimal, whole or nothing, without a temporary buffer.
+    fn put_u32(&mut self, n: u32) -> Result<(), SinkFull> {
+        let d = digits(n);
+        let free = self.buf.len() - self.len;
+        let Some(dst) = self.buf.get_mut(self.len..self.len + d) else {
+            return Err(SinkFull { needed: d, free });
+        };
+        put_decimal(dst, n);
+        self.len += d;
+        Ok(())
+    }
 }
 
 /// The length of the line [`write_msg_line`] writes.
@@ -343,12 +383,11 @@ impl<'b> MsgLine<'b> {
             s.put(r)?;
         }
         s.put(b" ")?;
-        let mut digits = [0u8; 20];
         if let Some(h) = header_len {
-            s.put(itoa(u64::from(h), &mut digits))?;
+            s.put_u32(h)?;
             s.put(b" ")?;
         }
-        s.put(itoa(u64::from(total_len), &mut digits))?;
+        s.put_u32(total_len)?;
         s.put(CRLF)?;
         let len = at + s.len();
         Ok(MsgLine {
@@ -937,6 +976,34 @@ mod tests {
             write_msg(s, b"a", b"1", None, Some(b"NATS/1.0\r\n\r\n"), b"hey").unwrap();
         });
         assert_eq!(out, b"HMSG a 1 12 15\r\nNATS/1.0\r\n\r\nhey\r\n");
+    }
+
+    #[test]
+    fn decimals_at_every_digit_count() {
+        use std::string::ToString;
+        let mut ns = std::vec![0u32, u32::MAX, u32::MAX - 1];
+        let mut p = 1u32;
+        while let Some(q) = p.checked_mul(10) {
+            ns.extend([p - 1, p, p + 1, q - 1]);
+            p = q;
+        }
+        let mut x = 0x2545_f491u32;
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            ns.push(x >> (x % 32));
+        }
+        for n in ns {
+            let want = n.to_string();
+            assert_eq!(digits(n), want.len(), "{n}");
+            let out = with_sink(|s| s.put_u32(n).unwrap());
+            assert_eq!(out, want.as_bytes());
+        }
+        let mut buf = [0u8; 3];
+        let mut s = SliceSink::new(&mut buf);
+        assert_eq!(s.put_u32(1234), Err(SinkFull { needed: 4, free: 3 }));
+        assert!(s.is_empty());
     }
 
     #[test]

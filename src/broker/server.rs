@@ -1131,11 +1131,12 @@ impl Core<'_> {
             }
             _ => None,
         };
-        // What a target gets: the message as published ([0]), or, if it did not negotiate
-        // headers, without them ([1]; HMSG only when the header block is not empty). None:
+        // What a target gets: the message as published (`full`), or, if it did not negotiate
+        // headers, without them (`bare`; HMSG only when the header block is not empty). None:
         // nothing.
-        let mut lines = [Some((full, payload, full_inline)), bare];
-        let which = |headers: bool| usize::from(hdr.is_some() && !headers);
+        let mut full = (full, payload, full_inline);
+        let mut bare = bare;
+        let stripped = |headers: bool| hdr.is_some() && !headers;
         // All or nothing: every target must have room before anyone gets the message. It is
         // checked as the match finds each target (eligible, so it is one), in the match's
         // order: a connection with several matching subscriptions needs room for all its
@@ -1158,7 +1159,12 @@ impl Core<'_> {
             if c.closing || !s.used || (s.max != 0 && s.delivered >= s.max) {
                 return false;
             }
-            let Some((t, body, inlined)) = &lines[which(c.opts.headers_enabled(true))] else {
+            let pick = if stripped(c.opts.headers_enabled(true)) {
+                bare.as_ref()
+            } else {
+                Some(&full)
+            };
+            let Some((t, body, inlined)) = pick else {
                 return true;
             };
             let need = wire_len(t, s.sid(), body.len(), *inlined);
@@ -1219,7 +1225,12 @@ impl Core<'_> {
                 continue;
             }
             let target = c.conn;
-            let Some((t, body, inlined)) = &mut lines[which(c.opts.headers_enabled(true))] else {
+            let pick = if stripped(c.opts.headers_enabled(true)) {
+                bare.as_mut()
+            } else {
+                Some(&mut full)
+            };
+            let Some((t, body, inlined)) = pick else {
                 continue;
             };
             let sid = s.sid();
