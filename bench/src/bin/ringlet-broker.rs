@@ -1,7 +1,7 @@
 //! ringlet's NATS broker for the NATS benchmark: the library's `Broker` on a `Reactor`, exactly
-//! as `examples/static_broker/` runs it (same receive buffers, write slabs, lease quota and
-//! sublist capacities, same loop), with room for more connections (`CONNS`, 1088 instead of
-//! 256) so the idle-connections row can open 1000 of them.
+//! as `examples/static_broker/` runs it (same receive buffers, write slabs, lease quota, ring
+//! window, line buffers and sublist capacities, same loop), with room for more connections
+//! (`CONNS`, 1088 instead of 256) so the idle-connections row can open 1000 of them.
 //!
 //! It takes nats-server's flags for what the runner needs, so the runner starts it the way it
 //! starts nats-server: `ringlet-broker -a 127.0.0.1 -p PORT [--backend auto|uring|epoll]`.
