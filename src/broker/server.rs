@@ -564,9 +564,16 @@ pub struct BrokerMem<'a, 'r> {
     /// partial line stays unconsumed in its receive buffers, its receive is paused, and it
     /// goes on (in connection-slot order from where the last one stopped) as soon as a
     /// buffer is given back, by a line completing or a connection closing. Nothing is lost
-    /// and no error is sent; [`BrokerStats::line_waits`] counts the waits. A client that
-    /// holds a buffer by never finishing its line is, like any silent client, closed by the
-    /// ping timer (`Stale Connection`) within `ping_interval * (ping_max + 1)`.
+    /// and no error is sent; [`BrokerStats::line_waits`] counts the waits. A waiting client is
+    /// not pinged (its PONGs would wait behind its line), so waiting does not make it stale.
+    ///
+    /// What a shared pool cannot prevent: a client that never finishes its line holds a
+    /// buffer until it is closed. A silent one is closed by the ping timer (`Stale
+    /// Connection`, within about `ping_interval * (ping_max + 2)`); one that trickles its line
+    /// a byte at a time keeps it until the line passes the control-line limit (4096 bytes).
+    /// As many such clients as there are buffers make every other split line wait that long:
+    /// give the pool more buffers than the slow clients you must tolerate (unused buffers cost
+    /// address space only).
     pub line_bufs: &'a mut [LineBuf],
     /// The sublist's storage.
     pub sublist: SublistMem<'a, u64>,
@@ -1940,7 +1947,9 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             return;
         }
         if token & PING_TOKEN != 0 {
-            if c.closing {
+            if c.closing || c.line_wait {
+                // (Waiting for a line buffer, its receive is paused by the broker: its PONGs
+                // would wait behind its line, so it is not pinged meanwhile.)
                 return;
             }
             if c.active {
