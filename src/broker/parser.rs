@@ -831,6 +831,21 @@ impl BareParser {
         input: &'a [u8],
         line: Option<&'a mut LineBuf>,
     ) -> Result<(usize, Option<Op<'a>>), ParseError> {
+        // The usual operation, spelled the usual way, its line whole in `input`: parsed here
+        // in one go (see `fast_pub`), without the state machine.
+        if self.state == State::Start
+            && !self.awaiting_auth
+            && input.first_chunk::<4>() == Some(b"PUB ")
+            && let Some((
+                used,
+                Ev::LineInput {
+                    start, end, args, ..
+                },
+            )) = self.fast_pub(input, 4)
+        {
+            let text = input.get(start..end).unwrap_or(&[]);
+            return Ok((used, Some(build(OpKind::Pub, text, &args))));
+        }
         let (used, ev) = match line {
             Some(line) => {
                 let (used, ev) = self.step(input, Some(&mut line.bytes))?;
@@ -986,16 +1001,10 @@ impl BareParser {
                     if self.awaiting_auth && b != b'C' && b != b'c' {
                         return self.fail(ParseError::AuthorizationViolation);
                     }
-                    // The usual operation, spelled the usual way: straight to its arguments
-                    // (the same states the byte-by-byte path goes through).
-                    if input
-                        .get(i..i + 4)
-                        .and_then(|w| <[u8; 4]>::try_from(w).ok())
-                        == Some(*b"PUB ")
-                    {
-                        if let Some(done) = self.fast_pub(input, i + 4) {
-                            return Ok(done);
-                        }
+                    // The usual operation, spelled the usual way (and not whole in the input,
+                    // else `parse_with` took it): straight to its arguments, the same states
+                    // the byte-by-byte path goes through.
+                    if input.get(i..).and_then(<[u8]>::first_chunk::<4>) == Some(b"PUB ") {
                         self.state = State::Blanks(OpKind::Pub);
                         i += 4;
                         continue;
