@@ -97,7 +97,9 @@
 //!   publishers back for at most the write deadline.
 //! - **Past the limit.** A message larger than a target's whole limit (its slab, or
 //!   max_pending) can never be written: its pending bytes would pass the limit, so that target
-//!   is counted as a slow consumer and closed at once, while the others get the message.
+//!   is counted as a slow consumer and closed at once, while the others get the message (the
+//!   check runs as the match finds each target: a queue group whose turn falls on a
+//!   connection already closed this way for the same message passes it to its next member).
 //!   (nats-server refuses to start with `max_payload` above `max_pending`; ringlet takes the
 //!   configuration and applies this rule.)
 //!
