@@ -6,8 +6,6 @@ use core::fmt;
 use core::future::poll_fn;
 use core::task::{Poll, Waker};
 
-use heapless::Deque;
-
 use super::ExecCore;
 use crate::pool::Lease;
 use crate::reactor::{CloseReason, ConnError, ConnId};
@@ -80,6 +78,7 @@ impl Error {
 ///
 /// It is a [`Snapshot`] in the making: a read takes it whole ([`Inbox::take`]), or copies out
 /// of it in place ([`Inbox::read_into`], keeping a read position in the first lease).
+#[repr(C)]
 pub(crate) struct Inbox {
     s: Snapshot,
 }
@@ -150,8 +149,11 @@ impl Inbox {
         for r in 1..s.len() {
             while w < r {
                 let (a, b) = s.split_at_mut(r);
-                absorb(&mut a[w], &mut b[0]);
-                if b[0].is_empty() {
+                let (Some(dst), Some(src)) = (&mut a[w], &mut b[0]) else {
+                    break; // the first `len` slots are all taken
+                };
+                absorb(dst, src);
+                if src.is_empty() {
                     break;
                 }
                 w += 1;
@@ -184,23 +186,50 @@ fn absorb(dst: &mut Lease<'static>, src: &mut Lease<'static>) {
 
 /// What the executor knows about the connection a task owns: unread leases, end of stream,
 /// close, the futures waiting, and how far sending got. Loop-thread only.
+///
+/// Laid out for the cache (`repr(C)`, in an [`IoCell`] that starts a cache line): the
+/// `RefCell`'s flag and every field a receive, a read or a write looks at come first and
+/// share one 64-byte line, the first lease slot the next (see [`Snapshot`]'s ring); the flush
+/// state comes last. With many connections these
+/// lines are cold each time a connection's turn comes round again, so every line saved is
+/// a cache miss saved per receive.
+#[repr(C)]
 pub(crate) struct Io {
     /// The connection, while a `Connection` for it exists (`None` once dropped or closed by
     /// the task; events for it are then ignored).
     pub(crate) conn: Option<ConnId>,
-    pub(crate) inbox: Inbox,
     pub(crate) eof: bool,
-    pub(crate) closed: Option<CloseReason>,
     pub(crate) overrun: bool,
+    /// The task finished while its `Connection` lives on elsewhere (moved out of the future):
+    /// the slot stays taken until that `Connection` is dropped.
+    pub(crate) held: bool,
+    pub(crate) closed: Option<CloseReason>,
     pub(crate) read_waker: Option<Waker>,
+    pub(crate) inbox: Inbox,
     pub(crate) flush_waker: Option<Waker>,
     /// The position a pending flush waits for.
     pub(crate) flush_target: Option<u64>,
     /// Bytes sent on the connection ([`Context::sent`](crate::reactor::Context::sent)).
     pub(crate) sent: u64,
-    /// The task finished while its `Connection` lives on elsewhere (moved out of the future):
-    /// the slot stays taken until that `Connection` is dropped.
-    pub(crate) held: bool,
+}
+
+/// An [`Io`] in its own cache lines: the executor's per-task connection state, one per task
+/// slot in the [`TaskStorage`](super::TaskStorage).
+#[repr(C, align(64))]
+pub(crate) struct IoCell(RefCell<Io>);
+
+impl IoCell {
+    pub(crate) const fn new() -> IoCell {
+        IoCell(RefCell::new(Io::new()))
+    }
+}
+
+impl core::ops::Deref for IoCell {
+    type Target = RefCell<Io>;
+
+    fn deref(&self) -> &RefCell<Io> {
+        &self.0
+    }
 }
 
 impl Io {
@@ -259,18 +288,112 @@ fn register(slot: &mut Option<Waker>, waker: &Waker) {
 /// Dropping a lease returns its buffer to the pool (and counts down the connection's lease
 /// quota); [`Snapshot::read_into`] does that for each lease as soon as it has copied all of
 /// it. Never empty when a read returns it.
+#[repr(C)]
 pub struct Snapshot {
-    leases: Deque<Lease<'static>, SNAPSHOT_LEASES>,
     /// Bytes of the front lease already consumed.
-    offset: usize,
+    offset: u32,
+    leases: Leases,
+}
+
+/// Leases in arrival order: a ring of [`SNAPSHOT_LEASES`] slots that starts over at slot 0
+/// whenever it empties.
+///
+/// Starting over matters for the cache, not for correctness: a connection whose every receive
+/// is read before the next arrives (an echo, a request/response protocol) keeps using slot 0,
+/// on the same cache line as the indices and the rest of the connection's hot state, instead
+/// of walking through all the slots' lines.
+#[repr(C)]
+struct Leases {
+    head: u8,
+    len: u8,
+    slots: [Option<Lease<'static>>; SNAPSHOT_LEASES],
+}
+
+// The indices are `u8`.
+static_assertions::const_assert!(SNAPSHOT_LEASES <= u8::MAX as usize);
+
+impl Leases {
+    const fn new() -> Leases {
+        Leases {
+            head: 0,
+            len: 0,
+            slots: [const { None }; SNAPSHOT_LEASES],
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.len() == SNAPSHOT_LEASES
+    }
+
+    /// The slot of the `i`-th lease.
+    fn at(&self, i: usize) -> usize {
+        (usize::from(self.head) + i) % SNAPSHOT_LEASES
+    }
+
+    fn front(&self) -> Option<&Lease<'static>> {
+        if self.is_empty() {
+            return None;
+        }
+        self.slots[usize::from(self.head)].as_ref()
+    }
+
+    fn back_mut(&mut self) -> Option<&mut Lease<'static>> {
+        let last = self.len().checked_sub(1)?;
+        let i = self.at(last);
+        self.slots[i].as_mut()
+    }
+
+    /// Appends `lease`, or hands it back when every slot is taken.
+    fn push_back(&mut self, lease: Lease<'static>) -> Result<(), Lease<'static>> {
+        if self.is_full() {
+            return Err(lease);
+        }
+        let i = self.at(self.len());
+        self.slots[i] = Some(lease);
+        self.len += 1;
+        Ok(())
+    }
+
+    fn pop_front(&mut self) -> Option<Lease<'static>> {
+        if self.is_empty() {
+            return None;
+        }
+        let l = self.slots[usize::from(self.head)].take();
+        self.len -= 1;
+        self.head = if self.len == 0 {
+            0 // start over at slot 0 (see the type's docs)
+        } else {
+            ((usize::from(self.head) + 1) % SNAPSHOT_LEASES) as u8
+        };
+        l
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Lease<'static>> + '_ {
+        (0..self.len()).filter_map(move |i| self.slots[self.at(i)].as_ref())
+    }
+
+    /// Rotates the leases to the front of the slots and returns them, in order.
+    fn make_contiguous(&mut self) -> &mut [Option<Lease<'static>>] {
+        self.slots.rotate_left(usize::from(self.head));
+        self.head = 0;
+        &mut self.slots[..usize::from(self.len)]
+    }
 }
 
 impl Snapshot {
     /// An empty snapshot (what is left of one that was read completely).
     pub const fn new() -> Snapshot {
         Snapshot {
-            leases: Deque::new(),
             offset: 0,
+            leases: Leases::new(),
         }
     }
 
@@ -286,12 +409,12 @@ impl Snapshot {
 
     /// Unconsumed bytes.
     pub fn bytes(&self) -> usize {
-        self.leases.iter().map(Lease::len).sum::<usize>() - self.offset
+        self.leases.iter().map(Lease::len).sum::<usize>() - self.offset as usize
     }
 
     /// The unconsumed bytes, one slice per lease.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let offset = self.offset;
+        let offset = self.offset as usize;
         self.leases.iter().enumerate().map(move |(i, l)| {
             if i == 0 {
                 &l.as_slice()[offset..]
@@ -310,7 +433,7 @@ impl Snapshot {
             let Some(front) = self.leases.front() else {
                 break;
             };
-            let src = &front.as_slice()[self.offset..];
+            let src = &front.as_slice()[self.offset as usize..];
             let k = src.len().min(dst.len() - n);
             dst[n..n + k].copy_from_slice(&src[..k]);
             n += k;
@@ -319,7 +442,8 @@ impl Snapshot {
                 self.leases.pop_front();
                 self.offset = 0;
             } else {
-                self.offset += k;
+                // Below the lease's length, a u32.
+                self.offset += k as u32;
             }
         }
         n
@@ -329,7 +453,7 @@ impl Snapshot {
     /// read position on are still all there, `skip` says how many to skip).
     pub fn pop_front(&mut self) -> Option<(Lease<'static>, usize)> {
         let l = self.leases.pop_front()?;
-        Some((l, core::mem::take(&mut self.offset)))
+        Some((l, core::mem::take(&mut self.offset) as usize))
     }
 }
 
@@ -419,7 +543,7 @@ impl Connection {
         Connection { core, task, id }
     }
 
-    fn io(&self) -> &'static RefCell<Io> {
+    fn io(&self) -> &'static IoCell {
         &self.core.io[self.task]
     }
 
@@ -904,6 +1028,87 @@ mod tests {
         expect.extend_from_slice(&[0xCC; 8]);
         assert_eq!(contents(&mut inbox), expect);
         assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
+    fn the_lease_ring_starts_over_at_slot_0_whenever_it_empties() {
+        let pool = pool();
+        let mut inbox = Inbox::new();
+        for round in 0..3u8 {
+            // Receive, read it all: the next receive lands in slot 0 again.
+            inbox.push(lease(pool, &[round; 3])).unwrap();
+            inbox.push(lease(pool, &[round; 2])).unwrap();
+            assert_eq!(inbox.s.leases.head, 0, "round {round}");
+            let mut buf = [0u8; 4];
+            assert_eq!(inbox.read_into(&mut buf), 4);
+            assert_eq!(inbox.s.leases.head, 1, "one lease left, in slot 1");
+            assert_eq!(inbox.read_into(&mut buf), 1);
+            assert!(inbox.is_empty());
+            assert_eq!(inbox.s.leases.head, 0, "emptied: back to slot 0");
+            assert!(inbox.s.leases.slots.iter().all(Option::is_none));
+        }
+        // Wrapping around keeps the order.
+        let mut expect = Vec::new();
+        for i in 0..SNAPSHOT_LEASES as u8 {
+            inbox.push(lease(pool, &[i])).unwrap();
+            expect.push(i);
+        }
+        let mut buf = [0u8; 5];
+        assert_eq!(inbox.read_into(&mut buf), 5);
+        for i in 0..5u8 {
+            inbox.push(lease(pool, &[100 + i])).unwrap();
+            expect.push(100 + i);
+        }
+        assert_eq!(inbox.len(), SNAPSHOT_LEASES);
+        assert_eq!(&contents(&mut inbox)[..], &expect[5..]);
+        assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
+    fn the_state_every_receive_and_read_touches_shares_the_first_two_cache_lines() {
+        let cell = IoCell::new();
+        let base = (&cell as *const IoCell).addr();
+        assert_eq!(base % 64, 0);
+        assert_eq!(size_of::<IoCell>() % 64, 0, "cells do not straddle lines");
+        let io = cell.borrow();
+        let end = |p: *const u8, len: usize| p.addr() + len - base;
+        // Line 0: the RefCell's flag, the connection, the end flags, the read waker and
+        // the read position.
+        let io_start = (&*io as *const Io).addr() - base;
+        assert!(io_start <= 8, "the flag comes first");
+        for (name, last) in [
+            (
+                "conn",
+                end((&raw const io.conn).cast(), size_of::<Option<ConnId>>()),
+            ),
+            (
+                "closed",
+                end(
+                    (&raw const io.closed).cast(),
+                    size_of::<Option<CloseReason>>(),
+                ),
+            ),
+            (
+                "read_waker",
+                end(
+                    (&raw const io.read_waker).cast(),
+                    size_of::<Option<Waker>>(),
+                ),
+            ),
+            ("eof", end((&raw const io.eof).cast(), 1)),
+            ("overrun", end((&raw const io.overrun).cast(), 1)),
+            ("offset", end((&raw const io.inbox.s.offset).cast(), 4)),
+        ] {
+            assert!(last <= 64, "{name} ends at {last}, past the first line");
+        }
+        // Line 1: the ring's indices and its first slot.
+        let leases = &io.inbox.s.leases;
+        let slot0 = end(
+            (&raw const leases.slots[0]).cast(),
+            size_of::<Option<Lease<'static>>>(),
+        );
+        assert!(end((&raw const leases.head).cast(), 2) <= 128);
+        assert!(slot0 <= 128, "slot 0 ends at {slot0}");
     }
 
     #[test]
