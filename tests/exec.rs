@@ -38,6 +38,7 @@ both!(
     a_wake_from_another_thread_ends_the_loops_sleep,
     dropping_the_connection_closes_it_once,
     a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped,
+    start_flush_sends_without_waiting_and_a_later_flush_waits_for_it,
 );
 
 /// Writes all of `bytes`, flushing whenever the slab is full.
@@ -240,6 +241,64 @@ fn flush_waits_only_for_bytes_staged_before_it(backend: BackendChoice) {
 }
 
 type Log = Rc<RefCell<Vec<String>>>;
+
+fn start_flush_sends_without_waiting_and_a_later_flush_waits_for_it(backend: BackendChoice) {
+    // What the task saw once its last flush completed: the bytes sent, and how many it wrote.
+    type Seen = Rc<Cell<Option<(u64, u64)>>>;
+    let srv = server(
+        backend,
+        |r| {
+            let seen: Seen = Rc::default();
+            let s2 = seen.clone();
+            let task = move |conn: Connection| {
+                let seen = s2.clone();
+                async move {
+                    // Three rounds: stage, start the send, wait for the peer's answer (which
+                    // it sends only once it has the bytes: so they left without a wait).
+                    for round in 0..3u8 {
+                        conn.write(&[b'a' + round; 1000]).unwrap();
+                        conn.start_flush().unwrap();
+                        let answer = conn.read().await.unwrap();
+                        assert_eq!(answer.bytes(), 1);
+                    }
+                    // The sends completed unwatched; a flush still finds where the stream
+                    // is, and waits for what is staged now.
+                    conn.write(b"end").unwrap();
+                    conn.flush().await.unwrap();
+                    seen.set(Some((conn.sent(), 3003)));
+                    // Nothing staged: completes at once.
+                    conn.flush().await.unwrap();
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            (exec, seen)
+        },
+        |exec, seen, r| (exec.stats(), seen.get(), r.pool().leased()),
+    );
+    let mut s = connect(srv.addr);
+    for round in 0..3u8 {
+        let mut got = vec![0u8; 1000];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, [b'a' + round; 1000], "round {round}");
+        send(&mut s, b"!");
+    }
+    let mut end = [0u8; 3];
+    s.read_exact(&mut end).unwrap();
+    assert_eq!(&end, b"end");
+    assert_eq!(
+        read_to_eof(&mut s),
+        b"",
+        "the task ended and its connection closed"
+    );
+    let (stats, seen, leased) = srv.stop();
+    let (sent, want) = seen.expect("the task finished");
+    assert_eq!(
+        sent, want,
+        "sent counts every byte, the unwatched sends included"
+    );
+    assert_eq!((stats.spawned, stats.completed), (1, 1));
+    assert_eq!(leased, 0);
+}
 
 fn peer_close_mid_read_is_eof_and_the_task_can_still_reply(backend: BackendChoice) {
     let srv = server(

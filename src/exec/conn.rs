@@ -190,7 +190,7 @@ fn absorb(dst: &mut Lease<'static>, src: &mut Lease<'static>) {
 /// Laid out for the cache (`repr(C)`, in an [`IoCell`] that starts a cache line): the
 /// `RefCell`'s flag and every field a receive, a read or a write looks at come first and
 /// share one 64-byte line, the first lease slot the next (see [`Snapshot`]'s ring); the flush
-/// state comes last. With many connections these
+/// state, used only while a `flush().await` waits, comes last. With many connections these
 /// lines are cold each time a connection's turn comes round again, so every line saved is
 /// a cache miss saved per receive.
 #[repr(C)]
@@ -209,7 +209,9 @@ pub(crate) struct Io {
     pub(crate) flush_waker: Option<Waker>,
     /// The position a pending flush waits for.
     pub(crate) flush_target: Option<u64>,
-    /// Bytes sent on the connection ([`Context::sent`](crate::reactor::Context::sent)).
+    /// Bytes sent on the connection ([`Context::sent`](crate::reactor::Context::sent)), as of
+    /// the last send completion that found a flush waiting (the executor does not look at the
+    /// others).
     pub(crate) sent: u64,
 }
 
@@ -483,7 +485,8 @@ impl fmt::Debug for Snapshot {
 ///   sending; a full slab is [`Error::WouldBlock`] and nothing is written.
 /// - [`Connection::flush`]`.await` sends what is staged and completes when every byte staged
 ///   *before the call* has been sent (bytes staged later, by this task or by other code
-///   writing to the connection, do not keep it waiting).
+///   writing to the connection, do not keep it waiting). [`Connection::start_flush`] sends
+///   the same without waiting.
 /// - Dropping the connection closes it (gracefully: staged bytes are still sent), once;
 ///   [`Connection::close`] does it earlier.
 ///
@@ -806,9 +809,17 @@ impl Connection {
             .unwrap_or(0)
     }
 
-    /// Bytes sent on the connection so far (as of the last completed send).
+    /// Bytes sent on the connection so far (as of the last completed send). Exact inside the
+    /// poll of a task (where connections are used); elsewhere the last count the executor
+    /// noted.
     pub fn sent(&self) -> u64 {
-        self.io().borrow().sent
+        let noted = self.io().borrow().sent;
+        let id = self.id;
+        // A closed connection's count is gone from the reactor (0): keep the noted one.
+        self.core
+            .scope
+            .with(|cx| cx.sent(id))
+            .map_or(noted, |live| live.max(noted))
     }
 
     /// Bytes staged in the write slab and not yet sent.
@@ -826,10 +837,36 @@ impl Connection {
     /// [`Error::Closed`] when the connection closes before those bytes are sent,
     /// [`Error::Detached`].
     pub async fn flush(&self) -> Result<(), Error> {
+        let Some(target) = self.submit_flush()? else {
+            return Ok(());
+        };
+        poll_fn(|cx| self.poll_flushed(cx, target)).await
+    }
+
+    /// Sends what is staged, without waiting for it: the first half of [`Connection::flush`].
+    /// The send goes out in the turn that polls this (one submission with every other flush),
+    /// and the reactor sends every staged byte without being asked again (short sends go on
+    /// where they stopped); a `flush().await` later waits for these bytes too. A failure of
+    /// that send closes the connection: the next operation reports [`Error::Closed`] (a
+    /// pending read fails with it).
+    ///
+    /// For a task that goes on reading while its reply leaves (as
+    /// [`relay`](crate::stream::relay) does): waiting for every send to complete costs a wake
+    /// and a poll of the task per send.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::Detached`].
+    pub fn start_flush(&self) -> Result<(), Error> {
+        self.submit_flush().map(|_| ())
+    }
+
+    /// Submits the staged bytes; returns the position in the stream [`Connection::flush`] waits
+    /// for (`None`: nothing was staged).
+    fn submit_flush(&self) -> Result<Option<u64>, Error> {
         self.check_open()?;
         let id = self.id;
-        let target = self
-            .core
+        self.core
             .scope
             .with(|cx| {
                 let staged = cx.staged(id);
@@ -839,11 +876,7 @@ impl Connection {
                 cx.flush(id).map_err(Error::from_conn)?;
                 Ok(Some(cx.sent(id) + staged as u64))
             })
-            .ok_or(Error::Detached)??;
-        let Some(target) = target else {
-            return Ok(());
-        };
-        poll_fn(|cx| self.poll_flushed(cx, target)).await
+            .ok_or(Error::Detached)?
     }
 
     fn poll_flushed(
@@ -851,9 +884,17 @@ impl Connection {
         cx: &mut core::task::Context<'_>,
         target: u64,
     ) -> Poll<Result<(), Error>> {
+        let id = self.id;
+        // The executor notes the count only for sends that find a flush waiting (see
+        // `Executor::on_sent`): take it from the reactor first. The connection's count is
+        // gone once it closes (0): keep the noted one then.
+        let live = self.core.scope.with(|cx| cx.sent(id));
         let mut io = self.io().borrow_mut();
-        if io.conn != Some(self.id) {
+        if io.conn != Some(id) {
             return Poll::Ready(Err(Error::Closed(CloseReason::Local)));
+        }
+        if let Some(live) = live {
+            io.sent = io.sent.max(live);
         }
         if io.sent >= target {
             io.flush_target = None;
@@ -865,6 +906,22 @@ impl Connection {
         }
         io.flush_target = Some(target);
         register(&mut io.flush_waker, cx.waker());
+        drop(io);
+        // Ask the executor to look at this connection's send completions until the target
+        // is reached. Outside a poll (the future moved out of its task) there is no reactor
+        // to ask, and nothing would wake it: fail instead of hanging.
+        // (A connection already closed has no tag to set: its close wakes the flush.)
+        if self
+            .core
+            .scope
+            .with(|cx| super::watch_sends(cx, id))
+            .is_none()
+        {
+            let mut io = self.io().borrow_mut();
+            io.flush_target = None;
+            io.flush_waker = None;
+            return Poll::Ready(Err(Error::Detached));
+        }
         Poll::Pending
     }
 

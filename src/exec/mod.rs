@@ -5,7 +5,8 @@
 //! handler function, typically `async fn handler(conn: Connection)`, run once per connection
 //! ([`Executor::spawn`], or automatically for every accepted connection). Inside, the task
 //! uses its [`Connection`]: `read().await` (a receive [`Snapshot`]), `write` (into the write
-//! slab), `flush().await` (until the bytes staged before it are sent).
+//! slab), `flush().await` (until the bytes staged before it are sent), `start_flush` (the
+//! same send, without waiting for it).
 //!
 //! ```no_run
 //! use ringlet::exec::{future_size, Connection, TaskStorage};
@@ -79,7 +80,11 @@
 //! Events the reactor routes to a task during a turn (data, end of stream, sends, close)
 //! schedule it without notifying, since the poll phase follows in the same turn; a task
 //! woken during the poll phase (by itself or another task) is polled next turn, and that turn
-//! does not sleep.
+//! does not sleep. A completed send concerns a task only while one of its `flush().await`s
+//! waits: the executor marks the connection then (a bit of its
+//! [tag](Context::set_tag)) and otherwise does not look at the task's state at all, so a task
+//! that starts its sends and goes on reading is neither woken nor touched by their
+//! completions.
 //!
 //! # Cache
 //!
@@ -135,6 +140,21 @@ pub use sched::{
 pub use storage::{FUTURE_ALIGN, TaskStorage};
 
 use scope::Scope;
+
+/// The bit of a connection's tag ([`Context::set_tag`]; the rest is the task slot + 1) that
+/// asks [`Executor::on_sent`](Handler::on_sent) to look at the task's send count: set while
+/// a `flush().await` of the task waits.
+const WATCH_SENDS: u32 = 1 << 31;
+
+// Task slots are `u16`: slot + 1 never reaches the bit.
+static_assertions::const_assert!((MAX_TASKS as u32) < WATCH_SENDS);
+
+/// Asks the executor to report `conn`'s send completions to its task (a flush waits for
+/// them), until the position the flush waits for is reached. `None` when `conn` is closed.
+pub(crate) fn watch_sends(cx: &mut Context<'_, 'static>, conn: ConnId) -> Option<()> {
+    let tag = cx.tag(conn)?;
+    cx.set_tag(conn, tag | WATCH_SENDS).ok()
+}
 
 /// What a task's [`Connection`] shares with the executor: the per-task connection state and
 /// the poll scope. Lives in the [`TaskStorage`], loop-thread only.
@@ -396,7 +416,7 @@ where
     /// The task slot that owns `conn`, if a task of this executor does (or did, and the
     /// task's `Connection` lives on elsewhere).
     fn owner(&self, cx: &Context<'_, 'static>, conn: ConnId) -> Option<usize> {
-        let slot = usize::try_from(cx.tag(conn)?.checked_sub(1)?).ok()?;
+        let slot = usize::try_from((cx.tag(conn)? & !WATCH_SENDS).checked_sub(1)?).ok()?;
         let io = self.core.io.get(slot)?;
         (io.borrow().conn == Some(conn)).then_some(slot)
     }
@@ -542,18 +562,32 @@ where
         self.wake_for(slot, w);
     }
 
+    /// Wakes the task's pending `flush().await` once the bytes it waits for are sent. Looks
+    /// at the task's state only while such a flush waits (a bit of the connection's tag says
+    /// so): every send completes here, and with many connections the task's state is cold by
+    /// then, so a send nobody waits for costs no cache miss (see the module's *Cache*).
     fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, _bytes: usize) {
+        let Some(tag) = cx.tag(conn) else {
+            return;
+        };
+        if tag & WATCH_SENDS == 0 {
+            return;
+        }
         let Some(slot) = self.owner(cx, conn) else {
             return;
         };
         let mut io = self.core.io[slot].borrow_mut();
         io.sent = cx.sent(conn);
-        if io.flush_target.is_some_and(|t| io.sent >= t) {
-            io.flush_target = None;
-            let w = io.flush_waker.take();
-            drop(io);
-            self.wake_for(slot, w);
+        match io.flush_target {
+            Some(t) if io.sent < t => return,
+            _ => {}
         }
+        // Reached (or the flush was dropped): stop watching.
+        io.flush_target = None;
+        let w = io.flush_waker.take();
+        drop(io);
+        let _ = cx.set_tag(conn, tag & !WATCH_SENDS);
+        self.wake_for(slot, w);
     }
 
     /// Fails the task's pending read and flush with [`Error::Closed`] (after whatever was
