@@ -797,6 +797,42 @@ impl Connection {
             .ok_or(Error::Detached)?
     }
 
+    /// [`Connection::write_some`] that waits for room: when the slab is full it flushes and
+    /// waits for the staged bytes to leave, then writes. `wait` carries the position a flush
+    /// waits for from one poll to the next (start with `None`). The poll function of the
+    /// stream write ([`ConnectionWriteHalf`](crate::stream::ConnectionWriteHalf)), kept small
+    /// because its state lives in the task's.
+    pub(crate) fn poll_write_some(
+        &self,
+        cx: &mut core::task::Context<'_>,
+        bytes: &[u8],
+        wait: &mut Option<u64>,
+    ) -> Poll<Result<usize, Error>> {
+        loop {
+            if let Some(target) = *wait {
+                let flushed = self.poll_flushed(cx, target);
+                if flushed.is_ready() {
+                    *wait = None;
+                }
+                match flushed {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
+            match self.write_some(bytes) {
+                // Full: send what is staged; once it is out there is room.
+                Err(Error::WouldBlock) => match self.submit_flush() {
+                    Ok(Some(target)) => *wait = Some(target),
+                    // Full with nothing staged: a slab that cannot hold a byte.
+                    Ok(None) => return Poll::Ready(Err(Error::TooLarge)),
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
     /// Free bytes in the write slab (0 when closed or detached).
     pub fn write_capacity(&self) -> usize {
         if self.check_open().is_err() {
