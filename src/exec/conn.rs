@@ -188,11 +188,13 @@ fn absorb(dst: &mut Lease<'static>, src: &mut Lease<'static>) {
 /// close, the futures waiting, and how far sending got. Loop-thread only.
 ///
 /// Laid out for the cache (`repr(C)`, in an [`IoCell`] that starts a cache line): the
-/// `RefCell`'s flag and every field a receive, a read or a write looks at come first and
-/// share one 64-byte line, the first lease slot the next (see [`Snapshot`]'s ring); the flush
-/// state, used only while a `flush().await` waits, comes last. With many connections these
-/// lines are cold each time a connection's turn comes round again, so every line saved is
-/// a cache miss saved per receive.
+/// `RefCell`'s flag and everything a receive, a read or a write of a connection that is read
+/// as fast as it receives looks at fill exactly one 64-byte line: the connection, the end
+/// flags, the read waker, the lease ring's indices and read position, and its first slot
+/// (see [`Snapshot`]'s ring). The rest (why it closed, the other slots, the flush state, used
+/// only while a `flush().await` waits) comes after. With many connections this state is cold
+/// each time a connection's turn comes round again, so every line saved is a cache miss saved
+/// per receive.
 #[repr(C)]
 pub(crate) struct Io {
     /// The connection, while a `Connection` for it exists (`None` once dropped or closed by
@@ -203,9 +205,11 @@ pub(crate) struct Io {
     /// The task finished while its `Connection` lives on elsewhere (moved out of the future):
     /// the slot stays taken until that `Connection` is dropped.
     pub(crate) held: bool,
-    pub(crate) closed: Option<CloseReason>,
+    /// The connection closed: [`Io::closed`] says why (in `close_reason`, off the first line).
+    is_closed: bool,
     pub(crate) read_waker: Option<Waker>,
     pub(crate) inbox: Inbox,
+    close_reason: CloseReason,
     pub(crate) flush_waker: Option<Waker>,
     /// The position a pending flush waits for.
     pub(crate) flush_target: Option<u64>,
@@ -240,7 +244,8 @@ impl Io {
             conn: None,
             inbox: Inbox::new(),
             eof: false,
-            closed: None,
+            is_closed: false,
+            close_reason: CloseReason::Local,
             overrun: false,
             read_waker: None,
             flush_waker: None,
@@ -248,6 +253,22 @@ impl Io {
             sent: 0,
             held: false,
         }
+    }
+
+    /// How the connection closed, if it has.
+    pub(crate) fn closed(&self) -> Option<CloseReason> {
+        // The flag first: the reason's line is touched only once it is closed.
+        if self.is_closed {
+            Some(self.close_reason)
+        } else {
+            None
+        }
+    }
+
+    /// The connection closed, for `reason`.
+    pub(crate) fn set_closed(&mut self, reason: CloseReason) {
+        self.is_closed = true;
+        self.close_reason = reason;
     }
 
     /// Ready for a new task on `conn`.
@@ -292,8 +313,6 @@ fn register(slot: &mut Option<Waker>, waker: &Waker) {
 /// it. Never empty when a read returns it.
 #[repr(C)]
 pub struct Snapshot {
-    /// Bytes of the front lease already consumed.
-    offset: u32,
     leases: Leases,
 }
 
@@ -304,10 +323,15 @@ pub struct Snapshot {
 /// is read before the next arrives (an echo, a request/response protocol) keeps using slot 0,
 /// on the same cache line as the indices and the rest of the connection's hot state, instead
 /// of walking through all the slots' lines.
+///
+/// It also keeps the [`Snapshot`]'s read position in the front lease, in the word its indices
+/// share: indices, position and slot 0 fit 24 bytes.
 #[repr(C)]
 struct Leases {
     head: u8,
     len: u8,
+    /// Bytes of the front lease already consumed.
+    offset: u32,
     slots: [Option<Lease<'static>>; SNAPSHOT_LEASES],
 }
 
@@ -319,6 +343,7 @@ impl Leases {
         Leases {
             head: 0,
             len: 0,
+            offset: 0,
             slots: [const { None }; SNAPSHOT_LEASES],
         }
     }
@@ -394,7 +419,6 @@ impl Snapshot {
     /// An empty snapshot (what is left of one that was read completely).
     pub const fn new() -> Snapshot {
         Snapshot {
-            offset: 0,
             leases: Leases::new(),
         }
     }
@@ -411,12 +435,12 @@ impl Snapshot {
 
     /// Unconsumed bytes.
     pub fn bytes(&self) -> usize {
-        self.leases.iter().map(Lease::len).sum::<usize>() - self.offset as usize
+        self.leases.iter().map(Lease::len).sum::<usize>() - self.leases.offset as usize
     }
 
     /// The unconsumed bytes, one slice per lease.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let offset = self.offset as usize;
+        let offset = self.leases.offset as usize;
         self.leases.iter().enumerate().map(move |(i, l)| {
             if i == 0 {
                 &l.as_slice()[offset..]
@@ -435,17 +459,17 @@ impl Snapshot {
             let Some(front) = self.leases.front() else {
                 break;
             };
-            let src = &front.as_slice()[self.offset as usize..];
+            let src = &front.as_slice()[self.leases.offset as usize..];
             let k = src.len().min(dst.len() - n);
             dst[n..n + k].copy_from_slice(&src[..k]);
             n += k;
             if k == src.len() {
                 // Consumed: back to the pool now.
                 self.leases.pop_front();
-                self.offset = 0;
+                self.leases.offset = 0;
             } else {
                 // Below the lease's length, a u32.
-                self.offset += k as u32;
+                self.leases.offset += k as u32;
             }
         }
         n
@@ -455,7 +479,7 @@ impl Snapshot {
     /// read position on are still all there, `skip` says how many to skip).
     pub fn pop_front(&mut self) -> Option<(Lease<'static>, usize)> {
         let l = self.leases.pop_front()?;
-        Some((l, core::mem::take(&mut self.offset) as usize))
+        Some((l, core::mem::take(&mut self.leases.offset) as usize))
     }
 }
 
@@ -690,7 +714,7 @@ impl Connection {
         } else if io.eof {
             Some(Error::Eof)
         } else {
-            io.closed.map(Error::Closed)
+            io.closed().map(Error::Closed)
         };
         Ok(Drained { left, end })
     }
@@ -731,7 +755,7 @@ impl Connection {
         if io.eof {
             return Poll::Ready(Error::Eof);
         }
-        if let Some(reason) = io.closed {
+        if let Some(reason) = io.closed() {
             return Poll::Ready(Error::Closed(reason));
         }
         register(&mut io.read_waker, cx.waker());
@@ -744,7 +768,7 @@ impl Connection {
         if io.conn != Some(self.id) {
             return Err(Error::Closed(CloseReason::Local));
         }
-        match io.closed {
+        match io.closed() {
             Some(reason) => Err(Error::Closed(reason)),
             None => Ok(()),
         }
@@ -937,7 +961,7 @@ impl Connection {
             io.flush_waker = None;
             return Poll::Ready(Ok(()));
         }
-        if let Some(reason) = io.closed {
+        if let Some(reason) = io.closed() {
             return Poll::Ready(Err(Error::Closed(reason)));
         }
         io.flush_target = Some(target);
@@ -985,7 +1009,7 @@ impl Connection {
         if io.conn != Some(self.id) {
             return;
         }
-        let open = io.closed.is_none();
+        let open = io.closed().is_none();
         io.detach();
         let held = io.held;
         drop(io);
@@ -1158,29 +1182,24 @@ mod tests {
     }
 
     #[test]
-    fn the_state_every_receive_and_read_touches_shares_the_first_two_cache_lines() {
+    fn the_state_every_receive_and_read_touches_fills_one_cache_line() {
         let cell = IoCell::new();
         let base = (&cell as *const IoCell).addr();
         assert_eq!(base % 64, 0);
         assert_eq!(size_of::<IoCell>() % 64, 0, "cells do not straddle lines");
         let io = cell.borrow();
-        let end = |p: *const u8, len: usize| p.addr() + len - base;
-        // Line 0: the RefCell's flag, the connection, the end flags, the read waker and
-        // the read position.
         let io_start = (&*io as *const Io).addr() - base;
-        assert!(io_start <= 8, "the flag comes first");
+        assert!(io_start <= 8, "the RefCell's flag comes first");
+        let leases = &io.inbox.s.leases;
+        let end = |p: *const u8, len: usize| p.addr() + len - base;
         for (name, last) in [
             (
                 "conn",
                 end((&raw const io.conn).cast(), size_of::<Option<ConnId>>()),
             ),
-            (
-                "closed",
-                end(
-                    (&raw const io.closed).cast(),
-                    size_of::<Option<CloseReason>>(),
-                ),
-            ),
+            ("eof", end((&raw const io.eof).cast(), 1)),
+            ("overrun", end((&raw const io.overrun).cast(), 1)),
+            ("is_closed", end((&raw const io.is_closed).cast(), 1)),
             (
                 "read_waker",
                 end(
@@ -1188,20 +1207,19 @@ mod tests {
                     size_of::<Option<Waker>>(),
                 ),
             ),
-            ("eof", end((&raw const io.eof).cast(), 1)),
-            ("overrun", end((&raw const io.overrun).cast(), 1)),
-            ("offset", end((&raw const io.inbox.s.offset).cast(), 4)),
+            ("head", end((&raw const leases.head).cast(), 1)),
+            ("len", end((&raw const leases.len).cast(), 1)),
+            ("offset", end((&raw const leases.offset).cast(), 4)),
+            (
+                "slot 0",
+                end(
+                    (&raw const leases.slots[0]).cast(),
+                    size_of::<Option<Lease<'static>>>(),
+                ),
+            ),
         ] {
             assert!(last <= 64, "{name} ends at {last}, past the first line");
         }
-        // Line 1: the ring's indices and its first slot.
-        let leases = &io.inbox.s.leases;
-        let slot0 = end(
-            (&raw const leases.slots[0]).cast(),
-            size_of::<Option<Lease<'static>>>(),
-        );
-        assert!(end((&raw const leases.head).cast(), 2) <= 128);
-        assert!(slot0 <= 128, "slot 0 ends at {slot0}");
     }
 
     #[test]

@@ -90,11 +90,11 @@
 //!
 //! With many connections, a task's state has left the CPU caches by the time its connection
 //! has something again, so a round trip costs about one cache miss per line of task state it
-//! touches; the layout keeps that small. A receive and the read that takes it touch two lines
-//! of per-task connection state (the flag and fields they use share the first, the first
-//! unread lease the second; the unread leases start over at that slot whenever they are all
-//! read), the task's 64-byte scheduler header, and the lines of the task's own future that its
-//! poll uses (each future slot starts a cache line: [`FUTURE_ALIGN`]).
+//! touches; the layout keeps that small. A receive and the read that takes it touch one line
+//! of per-task connection state (with the first unread lease: the unread leases start over at
+//! that slot whenever they are all read), the task's 64-byte scheduler header, and the lines
+//! of the task's own future that its poll uses (each future slot starts a cache line:
+//! [`FUTURE_ALIGN`]).
 //!
 //! # Tasks and the reactor
 //!
@@ -597,7 +597,7 @@ where
             return;
         };
         let mut io = self.core.io[slot].borrow_mut();
-        io.closed = Some(reason);
+        io.set_closed(reason);
         let (r, w) = (io.read_waker.take(), io.flush_waker.take());
         drop(io);
         self.wake_for(slot, r);
