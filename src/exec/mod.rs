@@ -77,10 +77,17 @@
 //! remote wake racing completion and reuse never polls the new task more than its own
 //! schedule asks, and no wake is lost.
 //!
-//! Events the reactor routes to a task during a turn (data, end of stream, sends, close)
-//! schedule it without notifying, since the poll phase follows in the same turn; a task
-//! woken during the poll phase (by itself or another task) is polled next turn, and that turn
-//! does not sleep. A completed send concerns a task only while one of its `flush().await`s
+//! Events the reactor routes to a task during a turn (data, end of stream, sends, close) do
+//! not go through the header when the waker they find is the task's own: the loop knows each
+//! slot's generation itself (it moves on only when the loop retires the slot), so it checks
+//! the waker without reading the header and puts the task on a *local* ready list, a plain
+//! array on the loop's side: no atomic operation, no notification (the poll phase follows in
+//! the same turn), and the header's cache line stays untouched. The poll phase takes the
+//! ready queue first, then the local list in the order the events came; a task on both is
+//! polled once (the events were routed before the phase, so that poll sees them). A task
+//! woken during the poll phase (by itself or another task, through its waker) is polled next
+//! turn, and that turn does not sleep. A completed send concerns a task only while one of its
+//! `flush().await`s
 //! waits: the executor marks the connection then (a bit of its
 //! [tag](Context::set_tag)) and otherwise does not look at the task's state at all, so a task
 //! that starts its sends and goes on reading is neither woken nor touched by their
@@ -92,9 +99,9 @@
 //! has something again, so a round trip costs about one cache miss per line of task state it
 //! touches; the layout keeps that small. A receive and the read that takes it touch one line
 //! of per-task connection state (with the first unread lease: the unread leases start over at
-//! that slot whenever they are all read), the task's 64-byte scheduler header, and the lines
+//! that slot whenever they are all read), a few bytes of dense loop-side arrays, and the lines
 //! of the task's own future that its poll uses (each future slot starts a cache line:
-//! [`FUTURE_ALIGN`]).
+//! [`FUTURE_ALIGN`]); the scheduler header only when a waker is woken through it.
 //!
 //! # Tasks and the reactor
 //!
@@ -136,6 +143,7 @@ use crate::reactor::{CloseReason, ConnId, Context, Handler, ListenerId, Reactor,
 pub use conn::{Connection, Error, SNAPSHOT_LEASES, Snapshot};
 pub use sched::{
     AddressTooHigh, MAX_TASKS, SchedStorage, Scheduler, TaskHeader, WAKER_GENERATION_BITS,
+    next_generation,
 };
 pub use storage::{FUTURE_ALIGN, TaskStorage};
 
@@ -315,6 +323,11 @@ pub struct Executor<F, Fut: 'static> {
     core: &'static ExecCore,
     futures: storage::FutureSlots<Fut>,
     live: &'static mut [bool],
+    /// The loop's own scheduling state per slot (generation, queued locally).
+    local: &'static mut [storage::LocalSlot],
+    /// This turn's local ready list: tasks scheduled by the reactor's events.
+    local_ready: &'static mut [u16],
+    local_len: usize,
     free: &'static mut [u16],
     free_len: usize,
     make: F,
@@ -354,6 +367,9 @@ where
             core,
             futures: parts.futures,
             live: parts.live,
+            local: parts.local,
+            local_ready: parts.local_ready,
+            local_len: 0,
             free_len: parts.free.len(),
             free: parts.free,
             make,
@@ -427,22 +443,49 @@ where
     }
 
     /// Wakes the future that registered `waker` for the task in `slot`: the task's own waker
-    /// only schedules it (the poll phase follows in this turn); another waker (a combinator's
-    /// inside the task) is woken as such.
-    fn wake_for(&self, slot: usize, waker: Option<Waker>) {
-        if let Some(w) = waker {
-            if self.sched.is_current_waker(slot, &w) {
-                self.sched.schedule(slot);
-            } else {
-                w.wake();
-            }
+    /// only puts it on this turn's local ready list (the poll phase follows in this turn);
+    /// another waker (a combinator's inside the task) is woken as such.
+    fn wake_for(&mut self, slot: usize, waker: Option<Waker>) {
+        let Some(w) = waker else {
+            return;
+        };
+        let Some(local) = self.local.get_mut(slot) else {
+            return;
+        };
+        if !self.sched.is_waker_at(slot, local.generation, &w) {
+            w.wake();
+            return;
+        }
+        if !local.queued {
+            local.queued = true;
+            // Each slot is on the list at most once: there is room.
+            self.local_ready[self.local_len] = slot as u16;
+            self.local_len += 1;
         }
     }
 
-    /// Polls every task in the ready queue once.
+    /// Polls every ready task once: first those woken through the scheduler (from other
+    /// threads, spawned, or woken by other futures), then those the reactor's events
+    /// scheduled this turn, in the order the events came, each at most once.
     fn poll_ready(&mut self, cx: &mut Context<'_, 'static>) {
         let sched = self.sched;
-        sched.drain(|slot| self.poll_slot(cx, slot));
+        sched.drain(|slot| {
+            // A poll now also serves an event of this turn for the task: the events were
+            // routed before this phase.
+            if let Some(local) = self.local.get_mut(slot) {
+                local.queued = false;
+            }
+            self.poll_slot(cx, slot);
+        });
+        let mut i = 0;
+        while i < self.local_len {
+            let slot = usize::from(self.local_ready[i]);
+            if core::mem::take(&mut self.local[slot].queued) {
+                self.poll_slot(cx, slot);
+            }
+            i += 1;
+        }
+        self.local_len = 0;
     }
 
     fn poll_slot(&mut self, cx: &mut Context<'_, 'static>, slot: usize) {
@@ -457,7 +500,7 @@ where
             }
             return;
         }
-        let Some(waker) = self.sched.waker(slot) else {
+        let Some(waker) = self.sched.waker_at(slot, self.local[slot].generation) else {
             return;
         };
         let mut tcx = core::task::Context::from_waker(&waker);
@@ -480,6 +523,8 @@ where
         if done {
             self.live[slot] = false;
             self.sched.retire(slot);
+            let local = &mut self.local[slot];
+            local.generation = sched::next_generation(local.generation);
             self.stats.completed += 1;
             let mut io = self.core.io[slot].borrow_mut();
             if io.conn.is_some() {

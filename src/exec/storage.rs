@@ -87,12 +87,24 @@ pub struct TaskStorage<const TASKS: usize, const SIZE: usize> {
     core: MaybeUninit<ExecCore>,
     free: [u16; TASKS],
     live: [bool; TASKS],
+    local: [LocalSlot; TASKS],
+    local_ready: [u16; TASKS],
     futures: [FutureSlot<SIZE>; TASKS],
 }
 
+/// The loop's own scheduling state of a task slot, which no other thread sees: the slot's
+/// generation as the loop knows it (it moves on only when the loop retires the slot), and
+/// whether the slot is on this turn's local ready list. All-zero is its initial state (the
+/// scheduler starts every slot at generation 0).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct LocalSlot {
+    pub(super) generation: u32,
+    pub(super) queued: bool,
+}
+
 // SAFETY: the scheduler storage is ZeroInit (its own impl); `MaybeUninit` fields and the
-// future slots (`MaybeUninit` bytes) are valid for any bytes; `u16` and `bool` are valid as
-// zero. Nothing reads the `MaybeUninit` fields before `split` writes them. (Under loom the
+// future slots (`MaybeUninit` bytes) are valid for any bytes; `u16`, `bool` and `LocalSlot`
+// (a `u32` and a `bool`) are valid as zero. Nothing reads the `MaybeUninit` fields before `split` writes them. (Under loom the
 // scheduler's atomics are loom's: no ZeroInit there.)
 #[cfg(not(loom))]
 unsafe impl<const TASKS: usize, const SIZE: usize> crate::pool::ZeroInit
@@ -123,6 +135,8 @@ pub(super) struct Parts<Fut: 'static> {
     pub(super) core: &'static mut MaybeUninit<ExecCore>,
     pub(super) free: &'static mut [u16],
     pub(super) live: &'static mut [bool],
+    pub(super) local: &'static mut [LocalSlot],
+    pub(super) local_ready: &'static mut [u16],
     pub(super) futures: FutureSlots<Fut>,
 }
 
@@ -150,6 +164,8 @@ impl<const TASKS: usize, const SIZE: usize> TaskStorage<TASKS, SIZE> {
             core: core_slot,
             free,
             live,
+            local,
+            local_ready,
             futures,
         } = self;
         let sched = Scheduler::new(sched, notifier).map_err(ExecError::AddressTooHigh)?;
@@ -166,6 +182,7 @@ impl<const TASKS: usize, const SIZE: usize> TaskStorage<TASKS, SIZE> {
             *f = (TASKS - 1 - i) as u16;
         }
         live.fill(false);
+        local.fill(LocalSlot::default());
         // Slot `i` holds its future at its own start (checked above: `Fut` fits `SIZE` and
         // the slot's alignment); `FutureSlots::get_mut` relies on exactly this.
         let futures = FutureSlots {
@@ -180,6 +197,8 @@ impl<const TASKS: usize, const SIZE: usize> TaskStorage<TASKS, SIZE> {
             core: core_slot,
             free,
             live,
+            local,
+            local_ready,
             futures,
         })
     }
