@@ -76,7 +76,7 @@ impl<Fut: 'static> FutureSlots<Fut> {
 /// static TASKS: StaticSlot<TaskStorage<256, { future_size(&handler) }>> = StaticSlot::new();
 /// ```
 ///
-/// Memory: about `TASKS * (SIZE + 64 + 640)` bytes (`SIZE` rounded up to 64 per future). All-zero
+/// Memory: about `TASKS * (SIZE + 64 + 650)` bytes (`SIZE` rounded up to 64 per future). All-zero
 /// bytes is its empty state ([`ZeroInit`](crate::pool::ZeroInit)): place it in a `static`
 /// through [`StaticSlot`](crate::pool::StaticSlot) (it lands in `.bss`) or leak it once at
 /// start-up; never build it on the stack. It must be `'static`: a task's waker may outlive
