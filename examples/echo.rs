@@ -7,6 +7,9 @@
 //! connection's receive, and continues on `on_flushed`: nothing is lost and nothing blocks the
 //! other connections. SIGINT or SIGTERM stops it gracefully and prints its counters.
 //!
+//! `--batch-wait US` sets `Config::batch_wait` (microseconds; 0 turns the batched wait off),
+//! for measuring its effect.
+//!
 //! `--offload N` hands every received buffer, once echoed, to one of N worker threads as a
 //! `SendLease`; the worker checksums it and drops it there, and the buffer finds its way back
 //! to the loop's pool. At exit the counters show every buffer back.
@@ -108,7 +111,7 @@ impl Handler<'static> for Echo {
 
 fn main() {
     let args = common::server_args(
-        "usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--offload N]",
+        "usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--offload N] [--batch-wait US]",
     );
     let (addr, backend) = (args.addr, args.backend);
     let offload = args.offload.unwrap_or(0);
@@ -118,6 +121,7 @@ fn main() {
     let resources = RESOURCES.take().expect("resources taken once");
     let config = Config {
         backend,
+        batch_wait: args.batch_wait.unwrap_or(Config::default().batch_wait),
         ..Config::default()
     };
     let mut reactor = Reactor::new(resources, config).unwrap_or_else(|e| {

@@ -928,5 +928,25 @@ fn broker_refuses_mismatched_lines() {
     let mut mem = storage.mem();
     mem.lines = &mut [];
     assert!(Broker::new(mem, ServerConfig::default(), 1).is_err());
+    // The subscription sets too; and the shared line buffers need at least one.
+    let mut mem = storage.mem();
+    let subs = std::mem::take(&mut mem.client_subs);
+    mem.client_subs = &mut subs[..3];
+    let err = Broker::new(mem, ServerConfig::default(), 1).err();
+    assert!(
+        matches!(err, Some(BrokerError::Storage(s)) if s.contains("client_subs")),
+        "{err:?}"
+    );
+    let mut mem = storage.mem();
+    mem.line_bufs = &mut [];
+    let err = Broker::new(mem, ServerConfig::default(), 1).err();
+    assert!(
+        matches!(err, Some(BrokerError::Storage(s)) if s.contains("line_bufs")),
+        "{err:?}"
+    );
+    let mut mem = storage.mem();
+    let bufs = std::mem::take(&mut mem.line_bufs);
+    mem.line_bufs = &mut bufs[..1];
+    assert!(Broker::new(mem, ServerConfig::default(), 1).is_ok());
     assert!(Broker::new(storage.mem(), ServerConfig::default(), 1).is_ok());
 }

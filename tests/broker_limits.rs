@@ -1,6 +1,6 @@
 //! The broker's memory limits over real sockets, on both backends: max_pending (a per-client
-//! limit on bytes staged and unsent) and the reservation of receive buffers for large
-//! messages.
+//! limit on bytes staged and unsent), the reservation of receive buffers for large
+//! messages, and the shared line buffers for control lines split across receives.
 
 mod broker_util;
 
@@ -492,5 +492,77 @@ fn a_message_larger_than_the_budget_is_refused() {
         expect(&mut s, &want);
         let stats = srv.stop();
         assert_eq!(stats.reservations, 0, "{stats:?}");
+    });
+}
+
+/// A broker with one shared line buffer: clients whose control lines split while it is lent
+/// wait for it (answering what came before the line, losing nothing, sending no error) and
+/// go on in slot order as it comes back.
+#[test]
+fn split_lines_wait_for_the_line_buffer_and_lose_nothing() {
+    each(|b| {
+        let opts = Options {
+            line_bufs: 1,
+            ..Options::default()
+        };
+        let srv = start_opts(b, server_config(), opts);
+        let mut sub = client(srv.addr);
+        sub.write_all(b"SUB foo 1\r\n").unwrap();
+        sync(&mut sub);
+        let mut p1 = client(srv.addr);
+        let mut p2 = client(srv.addr);
+        let mut p3 = client(srv.addr);
+        // p1's PUB line is split: it holds the only buffer.
+        p1.write_all(b"PING\r\nPUB fo").unwrap();
+        expect(&mut p1, b"PONG\r\n");
+        // p2 and p3 get their PONG, then their split lines wait.
+        p2.write_all(b"PING\r\nPUB fo").unwrap();
+        expect(&mut p2, b"PONG\r\n");
+        p3.write_all(b"PING\r\nSUB ba").unwrap();
+        expect(&mut p3, b"PONG\r\n");
+        p2.write_all(b"o 2\r\nyo\r\nPING\r\n").unwrap();
+        p3.write_all(b"r 9\r\nPING\r\n").unwrap();
+        // p1's line completes: the buffer goes to p2, then to p3.
+        p1.write_all(b"o 2\r\nhi\r\nPING\r\n").unwrap();
+        expect(&mut p1, b"PONG\r\n");
+        expect(&mut p2, b"PONG\r\n");
+        expect(&mut p3, b"PONG\r\n");
+        expect(&mut sub, b"MSG foo 1 2\r\nhi\r\nMSG foo 1 2\r\nyo\r\n");
+        // p3's subscription is in place.
+        p1.write_all(&msg("bar", b"z")).unwrap();
+        expect(&mut p3, b"MSG bar 9 1\r\nz\r\n");
+        let stats = srv.stop();
+        assert_eq!(stats.line_bufs_high_water, 1, "{b:?}");
+        assert!(stats.line_waits >= 2, "{b:?}: {stats:?}");
+        assert_eq!(stats.in_msgs, 3, "{b:?}");
+    });
+}
+
+/// The lent line buffer comes back when its holder closes, and a waiting client goes on.
+#[test]
+fn a_closing_holder_gives_its_line_buffer_back() {
+    each(|b| {
+        let opts = Options {
+            line_bufs: 1,
+            ..Options::default()
+        };
+        let srv = start_opts(b, server_config(), opts);
+        let mut sub = client(srv.addr);
+        sub.write_all(b"SUB foo 1\r\n").unwrap();
+        sync(&mut sub);
+        let mut p1 = client(srv.addr);
+        let mut p2 = client(srv.addr);
+        p1.write_all(b"PING\r\nPUB foo 2\r").unwrap();
+        expect(&mut p1, b"PONG\r\n");
+        p2.write_all(b"PING\r\nPUB fo").unwrap();
+        expect(&mut p2, b"PONG\r\n");
+        drop(p1);
+        p2.write_all(b"o 2\r\nyo\r\nPING\r\n").unwrap();
+        expect(&mut p2, b"PONG\r\n");
+        expect(&mut sub, b"MSG foo 1 2\r\nyo\r\n");
+        let stats = srv.stop();
+        assert_eq!(stats.line_bufs_high_water, 1, "{b:?}");
+        assert!(stats.line_waits >= 1, "{b:?}: {stats:?}");
+        assert_eq!(stats.in_msgs, 1, "{b:?}");
     });
 }

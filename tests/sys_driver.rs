@@ -23,10 +23,13 @@ fn driver(uring: bool) -> Driver<'static> {
         RecvTier::FreeList
     };
     let parts = leak::<Storage>()
-        .split(BufPoolConfig {
-            recv_tier: tier,
-            user_reserve: 0,
-        })
+        .split(
+            BufPoolConfig {
+                recv_tier: tier,
+                user_reserve: 0,
+            },
+            0,
+        )
         .unwrap();
     Driver::new(ring, parts.pool, parts.slabs, parts.driver, true, 8).expect("driver")
 }

@@ -1,4 +1,5 @@
-//! What the example servers share: their command line (`--addr`, `--backend`, `--offload`),
+//! What the example servers share: their command line (`--addr`, `--backend`, `--offload`,
+//! `--batch-wait`),
 //! stopping on SIGINT or SIGTERM, and the loop that turns the reactor until then. Each example
 //! includes it with `mod common;` and uses the parts it needs.
 #![allow(dead_code)]
@@ -28,9 +29,11 @@ pub struct ServerArgs {
     pub backend: BackendChoice,
     /// `--offload N`, when given.
     pub offload: Option<usize>,
+    /// `--batch-wait US` ([`ringlet::reactor::Config::batch_wait`] in microseconds), when given.
+    pub batch_wait: Option<Duration>,
 }
 
-/// Parses `--addr`, `--backend` and `--offload`; anything else, or a bad value, prints `usage`
+/// Parses `--addr`, `--backend`, `--offload` and `--batch-wait`; anything else, or a bad value, prints `usage`
 /// and exits with status 2.
 pub fn server_args(usage: &str) -> ServerArgs {
     let usage = || -> ! {
@@ -41,6 +44,7 @@ pub fn server_args(usage: &str) -> ServerArgs {
         addr: "127.0.0.1:7000".parse().unwrap(),
         backend: BackendChoice::Auto,
         offload: None,
+        batch_wait: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -49,6 +53,9 @@ pub fn server_args(usage: &str) -> ServerArgs {
             "--addr" => out.addr = v.parse().unwrap_or_else(|_| usage()),
             "--backend" => out.backend = backend(&v).unwrap_or_else(|| usage()),
             "--offload" => out.offload = Some(v.parse().unwrap_or_else(|_| usage())),
+            "--batch-wait" => {
+                out.batch_wait = Some(Duration::from_micros(v.parse().unwrap_or_else(|_| usage())))
+            }
             _ => usage(),
         }
     }

@@ -20,7 +20,12 @@
 //! 64 MiB by default: a consumer never has more than the lower of the two staged; see the
 //! broker's "Slow consumers" docs).
 //! The storage is mapped zeroed once at start-up (`ringlet::sys::mem::map_zeroed`): about
-//! 600 MiB of address space, mostly slabs, resident only as connections use them.
+//! 600 MiB of address space, mostly slabs, resident only as connections use them. A connection
+//! that only sent CONNECT and PING makes about 8 KiB resident (its session and client record,
+//! the first page of its write slab); subscribing, publishing and control lines split across
+//! receives (64 shared line buffers, see `BrokerMem::line_bufs`) touch more, as used. With
+//! io_uring, receives reuse a window of 64 hot receive buffers (`Config::ring_window`, doubled
+//! when a stream needs more per loop turn) instead of cycling through all 2048.
 //!
 //! `-m PORT` (or `http`/`http_port` in the file) serves HTTP monitoring (`/healthz`, `/varz`,
 //! `/connz`, `/subsz`) on the same loop, on the client host unless `http: host:port` says

@@ -23,19 +23,23 @@
 //!
 //! # What the network glue does with these pieces
 //!
-//! Per connection it keeps a [`parser::Parser`], a [`connect::ClientOptions`] and its
-//! subscriptions (sid to [`sublist::SubKey`], with the delivered count and UNSUB max), and:
+//! Per connection it keeps a [`parser::BareParser`] (lent a [`parser::LineBuf`] from a small
+//! shared pool only while a control line is split across receives), a
+//! [`connect::ClientOptions`] and its subscriptions (sid to [`sublist::SubKey`], with the
+//! delivered count and UNSUB max), and:
 //!
 //! - on accept, writes [`proto::Info`] (with `client_id`, `client_ip`, `auth_required`), and
-//!   with auth configured calls [`parser::Parser::set_awaiting_auth`] and arms the auth timer
+//!   with auth configured calls [`parser::BareParser::set_awaiting_auth`] and arms the auth timer
 //!   (`Authentication Timeout`); beyond `max_connections`, writes the INFO and then
 //!   `maximum connections exceeded` and closes, as nats-server does;
-//! - feeds every received segment to [`parser::Parser::parse`] until it is used up; on
-//!   [`parser::ParseError`] writes its [`parser::ParseError::server_error`] (if any) and closes;
+//! - feeds every received segment to [`parser::BareParser::parse_with`] until it is used up
+//!   (when it stops for a line buffer and none is free, the connection waits for one with its
+//!   receive paused: [`server::BrokerMem::line_bufs`]); on [`parser::ParseError`] writes its
+//!   [`parser::ParseError::server_error`] (if any) and closes;
 //! - on CONNECT: [`connect::ClientOptions::update`] (error: close silently), authenticate
 //!   against the borrowed strings and refuse [`connect::ClientOptions::account_requested`]
 //!   (`Authorization Violation`), [`connect::ClientOptions::check`], then
-//!   [`parser::Parser::set_headers`] with [`connect::ClientOptions::headers_enabled`],
+//!   [`parser::BareParser::set_headers`] with [`connect::ClientOptions::headers_enabled`],
 //!   clear awaiting-auth, and `+OK` if verbose;
 //! - on SUB: ignore a reused sid, else [`sublist::Sublist::insert`] (invalid subject:
 //!   `Invalid Subject`; full: `maximum subscriptions exceeded`; both keep the connection),

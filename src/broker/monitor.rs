@@ -63,7 +63,7 @@ use core::time::Duration;
 
 use super::http::{self, HttpError, Method, RequestParser, Status};
 use super::parser::MAX_CONTROL_LINE;
-use super::server::{Client, Core};
+use super::server::{ClientView, Core};
 use crate::pool::Lease;
 use crate::reactor::timer::TimerId;
 use crate::reactor::{ConnId, Context, ListenerId};
@@ -1183,7 +1183,7 @@ fn locate(core: &Core<'_>, job: &mut Job) {
             let subs = core
                 .client_at(job.slot)
                 .filter(|c| c.cid() == job.cid)
-                .map(Client::subscription_slots);
+                .map(|c| c.subscription_slots());
             match subs {
                 Some(n) => {
                     while job.sub < n {
@@ -1481,7 +1481,7 @@ fn subsz_stats(core: &Core<'_>, w: &mut JsonWriter<'_>) {
     w.f64("avg_fanout", fan_avg);
 }
 
-fn conn_fields(core: &Core<'_>, c: &Client, x: &Extras, w: &mut JsonWriter<'_>) {
+fn conn_fields(core: &Core<'_>, c: ClientView<'_>, x: &Extras, w: &mut JsonWriter<'_>) {
     w.begin_object(None);
     w.u64("cid", c.cid());
     w.str("kind", b"Client");
@@ -1520,7 +1520,7 @@ fn conn_fields(core: &Core<'_>, c: &Client, x: &Extras, w: &mut JsonWriter<'_>) 
 }
 
 /// One subscription as `/subsz` (`account` first) or `/connz?subs=detail` lists it.
-fn sub_object(core: &Core<'_>, c: &Client, i: usize, account: bool, w: &mut JsonWriter<'_>) {
+fn sub_object(core: &Core<'_>, c: ClientView<'_>, i: usize, account: bool, w: &mut JsonWriter<'_>) {
     let mut subject = [0u8; MAX_CONTROL_LINE];
     let mut queue = [0u8; MAX_CONTROL_LINE];
     let n = c.sub_subject(core, i, &mut subject).unwrap_or(0);

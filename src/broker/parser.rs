@@ -41,8 +41,18 @@
 //! [`Op::Payload`] chunks that borrow the input slice, split where the input is split and at
 //! the header/body boundary, and then [`Op::PayloadEnd`] once the `\r\n` after it has been
 //! checked. A control line wholly inside one slice is borrowed from it too; only a line split
-//! across slices is gathered in the parser's fixed buffer (at most [`MAX_CONTROL_LINE`] + 1
-//! bytes).
+//! across slices is gathered in a line buffer (a [`LineBuf`], [`MAX_CONTROL_LINE`] + 1 bytes).
+//!
+//! # Where the line buffer lives
+//!
+//! [`Parser`] owns its [`LineBuf`] (about 4 KiB per parser). [`BareParser`] is the same parser
+//! without one (a few dozen bytes): its caller lends a [`LineBuf`] only while a control line is
+//! actually split ([`BareParser::parse_with`]), so a server can keep a small shared pool of
+//! line buffers instead of one per connection (the broker does: see
+//! [`super::server::BrokerMem::line_bufs`]). Without a buffer, the bare parser stops *before*
+//! the argument text of a line that does not end in the slice and consumes nothing of it; the
+//! caller keeps those bytes and feeds them again, with a buffer or with the rest of the line
+//! in the same slice. Both see the same operations and errors as [`Parser`].
 //!
 //! A message is complete only at [`Op::PayloadEnd`]: if the stream fails or ends before it (a
 //! wrong trailer, a closed connection), the reference delivers nothing. So the broker keeps the
@@ -330,10 +340,119 @@ enum Ev {
     PayloadEnd,
 }
 
-/// The client-operation parser: see the [module documentation](self).
+/// Storage for one control line split across input slices: [`MAX_CONTROL_LINE`] + 1 bytes
+/// (the limit plus a `\r` that may turn out to be the line end's).
 ///
-/// About 4 KiB, for the partial-line buffer; no other storage.
+/// A [`Parser`] owns one; a [`BareParser`] is lent one while it needs it. Its contents mean
+/// nothing between lines (the parser keeps the length), so any buffer will do, dirty or not,
+/// and all-zero bytes is a fine one ([`ZeroInit`](crate::pool::ZeroInit)).
+pub struct LineBuf {
+    bytes: [u8; LINE_CAP],
+}
+
+impl LineBuf {
+    /// A zeroed buffer.
+    pub const fn new() -> LineBuf {
+        LineBuf {
+            bytes: [0; LINE_CAP],
+        }
+    }
+
+    /// The bytes, for a pool that keeps its own bookkeeping in free buffers.
+    pub fn as_mut_bytes(&mut self) -> &mut [u8; MAX_CONTROL_LINE + 1] {
+        &mut self.bytes
+    }
+}
+
+impl Default for LineBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for LineBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LineBuf")
+    }
+}
+
+crate::impl_zero_init! { impl LineBuf { bytes } }
+
+/// The client-operation parser with its own line buffer: see the [module
+/// documentation](self).
+///
+/// About 4 KiB, for the partial-line buffer; no other storage. [`BareParser`] is the same
+/// without the buffer.
 pub struct Parser {
+    bare: BareParser,
+    line: LineBuf,
+}
+
+impl fmt::Debug for Parser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.bare.fmt(f)
+    }
+}
+
+impl Parser {
+    /// A parser at the start of a connection: headers not negotiated, not awaiting auth.
+    pub const fn new(config: ParserConfig) -> Parser {
+        Parser {
+            bare: BareParser::new(config),
+            line: LineBuf::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> ParserConfig {
+        self.bare.config()
+    }
+
+    /// See [`BareParser::set_headers`].
+    pub fn set_headers(&mut self, headers: bool) {
+        self.bare.set_headers(headers);
+    }
+
+    /// See [`BareParser::set_awaiting_auth`].
+    pub fn set_awaiting_auth(&mut self, awaiting: bool) {
+        self.bare.set_awaiting_auth(awaiting);
+    }
+
+    /// Whether the parser is between operations (not inside a line or a payload).
+    pub fn at_boundary(&self) -> bool {
+        self.bare.at_boundary()
+    }
+
+    /// See [`BareParser::payload_remaining`].
+    pub fn payload_remaining(&self) -> Option<u64> {
+        self.bare.payload_remaining()
+    }
+
+    /// Bytes of a partial control line held in the parser's buffer.
+    pub fn buffered(&self) -> usize {
+        self.bare.buffered()
+    }
+
+    /// The error the parser stopped at, if it did.
+    pub fn error(&self) -> Option<ParseError> {
+        self.bare.error()
+    }
+
+    /// Parses from the start of `input`: returns how many bytes were consumed and the
+    /// operation they completed, if any.
+    ///
+    /// When no operation is returned, all of `input` was consumed. Every returned operation
+    /// consumes at least one byte, so a loop calling this with what is left always ends. An
+    /// error is final: the connection must be closed (after the `-ERR` of
+    /// [`ParseError::server_error`], if any).
+    pub fn parse<'a>(&'a mut self, input: &'a [u8]) -> Result<(usize, Option<Op<'a>>), ParseError> {
+        self.bare.parse_with(input, Some(&mut self.line))
+    }
+}
+
+/// The client-operation parser without a line buffer (see "Where the line buffer lives" in
+/// the [module documentation](self)): a few dozen bytes.
+pub struct BareParser {
     state: State,
     config: ParserConfig,
     headers: bool,
@@ -341,12 +460,11 @@ pub struct Parser {
     hdr_left: u32,
     body_left: u32,
     line_len: usize,
-    line: [u8; LINE_CAP],
 }
 
-impl fmt::Debug for Parser {
+impl fmt::Debug for BareParser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Parser")
+        f.debug_struct("BareParser")
             .field("state", &self.state)
             .field("config", &self.config)
             .field("headers", &self.headers)
@@ -525,9 +643,9 @@ fn build<'a>(kind: OpKind, text: &'a [u8], args: &Args) -> Op<'a> {
     }
 }
 
-impl Parser {
+impl BareParser {
     /// A parser at the start of a connection: headers not negotiated, not awaiting auth.
-    pub const fn new(config: ParserConfig) -> Parser {
+    pub const fn new(config: ParserConfig) -> BareParser {
         let mut config = config;
         if config.max_control_line > MAX_CONTROL_LINE {
             config.max_control_line = MAX_CONTROL_LINE;
@@ -535,7 +653,7 @@ impl Parser {
         if config.max_control_line == 0 {
             config.max_control_line = 1;
         }
-        Parser {
+        BareParser {
             state: State::Start,
             config,
             headers: false,
@@ -543,7 +661,6 @@ impl Parser {
             hdr_left: 0,
             body_left: 0,
             line_len: 0,
-            line: [0; LINE_CAP],
         }
     }
 
@@ -581,7 +698,8 @@ impl Parser {
         }
     }
 
-    /// Bytes of a partial control line held in the parser's buffer.
+    /// Bytes of a partial control line held in the lent line buffer: while this is not zero,
+    /// every [`BareParser::parse_with`] call must be lent that same buffer.
     pub fn buffered(&self) -> usize {
         self.line_len
     }
@@ -594,17 +712,41 @@ impl Parser {
         }
     }
 
-    /// Parses from the start of `input`: returns how many bytes were consumed and the
-    /// operation they completed, if any.
+    /// Parses from the start of `input`, with `line` lent for a control line split across
+    /// slices: returns how many bytes were consumed and the operation they completed, if any.
+    /// As [`Parser::parse`], except for what happens without a buffer.
     ///
-    /// When no operation is returned, all of `input` was consumed. Every returned operation
-    /// consumes at least one byte, so a loop calling this with what is left always ends. An
-    /// error is final: the connection must be closed (after the `-ERR` of
-    /// [`ParseError::server_error`], if any).
-    pub fn parse<'a>(&'a mut self, input: &'a [u8]) -> Result<(usize, Option<Op<'a>>), ParseError> {
-        let (used, ev) = self.step(input)?;
-        let this: &'a Parser = self;
-        let op = match ev {
+    /// With `line` `None`, when the argument text of a control line starts in `input` and does
+    /// not end there (so it would have to be gathered), the parser stops before that text and
+    /// returns `Ok((n, None))` with `n < input.len()` (possibly 0): the bytes from `n` on were
+    /// not consumed, and the parser is where it was before them. Feed them again, lending a
+    /// buffer, or together with the rest of the line in one slice. (Text that is already
+    /// too long is still [`ParseError::MaxControlLine`] at once.) That is the only case in
+    /// which no operation comes back and not all of `input` was consumed.
+    ///
+    /// While [`BareParser::buffered`] is not zero, the same buffer must be lent on every call
+    /// (it holds the start of the line); lending none then stops at once, `Ok((0, None))`.
+    /// Otherwise any buffer will do, and it is not needed after the call once `buffered()` is
+    /// zero again (the returned operation may borrow it until then).
+    pub fn parse_with<'a>(
+        &'a mut self,
+        input: &'a [u8],
+        line: Option<&'a mut LineBuf>,
+    ) -> Result<(usize, Option<Op<'a>>), ParseError> {
+        let (used, ev) = match line {
+            Some(line) => {
+                let (used, ev) = self.step(input, Some(&mut line.bytes))?;
+                let line: &'a LineBuf = line;
+                return Ok((used, self.op(input, &line.bytes, ev)));
+            }
+            None => self.step(input, None)?,
+        };
+        Ok((used, self.op(input, &[], ev)))
+    }
+
+    /// The operation of a step's event.
+    fn op<'a>(&self, input: &'a [u8], line: &'a [u8], ev: Ev) -> Option<Op<'a>> {
+        match ev {
             Ev::None => None,
             Ev::Ping => Some(Op::Ping),
             Ev::Pong => Some(Op::Pong),
@@ -625,10 +767,9 @@ impl Parser {
                 args,
             } => Some(build(kind, input.get(start..end).unwrap_or(&[]), &args)),
             Ev::LineBuf { kind, len, args } => {
-                Some(build(kind, this.line.get(..len).unwrap_or(&[]), &args))
+                Some(build(kind, line.get(..len).unwrap_or(&[]), &args))
             }
-        };
-        Ok((used, op))
+        }
     }
 
     fn fail(&mut self, e: ParseError) -> Result<(usize, Ev), ParseError> {
@@ -652,7 +793,11 @@ impl Parser {
         }
     }
 
-    fn step(&mut self, input: &[u8]) -> Result<(usize, Ev), ParseError> {
+    fn step(
+        &mut self,
+        input: &[u8],
+        mut line: Option<&mut [u8; LINE_CAP]>,
+    ) -> Result<(usize, Ev), ParseError> {
         let mut i = 0;
         // Where this call's part of the current argument text starts, when the line began in
         // this call (then nothing of it is buffered).
@@ -750,11 +895,16 @@ impl Parser {
                     match nl {
                         Some(n) => {
                             let len = prior + (n - i);
+                            if local.is_none() && line.is_none() {
+                                // Buffered text, and its buffer not lent: stop here.
+                                return Ok((i, Ev::None));
+                            }
                             let last = if n > i {
                                 input[n - 1]
                             } else {
                                 // The line end opens this slice: the last byte is buffered.
-                                self.line[self.line_len.saturating_sub(1)]
+                                line.as_deref()
+                                    .map_or(0, |l| l[self.line_len.saturating_sub(1)])
                             };
                             let text_len = stripped(len, last);
                             if text_len > max {
@@ -783,14 +933,17 @@ impl Parser {
                                 None => {
                                     let have = self.line_len;
                                     let add = &input[i..n];
+                                    let Some(line) = line else {
+                                        // Checked above: a buffered line has its buffer.
+                                        return Ok((i, Ev::None));
+                                    };
                                     // Fits: len <= max + 1 <= LINE_CAP.
-                                    let Some(dst) = self.line.get_mut(have..have + add.len())
-                                    else {
+                                    let Some(dst) = line.get_mut(have..have + add.len()) else {
                                         return self.fail(ParseError::MaxControlLine);
                                     };
                                     dst.copy_from_slice(add);
                                     self.line_len = 0;
-                                    let text = &self.line[..text_len];
+                                    let text = &line[..text_len];
                                     let args =
                                         match check_line(kind, text, &self.config, self.headers) {
                                             Ok(a) => a,
@@ -813,9 +966,17 @@ impl Parser {
                                 return self.fail(ParseError::MaxControlLine);
                             }
                             let start = local.unwrap_or(i);
+                            let Some(line) = line.as_deref_mut() else {
+                                if local.is_some() {
+                                    // Not gathered without a buffer: back to before the
+                                    // argument text, which stays unconsumed.
+                                    self.state = State::Blanks(kind);
+                                }
+                                return Ok((start, Ev::None));
+                            };
                             let add = &input[start..];
                             let have = if local.is_some() { 0 } else { self.line_len };
-                            let Some(dst) = self.line.get_mut(have..have + add.len()) else {
+                            let Some(dst) = line.get_mut(have..have + add.len()) else {
                                 return self.fail(ParseError::MaxControlLine);
                             };
                             dst.copy_from_slice(add);
@@ -976,22 +1137,47 @@ impl Fingerprint {
     }
 }
 
+/// How [`run_segments`] gives its parser a line buffer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lend {
+    /// Always (a [`Parser`] with its own).
+    Always,
+    /// A [`BareParser`] lent one only after it stopped for lack of one, and only until its
+    /// line is gathered, as the broker's shared pool does.
+    OnDemand,
+}
+
 /// Runs a parser over `segments` the way a broker would (headers negotiated after CONNECT
 /// when `headers`, auth cleared after CONNECT): the fingerprint of the operations and the
-/// error, if any.
+/// error, if any, and how often the parser stopped for a line buffer.
 fn run_segments<'s>(
     config: ParserConfig,
     headers: bool,
     auth: bool,
+    lend: Lend,
     segments: impl Iterator<Item = &'s [u8]>,
-) -> (Fingerprint, Option<ParseError>) {
-    let mut parser = Parser::new(config);
+) -> (Fingerprint, Option<ParseError>, u64) {
+    let mut parser = BareParser::new(config);
     parser.set_awaiting_auth(auth);
+    let mut buf = LineBuf::new();
+    let mut lent = lend == Lend::Always;
+    let mut stops = 0;
     let mut fp = Fingerprint::new();
     for segment in segments {
         let mut rest = segment;
         while !rest.is_empty() {
-            let connect = match parser.parse(rest) {
+            let line = lent.then_some(&mut buf);
+            let connect = match parser.parse_with(rest, line) {
+                Ok((used, None)) if used < rest.len() => {
+                    // Stopped before a line it would have to gather: lend a buffer and go
+                    // on from there (never twice in a row, never with a buffer lent).
+                    assert!(!lent, "stopped with a buffer lent");
+                    assert_eq!(parser.buffered(), 0, "stopped holding text");
+                    stops += 1;
+                    lent = true;
+                    rest = &rest[used..];
+                    continue;
+                }
                 Ok((used, op)) => {
                     // Progress: an operation always consumes input.
                     assert!(used > 0 && used <= rest.len(), "no progress");
@@ -1007,15 +1193,18 @@ fn run_segments<'s>(
                     }
                     matches!(op, Some(Op::Connect(_)))
                 }
-                Err(e) => return (fp, Some(e)),
+                Err(e) => return (fp, Some(e), stops),
             };
+            if lend == Lend::OnDemand && parser.buffered() == 0 {
+                lent = false;
+            }
             if connect {
                 parser.set_headers(headers);
                 parser.set_awaiting_auth(false);
             }
         }
     }
-    (fp, parser.error())
+    (fp, parser.error(), stops)
 }
 
 /// Fuzz entry point for the parser.
@@ -1023,8 +1212,10 @@ fn run_segments<'s>(
 /// The first byte picks the configuration (headers, auth, max_payload, control-line limit),
 /// the next two seed the split points; the rest is the client's byte stream. It is parsed
 /// whole, one byte at a time, and in data-driven segments, and the three runs must produce the
-/// same operations (payload chunks merged) and the same error. Panics (by assertion) only on a
-/// disagreement or a broken progress guarantee: a bug.
+/// same operations (payload chunks merged) and the same error; the byte-at-a-time and
+/// segmented runs are made twice, once with a line buffer always there ([`Parser`]) and once
+/// with one lent only after the parser stopped for it ([`BareParser`]). Panics (by assertion)
+/// only on a disagreement or a broken progress guarantee: a bug.
 pub fn fuzz_parse(data: &[u8]) {
     let (head, stream) = data.split_at(data.len().min(3));
     let flags = head.first().copied().unwrap_or(0);
@@ -1034,28 +1225,35 @@ pub fn fuzz_parse(data: &[u8]) {
     };
     let headers = flags & 1 != 0;
     let auth = flags & 2 != 0;
-    let mut seed = u64::from(head.get(1).copied().unwrap_or(0))
+    let seed = u64::from(head.get(1).copied().unwrap_or(0))
         | u64::from(head.get(2).copied().unwrap_or(0)) << 8
         | 1;
 
-    let whole = run_segments(config, headers, auth, core::iter::once(stream));
-    let bytes = run_segments(config, headers, auth, stream.chunks(1));
-    assert_eq!(whole, bytes, "whole vs byte-at-a-time");
-    let mut rest = stream;
-    let segments = core::iter::from_fn(|| {
-        if rest.is_empty() {
-            return None;
-        }
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let n = 1 + (seed % 64) as usize;
-        let (a, b) = rest.split_at(n.min(rest.len()));
-        rest = b;
-        Some(a)
-    });
-    let split = run_segments(config, headers, auth, segments);
-    assert_eq!(whole, split, "whole vs segments");
+    let run = |lend, segments: &mut dyn Iterator<Item = &[u8]>| {
+        let (fp, err, _) = run_segments(config, headers, auth, lend, segments);
+        (fp, err)
+    };
+    let whole = run(Lend::Always, &mut core::iter::once(stream));
+    for lend in [Lend::Always, Lend::OnDemand] {
+        let bytes = run(lend, &mut stream.chunks(1));
+        assert_eq!(whole, bytes, "whole vs byte-at-a-time");
+        let mut seed = seed;
+        let mut rest = stream;
+        let mut segments = core::iter::from_fn(|| {
+            if rest.is_empty() {
+                return None;
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = 1 + (seed % 64) as usize;
+            let (a, b) = rest.split_at(n.min(rest.len()));
+            rest = b;
+            Some(a)
+        });
+        let split = run(lend, &mut segments);
+        assert_eq!(whole, split, "whole vs segments");
+    }
 }
 
 #[cfg(test)]
@@ -1164,7 +1362,102 @@ mod tests {
                 "split at {cut}"
             );
         }
+        // A bare parser lent a buffer only when it stops for one sees the same.
+        let fp = |lend, segs: &[&[u8]]| {
+            let (fp, e, stops) = run_segments(config, headers, false, lend, segs.iter().copied());
+            ((fp, e), stops)
+        };
+        let (all, _) = fp(Lend::Always, &[input]);
+        for cut in 1..input.len() {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(
+                fp(Lend::OnDemand, &[a, b]).0,
+                all,
+                "lent on demand, split at {cut}"
+            );
+        }
+        assert_eq!(
+            fp(Lend::OnDemand, &bytes).0,
+            all,
+            "lent on demand, byte at a time"
+        );
         whole
+    }
+
+    /// Without a buffer the bare parser stops before a line it would have to gather, consumes
+    /// none of it, and takes it again whole or with a buffer.
+    #[test]
+    fn bare_parser_stops_before_a_split_line() {
+        let mut p = BareParser::new(ParserConfig::DEFAULT);
+        // The name and blanks are taken; the argument text is not.
+        assert_eq!(p.parse_with(b"PUB  foo", None), Ok((5, None)));
+        assert_eq!(p.buffered(), 0);
+        assert!(!p.at_boundary());
+        // Fed again with the rest of the line in the same slice: no buffer needed.
+        let (n, op) = p.parse_with(b"foo 2\r\nhi\r\n", None).unwrap();
+        assert_eq!(n, 7);
+        assert_eq!(own(op.unwrap()), pub_("foo", None, 2));
+        assert_eq!(
+            p.parse_with(b"hi\r\n", None).unwrap(),
+            (2, Some(Op::Payload(b"hi")))
+        );
+        assert_eq!(
+            p.parse_with(b"\r\n", None).unwrap(),
+            (2, Some(Op::PayloadEnd))
+        );
+        // At the start of a slice: stops at 0.
+        assert_eq!(p.parse_with(b"SUB ", None), Ok((4, None)));
+        assert_eq!(p.parse_with(b"a 1", None), Ok((0, None)));
+        // With a buffer it gathers; while it holds text it must get the same buffer, and
+        // without one it stops at once.
+        let mut buf = LineBuf::new();
+        assert_eq!(p.parse_with(b"a 1", Some(&mut buf)), Ok((3, None)));
+        assert_eq!(p.buffered(), 3);
+        assert_eq!(p.parse_with(b"0\r\n", None), Ok((0, None)));
+        let (n, op) = p.parse_with(b"0\r\n", Some(&mut buf)).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(own(op.unwrap()), O::Sub("a".into(), None, "10".into()));
+        assert_eq!(p.buffered(), 0);
+        // PING and a line ending in this slice need no buffer.
+        assert_eq!(p.parse_with(b"PI", None), Ok((2, None)));
+        assert_eq!(p.parse_with(b"NG\r\n", None), Ok((4, Some(Op::Ping))));
+        // Text already past the limit is an error at once, buffer or not.
+        let mut p = BareParser::new(ParserConfig {
+            max_control_line: 4,
+            ..ParserConfig::DEFAULT
+        });
+        assert_eq!(
+            p.parse_with(b"SUB abcdef", None),
+            Err(ParseError::MaxControlLine)
+        );
+    }
+
+    /// The on-demand parser stops once per line whose argument text is split (SUB and PUB
+    /// here; UNSUB splits before its text, which needs no buffer).
+    #[test]
+    fn bare_parser_stops_once_per_split_line() {
+        let segs: [&[u8]; 4] = [
+            b"CONNECT {}\r\nSUB a",
+            b" 1\r\nPUB a 2\r",
+            b"\nhi\r\nPING\r\nUNSUB",
+            b" 1\r\n",
+        ];
+        let (_, e, stops) = run_segments(
+            ParserConfig::DEFAULT,
+            false,
+            false,
+            Lend::OnDemand,
+            segs.into_iter(),
+        );
+        assert_eq!((e, stops), (None, 2));
+        let (_, _, stops) = run_segments(
+            ParserConfig::DEFAULT,
+            false,
+            false,
+            Lend::Always,
+            segs.into_iter(),
+        );
+        assert_eq!(stops, 0);
     }
 
     fn run(input: &[u8]) -> (Vec<O>, Option<ParseError>) {

@@ -10,21 +10,32 @@
 //! [`crate::pool::StaticSlot`], or [`crate::pool::init_zeroed`]) and never builds it on
 //! the stack (the broker tests' `tests/broker_util` and `examples/static_broker/` do this):
 //!
-//! - per connection slot (indexed by [`ConnId::index`]): a [`Session`] (the
-//!   [`Parser`], the [`ConnectionPipeReader`] over the receive leases, and the pending PUB's
-//!   subject and reply, at most [`MAX_CONTROL_LINE`] bytes) and a [`Client`] (its
-//!   [`ClientOptions`], up to [`SUBS_PER_CLIENT`] subscriptions with their sid, UNSUB max and
-//!   delivered count, and counters);
+//! - per connection slot: a [`Session`] (the [`BareParser`] and the
+//!   [`ConnectionPipeReader`] over the receive leases), a [`Client`] (its [`ClientOptions`],
+//!   timers and counters), its [`ClientSubs`] (up to [`SUBS_PER_CLIENT`] subscriptions with
+//!   their sid, UNSUB max and delivered count) and the pending PUB's subject and reply (at
+//!   most [`MAX_CONTROL_LINE`] bytes);
+//! - a few line buffers shared by all connections, lent to a parser only while a control
+//!   line is split across receives ([`BrokerMem::line_bufs`]);
 //! - a [`Sublist`] of `u64` values (connection slot << 32 | subscription slot);
 //! - a match output buffer as long as the sublist's subscription capacity.
 //!
-//! Memory (measured on x86-64; see [`BrokerStorage`]): 15.4 KiB per connection slot (a
-//! session of 7.4 KiB: parser line buffer 4 KiB, reader with [`READER_SEGS`] lease slots and a
-//! 256-byte carry; the pending PUB's line, 4 KiB, touched only by a connection that
-//! publishes; a client of 3.6 KiB: 64 subscriptions of 56 bytes), 176 bytes per subscription (entry, queue-group slot, match output), 112 per trie
-//! node (with its hash-table slots), 48 per text chunk and 232 per cache line. Receive
-//! buffers and write slabs are the
-//! reactor's ([`crate::reactor::Resources`]).
+//! Memory (measured on x86-64; see [`BrokerStorage`]): 11.4 KiB per connection slot (a
+//! session of 3.5 KiB: reader with [`READER_SEGS`] lease slots and a 256-byte carry; a
+//! client of 0.4 KiB; its subscriptions, 3.5 KiB: 64 of 56 bytes; the pending PUB's line,
+//! 4 KiB), 4 KiB per shared line buffer, 176 bytes per subscription (entry, queue-group slot,
+//! match output), 112 per trie node (with its hash-table slots), 48 per text chunk and 232
+//! per cache line. Receive buffers and write slabs are the reactor's
+//! ([`crate::reactor::Resources`]).
+//!
+//! What a connection makes resident (storage from zeroed pages, see
+//! [`crate::sys::mem::map_zeroed`]): its session and client are written whole when it
+//! arrives (3.9 KiB); its subscriptions only when it subscribes, its pending-PUB line only
+//! when it publishes, a line buffer only while one of its lines is split (and freed line
+//! buffers are reused most recently freed first, so the pool's resident part is what was
+//! ever in use at once). An idle client that only sent CONNECT and PING costs its session
+//! and client plus the reactor's share (the first page of its write slab, where INFO and
+//! PONG went).
 //!
 //! # Payloads are held, not copied
 //!
@@ -116,7 +127,7 @@ use heapless::String as HString;
 
 use super::connect::{self, ClientOptions};
 use super::monitor::{MONITOR_TOKEN, Monitor};
-use super::parser::{MAX_CONTROL_LINE, Op, ParseError, Parser, ParserConfig};
+use super::parser::{BareParser, LineBuf, MAX_CONTROL_LINE, Op, ParseError, ParserConfig};
 use super::proto::{self, Info, OK, PONG, ServerError, Sink, SliceSink};
 use super::subject;
 use super::sublist::{
@@ -136,6 +147,10 @@ pub const READER_QUOTA: usize = 8;
 pub const SUBS_PER_CLIENT: usize = 64;
 /// The longest sid kept.
 pub const SID_MAX: usize = 32;
+/// Line buffers of a [`BrokerStorage`] unless its `LINES` says otherwise: how many
+/// connections may have a control line split across receives at once (see
+/// [`BrokerMem::line_bufs`]).
+pub const LINE_BUFS: usize = 64;
 /// Room for a MSG/HMSG control line: subject and reply (within the control line), sid, sizes.
 const LINE_BUF: usize = MAX_CONTROL_LINE + SID_MAX + 64;
 /// Payloads up to this size are copied behind their MSG line and written with it in one go.
@@ -297,6 +312,11 @@ pub struct BrokerStats {
     pub reservations: u64,
     /// Large messages that had to wait for the reservation budget.
     pub reservation_waits: u64,
+    /// Times a connection with a split control line waited because every line buffer was
+    /// lent (see [`BrokerMem::line_bufs`]).
+    pub line_waits: u64,
+    /// The most line buffers lent at once.
+    pub line_bufs_high_water: u64,
     /// The most receive buffers reserved at once.
     pub reserved_high_water: u64,
 }
@@ -307,17 +327,55 @@ struct SubSlot {
     used: bool,
     sid_len: u8,
     sid: [u8; SID_MAX],
-    key: SubKey,
+    /// The sublist key ([`SubKey::to_u64`]; a `u64` so that all-zero is a valid slot).
+    key: u64,
     max: u32,
     delivered: u32,
 }
+
+// All-zero is `SubSlot::EMPTY`: unused, no sid, key 0, no max, nothing delivered.
+crate::impl_zero_init! { impl SubSlot { used, sid_len, sid, key, max, delivered } }
+
+/// One connection slot's subscriptions (up to [`SUBS_PER_CLIENT`] of them, with their sids,
+/// UNSUB max and delivered counts): an entry of [`BrokerMem::client_subs`].
+///
+/// Kept apart from the [`Client`] so that a connection that never subscribes never touches
+/// it (from zeroed storage, its memory is never resident). All-zero bytes is the empty set
+/// ([`ZeroInit`](crate::pool::ZeroInit)), the same as [`ClientSubs::new`].
+pub struct ClientSubs {
+    slots: [SubSlot; SUBS_PER_CLIENT],
+}
+
+impl ClientSubs {
+    /// No subscriptions.
+    pub const fn new() -> ClientSubs {
+        ClientSubs {
+            slots: [SubSlot::EMPTY; SUBS_PER_CLIENT],
+        }
+    }
+
+    /// Empties every used slot (reads the others only, so an untouched set stays untouched).
+    fn clear(&mut self) {
+        for s in self.slots.iter_mut().filter(|s| s.used) {
+            *s = SubSlot::EMPTY;
+        }
+    }
+}
+
+impl Default for ClientSubs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+crate::impl_zero_init! { impl ClientSubs { slots } }
 
 impl SubSlot {
     const EMPTY: SubSlot = SubSlot {
         used: false,
         sid_len: 0,
         sid: [0; SID_MAX],
-        key: SubKey::from_u64(0),
+        key: 0,
         max: 0,
         delivered: 0,
     };
@@ -325,9 +383,14 @@ impl SubSlot {
     fn sid(&self) -> &[u8] {
         &self.sid[..usize::from(self.sid_len)]
     }
+
+    fn key(&self) -> SubKey {
+        SubKey::from_u64(self.key)
+    }
 }
 
-/// Per-connection protocol state a fan-out reads: options, subscriptions, counters.
+/// Per-connection protocol state a fan-out reads: options, timers, counters (its
+/// subscriptions are in its slot's [`ClientSubs`]).
 pub struct Client {
     conn: ConnId,
     opts: ClientOptions,
@@ -340,7 +403,8 @@ pub struct Client {
     reserve: usize,
     pings_out: u32,
     active: bool,
-    subs: [SubSlot; SUBS_PER_CLIENT],
+    /// Waiting for a line buffer (its receive paused meanwhile).
+    line_wait: bool,
     in_msgs: u64,
     out_msgs: u64,
     in_bytes: u64,
@@ -395,21 +459,44 @@ impl Client {
         (self.in_msgs, self.out_msgs, self.in_bytes, self.out_bytes)
     }
 
+    /// Whether its receive may run: no reason of the broker's to hold it (a full consumer,
+    /// a reservation, a line buffer) remains.
+    fn may_resume(&self) -> bool {
+        !self.paused && self.wants == 0 && !self.line_wait
+    }
+}
+
+/// A client and its subscriptions, as the monitoring endpoints read them.
+#[derive(Clone, Copy)]
+pub(super) struct ClientView<'c> {
+    client: &'c Client,
+    subs: &'c ClientSubs,
+}
+
+impl core::ops::Deref for ClientView<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.client
+    }
+}
+
+impl<'c> ClientView<'c> {
     pub(super) fn subscription_count(&self) -> usize {
-        self.subs.iter().filter(|s| s.used).count()
+        self.subs.slots.iter().filter(|s| s.used).count()
     }
 
     pub(super) fn subscription_slots(&self) -> usize {
-        self.subs.len()
+        self.subs.slots.len()
     }
 
     pub(super) fn sub_used(&self, i: usize) -> bool {
-        self.subs.get(i).is_some_and(|s| s.used)
+        self.subs.slots.get(i).is_some_and(|s| s.used)
     }
 
     /// (sid, delivered, max) of subscription slot `i` (empty for a free one).
-    pub(super) fn sub_facts(&self, i: usize) -> (&[u8], u64, u64) {
-        match self.subs.get(i).filter(|s| s.used) {
+    pub(super) fn sub_facts(&self, i: usize) -> (&'c [u8], u64, u64) {
+        match self.subs.slots.get(i).filter(|s| s.used) {
             Some(s) => (s.sid(), u64::from(s.delivered), u64::from(s.max)),
             None => (&[], 0, 0),
         }
@@ -417,14 +504,14 @@ impl Client {
 
     /// The subject of subscription slot `i`, into `out`.
     pub(super) fn sub_subject(&self, core: &Core<'_>, i: usize, out: &mut [u8]) -> Option<usize> {
-        let s = self.subs.get(i).filter(|s| s.used)?;
-        core.sublist.subject_of(s.key, out)
+        let s = self.subs.slots.get(i).filter(|s| s.used)?;
+        core.sublist.subject_of(s.key(), out)
     }
 
     /// The queue group of subscription slot `i` (0 bytes: none), into `out`.
     pub(super) fn sub_queue(&self, core: &Core<'_>, i: usize, out: &mut [u8]) -> Option<usize> {
-        let s = self.subs.get(i).filter(|s| s.used)?;
-        core.sublist.queue_of(s.key, out)
+        let s = self.subs.slots.get(i).filter(|s| s.used)?;
+        core.sublist.queue_of(s.key(), out)
     }
 }
 
@@ -440,9 +527,12 @@ struct Pending {
 }
 
 /// Per-connection input state: parser, reader over the receive leases, pending PUB (its
-/// subject and reply are in the slot's entry of [`BrokerMem::lines`]).
+/// subject and reply are in the slot's entry of [`BrokerMem::lines`]), and the line buffer
+/// lent from [`BrokerMem::line_bufs`] while a control line is split.
 pub struct Session<'r> {
-    parser: Parser,
+    parser: BareParser,
+    /// The line buffer the parser holds a partial control line in, if any.
+    line_buf: Option<u32>,
     reader: Reader<'r>,
     parsed: Position,
     pending: Option<Pending>,
@@ -462,6 +552,29 @@ pub struct BrokerMem<'a, 'r> {
     /// (a session is moved into its slot whole when a connection arrives; this is never
     /// cleared): from zeroed storage, an idle connection's line takes no memory.
     pub lines: &'a mut [[u8; MAX_CONTROL_LINE]],
+    /// One per connection slot: its subscriptions. Touched only by a connection that
+    /// subscribes (from zeroed storage, an idle connection's set takes no memory).
+    pub client_subs: &'a mut [ClientSubs],
+    /// Line buffers, shared: a connection holds one only while a control line of its input
+    /// is split across receives (lent to its parser until the line is complete), so this
+    /// may be far shorter than the connection slots (at least 1). Buffers are reused most
+    /// recently freed first, so only as many become resident as were ever in use at once.
+    ///
+    /// The limit: when every buffer is lent, a connection that needs one *waits*: its
+    /// partial line stays unconsumed in its receive buffers, its receive is paused, and it
+    /// goes on (in connection-slot order from where the last one stopped) as soon as a
+    /// buffer is given back, by a line completing or a connection closing. Nothing is lost
+    /// and no error is sent; [`BrokerStats::line_waits`] counts the waits. A waiting client is
+    /// not pinged (its PONGs would wait behind its line), so waiting does not make it stale.
+    ///
+    /// What a shared pool cannot prevent: a client that never finishes its line holds a
+    /// buffer until it is closed. A silent one is closed by the ping timer (`Stale
+    /// Connection`, within about `ping_interval * (ping_max + 2)`); one that trickles its line
+    /// a byte at a time keeps it until the line passes the control-line limit (4096 bytes).
+    /// As many such clients as there are buffers make every other split line wait that long:
+    /// give the pool more buffers than the slow clients you must tolerate (unused buffers cost
+    /// address space only).
+    pub line_bufs: &'a mut [LineBuf],
     /// The sublist's storage.
     pub sublist: SublistMem<'a, u64>,
     /// Match output: as long as the sublist's subscription capacity.
@@ -469,10 +582,11 @@ pub struct BrokerMem<'a, 'r> {
 }
 
 /// Ready-made storage: `CONNS` connection slots (match the reactor's), `SUBS` subscriptions,
-/// `NODES` trie nodes, `CHUNKS` chunks of subject text, `CACHE` match-cache lines.
+/// `NODES` trie nodes, `CHUNKS` chunks of subject text, `CACHE` match-cache lines, `LINES`
+/// shared line buffers (by default [`LINE_BUFS`]; see [`BrokerMem::line_bufs`]).
 ///
-/// Memory: about `CONNS * 15.4 KiB + SUBS * 176 + NODES * 112 + CHUNKS * 48 + CACHE * 232`
-/// bytes (x86-64). [`BrokerStorage::new`] builds it where it is called: fine for small
+/// Memory: about `CONNS * 11.4 KiB + LINES * 4 KiB + SUBS * 176 + NODES * 112 + CHUNKS * 48 +
+/// CACHE * 232` bytes (x86-64). [`BrokerStorage::new`] builds it where it is called: fine for small
 /// capacities; any size can be made in place instead, because all-zero bytes is the same empty
 /// storage ([`ZeroInit`](crate::pool::ZeroInit), see the [module docs](self)).
 pub struct BrokerStorage<
@@ -482,11 +596,14 @@ pub struct BrokerStorage<
     const NODES: usize,
     const CHUNKS: usize,
     const CACHE: usize,
+    const LINES: usize = LINE_BUFS,
 > {
     sessions: SlabStorage<Session<'r>, CONNS>,
     clients: SlabStorage<Client, CONNS>,
     keys: [u64; CONNS],
     lines: [[u8; MAX_CONTROL_LINE]; CONNS],
+    client_subs: [ClientSubs; CONNS],
+    line_bufs: [LineBuf; LINES],
     subs: SlabStorage<SubEntry<u64>, SUBS>,
     groups: SlabStorage<Group, SUBS>,
     nodes: SlabStorage<Node, NODES>,
@@ -504,7 +621,8 @@ impl<
     const NODES: usize,
     const CHUNKS: usize,
     const CACHE: usize,
-> BrokerStorage<'r, CONNS, SUBS, NODES, CHUNKS, CACHE>
+    const LINES: usize,
+> BrokerStorage<'r, CONNS, SUBS, NODES, CHUNKS, CACHE, LINES>
 {
     /// Empty storage.
     pub const fn new() -> Self {
@@ -513,6 +631,8 @@ impl<
             clients: SlabStorage::new(),
             keys: [0; CONNS],
             lines: [[0; MAX_CONTROL_LINE]; CONNS],
+            client_subs: [const { ClientSubs::new() }; CONNS],
+            line_bufs: [const { LineBuf::new() }; LINES],
             subs: SlabStorage::new(),
             groups: SlabStorage::new(),
             nodes: SlabStorage::new(),
@@ -531,6 +651,8 @@ impl<
             clients: self.clients.as_mut_slice(),
             keys: &mut self.keys,
             lines: &mut self.lines,
+            client_subs: &mut self.client_subs,
+            line_bufs: &mut self.line_bufs,
             sublist: SublistMem {
                 subs: self.subs.as_mut_slice(),
                 nodes: self.nodes.as_mut_slice(),
@@ -548,10 +670,10 @@ impl<
 // All-zero is the empty storage: every field is ZeroInit (checked by the macro), and
 // `BrokerStorage::new` builds exactly that (empty slab storage and zeroed arrays).
 crate::impl_zero_init! {
-    impl['r, const CONNS: usize, const SUBS: usize, const NODES: usize, const CHUNKS: usize, const CACHE: usize]
-    BrokerStorage<'r, CONNS, SUBS, NODES, CHUNKS, CACHE> {
-        sessions, clients, keys, lines, subs, groups, nodes, index, chunks, cache, cache_index,
-        targets
+    impl['r, const CONNS: usize, const SUBS: usize, const NODES: usize, const CHUNKS: usize, const CACHE: usize, const LINES: usize]
+    BrokerStorage<'r, CONNS, SUBS, NODES, CHUNKS, CACHE, LINES> {
+        sessions, clients, keys, lines, client_subs, line_bufs, subs, groups, nodes, index,
+        chunks, cache, cache_index, targets
     }
 }
 
@@ -561,7 +683,8 @@ impl<
     const NODES: usize,
     const CHUNKS: usize,
     const CACHE: usize,
-> Default for BrokerStorage<'_, CONNS, SUBS, NODES, CHUNKS, CACHE>
+    const LINES: usize,
+> Default for BrokerStorage<'_, CONNS, SUBS, NODES, CHUNKS, CACHE, LINES>
 {
     fn default() -> Self {
         Self::new()
@@ -573,8 +696,8 @@ impl<
 pub enum BrokerError {
     /// The sublist storage is unusable.
     Sublist(SublistError),
-    /// The storage pieces do not agree (sessions, clients, keys and lines must be as long;
-    /// targets as long as the subscription capacity).
+    /// The storage pieces do not agree (sessions, clients, keys, lines and client_subs must
+    /// be as long; targets as long as the subscription capacity; at least one line buffer).
     Storage(&'static str),
 }
 
@@ -589,11 +712,77 @@ impl core::fmt::Display for BrokerError {
 
 impl core::error::Error for BrokerError {}
 
+/// Sentinel of [`LinePool::free`]: no free buffer.
+const NO_LINE: u32 = u32::MAX;
+
+/// The shared line buffers ([`BrokerMem::line_bufs`]): a stack of freed buffers (the most
+/// recently freed is lent first, so the same few stay resident), then the never-used ones
+/// in order, untouched until lent.
+struct LinePool<'a> {
+    bufs: &'a mut [LineBuf],
+    /// Buffers from here on were never lent (their memory is untouched).
+    fresh: usize,
+    /// The most recently freed buffer, or [`NO_LINE`]; a free buffer's first four bytes
+    /// hold the next one's index (they are its contents, meaningless while it is free).
+    free: u32,
+    lent: usize,
+    high_water: usize,
+}
+
+impl<'a> LinePool<'a> {
+    fn new(bufs: &'a mut [LineBuf]) -> LinePool<'a> {
+        LinePool {
+            bufs,
+            fresh: 0,
+            free: NO_LINE,
+            lent: 0,
+            high_water: 0,
+        }
+    }
+
+    /// Lends a buffer, or `None` when every one is lent.
+    fn take(&mut self) -> Option<u32> {
+        let i = if self.free != NO_LINE {
+            let i = self.free;
+            let b = self.bufs.get_mut(i as usize)?.as_mut_bytes();
+            self.free = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            i
+        } else if self.fresh < self.bufs.len() {
+            self.fresh += 1;
+            (self.fresh - 1) as u32
+        } else {
+            return None;
+        };
+        self.lent += 1;
+        self.high_water = self.high_water.max(self.lent);
+        Some(i)
+    }
+
+    /// Takes back a buffer lent by [`LinePool::take`].
+    fn give(&mut self, i: u32) {
+        if let Some(b) = self.bufs.get_mut(i as usize) {
+            b.as_mut_bytes()[..4].copy_from_slice(&self.free.to_ne_bytes());
+            self.free = i;
+            self.lent -= 1;
+        }
+    }
+
+    fn get(&mut self, i: u32) -> Option<&mut LineBuf> {
+        self.bufs.get_mut(i as usize)
+    }
+
+    fn available(&self) -> bool {
+        self.lent < self.bufs.len()
+    }
+}
+
 /// The protocol state shared by all connections (everything but the sessions).
 pub(super) struct Core<'a> {
     config: ServerConfig,
     clients: Slab<'a, Client>,
     keys: &'a mut [u64],
+    /// Per client slot (by client key index).
+    subs: &'a mut [ClientSubs],
     sublist: Sublist<'a, u64>,
     targets: &'a mut [u64],
     stats: BrokerStats,
@@ -611,6 +800,9 @@ pub(super) struct Core<'a> {
     waiting: usize,
     /// Where the next scan for waiting clients starts (so none waits forever behind others).
     wait_cursor: usize,
+    /// Clients waiting for a line buffer, and where the next scan for them starts.
+    line_waiters: usize,
+    line_cursor: usize,
     /// Where a delivery's MSG line is formatted, reused: a fresh zeroed line buffer per
     /// delivered message cost a 4 KiB memset each (a tenth of the loop's time at 16 B).
     msg_line: [u8; LINE_BUF],
@@ -647,8 +839,12 @@ impl Core<'_> {
     }
 
     /// The client on connection slot `index`, if any.
-    pub(super) fn client_at(&self, index: usize) -> Option<&Client> {
-        self.clients.get(self.client_key(index)?).ok()
+    pub(super) fn client_at(&self, index: usize) -> Option<ClientView<'_>> {
+        let key = self.client_key(index)?;
+        Some(ClientView {
+            client: self.clients.get(key).ok()?,
+            subs: self.subs.get(key.index() as usize)?,
+        })
     }
 
     pub(super) fn client_count(&self) -> usize {
@@ -679,6 +875,8 @@ pub struct Broker<'a, 'r> {
     sessions: Slab<'a, Session<'r>>,
     /// The pending PUB's control line, per session slot (by session key index).
     lines: &'a mut [[u8; MAX_CONTROL_LINE]],
+    /// Line buffers lent to sessions with a split control line.
+    line_bufs: LinePool<'a>,
     core: Core<'a>,
     monitor: Monitor,
 }
@@ -719,9 +917,16 @@ impl<'a, 'r> Broker<'a, 'r> {
         if mem.sessions.len() != mem.clients.len()
             || mem.keys.len() != mem.clients.len()
             || mem.lines.len() != mem.clients.len()
+            || mem.client_subs.len() != mem.clients.len()
         {
             return Err(BrokerError::Storage(
-                "sessions, clients, keys and lines must have one entry per connection slot",
+                "sessions, clients, keys, lines and client_subs must have one entry per \
+                 connection slot",
+            ));
+        }
+        if mem.line_bufs.is_empty() || mem.line_bufs.len() >= NO_LINE as usize {
+            return Err(BrokerError::Storage(
+                "line_bufs must have at least one buffer (and fewer than 2^32 - 1)",
             ));
         }
         if mem.targets.len() < mem.sublist.subs.len() {
@@ -733,10 +938,12 @@ impl<'a, 'r> Broker<'a, 'r> {
         Ok(Broker {
             sessions: Slab::new(mem.sessions),
             lines: mem.lines,
+            line_bufs: LinePool::new(mem.line_bufs),
             core: Core {
                 config,
                 clients: Slab::new(mem.clients),
                 keys: mem.keys,
+                subs: mem.client_subs,
                 sublist,
                 targets: mem.targets,
                 stats: BrokerStats::default(),
@@ -750,6 +957,8 @@ impl<'a, 'r> Broker<'a, 'r> {
                 reserved: 0,
                 waiting: 0,
                 wait_cursor: 0,
+                line_waiters: 0,
+                line_cursor: 0,
                 msg_line: [0; LINE_BUF],
             },
             monitor: Monitor::new(),
@@ -816,7 +1025,56 @@ impl<'a, 'r> Broker<'a, 'r> {
             let Some(line) = self.lines.get_mut(key.index() as usize) else {
                 continue;
             };
-            process(session, line, &mut self.core, cx, conn, key);
+            process(
+                session,
+                line,
+                &mut self.line_bufs,
+                &mut self.core,
+                cx,
+                conn,
+                key,
+            );
+        }
+        self.serve_line_waiters(cx);
+    }
+
+    /// Line buffers were given back: clients waiting for one go on, in connection-slot order
+    /// from where the last one stopped, while buffers last.
+    fn serve_line_waiters(&mut self, cx: &mut Context<'_, '_>) {
+        let n = self.core.keys.len();
+        let mut i = 0;
+        while self.core.line_waiters > 0 && self.line_bufs.available() && i < n {
+            let index = (self.core.line_cursor + i) % n;
+            i += 1;
+            let Some(key) = self.core.client_key(index) else {
+                continue;
+            };
+            let Ok(c) = self.core.clients.get(key) else {
+                continue;
+            };
+            let conn = c.conn;
+            if !c.line_wait || c.closing || !cx.is_open(conn) {
+                continue;
+            }
+            self.core.line_cursor = (index + 1) % n;
+            self.core.line_granted(cx, key);
+            let (Ok(session), Some(line)) = (
+                self.sessions.get_mut(key),
+                self.lines.get_mut(key.index() as usize),
+            ) else {
+                continue;
+            };
+            // Its partial line is still unconsumed in its reader: parsing it again takes a
+            // buffer (one is free).
+            process(
+                session,
+                line,
+                &mut self.line_bufs,
+                &mut self.core,
+                cx,
+                conn,
+                key,
+            );
         }
     }
 
@@ -976,13 +1234,17 @@ impl Core<'_> {
                 sid,
             } => {
                 let verbose = client.opts.verbose;
-                if client.subs.iter().any(|s| s.used && s.sid() == sid) {
+                let Some(subs) = self.subs.get_mut(ckey.index() as usize) else {
+                    after.close = true;
+                    return after;
+                };
+                if subs.slots.iter().any(|s| s.used && s.sid() == sid) {
                     if verbose {
                         send(cx, conn, OK);
                     }
                     return after;
                 }
-                let free = client.subs.iter().position(|s| !s.used);
+                let free = subs.slots.iter().position(|s| !s.used);
                 let (Some(slot), true) = (free, sid.len() <= SID_MAX) else {
                     send_err(cx, conn, ServerError::MaxSubscriptionsExceeded);
                     return after;
@@ -994,8 +1256,8 @@ impl Core<'_> {
                         s.used = true;
                         s.sid_len = sid.len() as u8;
                         s.sid[..sid.len()].copy_from_slice(sid);
-                        s.key = key;
-                        client.subs[slot] = s;
+                        s.key = key.to_u64();
+                        subs.slots[slot] = s;
                         if verbose {
                             send(cx, conn, OK);
                         }
@@ -1007,9 +1269,11 @@ impl Core<'_> {
                 }
             }
             Op::Unsub { sid, max } => {
-                if let Some(s) = client.subs.iter_mut().find(|s| s.used && s.sid() == sid) {
+                let subs = self.subs.get_mut(ckey.index() as usize);
+                let slots = subs.map_or(&mut [][..], |s| &mut s.slots[..]);
+                if let Some(s) = slots.iter_mut().find(|s| s.used && s.sid() == sid) {
                     if max == 0 || max <= s.delivered {
-                        let _ = self.sublist.remove(s.key);
+                        let _ = self.sublist.remove(s.key());
                         *s = SubSlot::EMPTY;
                     } else {
                         s.max = max;
@@ -1080,6 +1344,7 @@ impl Core<'_> {
         let Core {
             clients,
             keys,
+            subs,
             sublist,
             targets,
             msg_line,
@@ -1100,10 +1365,10 @@ impl Core<'_> {
             if ci == me && !echo {
                 return false;
             }
-            let Some(c) = k.and_then(|k| clients.get(k).ok()) else {
+            let Some((k, c)) = k.and_then(|k| Some((k, clients.get(k).ok()?))) else {
                 return false;
             };
-            let Some(s) = c.subs.get(si) else {
+            let Some(s) = sub_slot(subs, k, si) else {
                 return false;
             };
             !c.closing && s.used && (s.max == 0 || s.delivered < s.max)
@@ -1125,10 +1390,12 @@ impl Core<'_> {
         let mut blocked = false;
         for &v in targets[..n].iter() {
             let (_, si, k) = lookup(keys, v);
-            let Some(c) = k.and_then(|k| clients.get_mut(k).ok()) else {
+            let Some((k, c)) = k.and_then(|k| Some((k, clients.get_mut(k).ok()?))) else {
                 continue;
             };
-            let Some(s) = c.subs.get(si) else { continue };
+            let Some(s) = sub_slot(subs, k, si) else {
+                continue;
+            };
             let (header_len, body_len) = match hdr {
                 Some(h) if c.opts.headers_enabled(true) => (Some(h), p.total_len),
                 Some(h) => (None, p.total_len.saturating_sub(h)),
@@ -1179,7 +1446,10 @@ impl Core<'_> {
             let (_, si, k) = lookup(keys, v);
             let Some(k) = k else { continue };
             let Ok(c) = clients.get_mut(k) else { continue };
-            let Some(s) = c.subs.get_mut(si) else {
+            let Some(s) = subs
+                .get_mut(k.index() as usize)
+                .and_then(|s| s.slots.get_mut(si))
+            else {
                 continue;
             };
             let target = c.conn;
@@ -1231,7 +1501,7 @@ impl Core<'_> {
             self.stats.out_bytes += u64::from(body_len);
             s.delivered = s.delivered.saturating_add(1);
             if s.max != 0 && s.delivered >= s.max {
-                let _ = sublist.remove(s.key);
+                let _ = sublist.remove(s.key());
                 *s = SubSlot::EMPTY;
             }
             let staged = cx.staged(target);
@@ -1252,8 +1522,8 @@ impl Core<'_> {
             let mine = sublist.match_into(r, targets, |&v| (v >> 32) as usize == me);
             if mine.is_ok_and(|m| !m.is_empty()) {
                 let (_, si, _) = lookup(keys, targets[0]);
-                if let Ok(c) = clients.get(ckey)
-                    && let Some(s) = c.subs.get(si).filter(|s| s.used)
+                if clients.contains(ckey)
+                    && let Some(s) = sub_slot(subs, ckey, si).filter(|s| s.used)
                 {
                     let mut lbuf = [0u8; LINE_BUF];
                     let mut sink = SliceSink::new(&mut lbuf);
@@ -1289,7 +1559,7 @@ impl Core<'_> {
         for (_, c) in self.clients.iter_mut() {
             if c.paused {
                 c.paused = false;
-                if c.wants == 0 {
+                if c.may_resume() {
                     let _ = cx.resume(c.conn);
                 }
             }
@@ -1297,20 +1567,52 @@ impl Core<'_> {
         self.paused_publishers = 0;
     }
 
+    /// Every line buffer is lent and this client needs one: pause its receive until one is
+    /// given back (see [`BrokerMem::line_bufs`]).
+    fn wait_for_line(&mut self, cx: &mut Context<'_, '_>, conn: ConnId, key: Key) {
+        if let Ok(c) = self.clients.get_mut(key)
+            && !c.line_wait
+        {
+            c.line_wait = true;
+            self.line_waiters += 1;
+            self.stats.line_waits += 1;
+            let _ = cx.pause(conn);
+        }
+    }
+
+    /// This client got a line buffer: if it was waiting for one, it waits no more.
+    fn line_granted(&mut self, cx: &mut Context<'_, '_>, key: Key) {
+        if let Ok(c) = self.clients.get_mut(key)
+            && c.line_wait
+        {
+            c.line_wait = false;
+            self.line_waiters = self.line_waiters.saturating_sub(1);
+            if c.may_resume() {
+                let _ = cx.resume(c.conn);
+            }
+        }
+    }
+
     fn remove_client(&mut self, index: usize) {
         let Some(key) = self.client_key(index) else {
             return;
         };
-        if let Ok(c) = self.clients.remove(key) {
-            for s in c.subs.iter().filter(|s| s.used) {
-                let _ = self.sublist.remove(s.key);
+        if let Some(subs) = self.subs.get_mut(key.index() as usize) {
+            for s in subs.slots.iter().filter(|s| s.used) {
+                let _ = self.sublist.remove(s.key());
             }
+            subs.clear();
+        }
+        if let Ok(c) = self.clients.remove(key) {
             if c.paused {
                 self.paused_publishers = self.paused_publishers.saturating_sub(1);
             }
             self.reserved = self.reserved.saturating_sub(usize::from(c.reservation));
             if c.wants > 0 {
                 self.waiting = self.waiting.saturating_sub(1);
+            }
+            if c.line_wait {
+                self.line_waiters = self.line_waiters.saturating_sub(1);
             }
         }
         self.keys[index] = 0;
@@ -1382,7 +1684,7 @@ impl Core<'_> {
         self.waiting = self.waiting.saturating_sub(1);
         self.stats.reservations += 1;
         self.stats.reserved_high_water = self.stats.reserved_high_water.max(self.reserved as u64);
-        if !c.paused {
+        if c.may_resume() {
             let _ = cx.resume(c.conn);
         }
         true
@@ -1398,7 +1700,7 @@ impl Core<'_> {
             // It completed with what had arrived before its receive paused: no more waiting.
             c.wants = 0;
             self.waiting = self.waiting.saturating_sub(1);
-            if !c.paused {
+            if c.may_resume() {
                 let _ = cx.resume(c.conn);
             }
         }
@@ -1437,6 +1739,11 @@ impl Core<'_> {
     }
 }
 
+/// Subscription slot `si` of the client `key`.
+fn sub_slot(subs: &[ClientSubs], key: Key, si: usize) -> Option<&SubSlot> {
+    subs.get(key.index() as usize)?.slots.get(si)
+}
+
 /// What [`Core::reserve_for`] decided.
 enum Reserve {
     /// The connection's quota holds the message (or it is here already).
@@ -1473,24 +1780,23 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             return;
         }
         // A previous tenant of the slot is gone (on_close ran), but be safe.
-        if core.keys[conn.index()] != 0 {
+        if let Some(k) = core.client_key(conn.index()) {
+            drop_session(&mut self.sessions, &mut self.line_bufs, k);
             core.remove_client(conn.index());
-            if let Some(k) = core.client_key(conn.index()) {
-                let _ = self.sessions.remove(k);
-            }
         }
         let Ok(reader) = Reader::new(READER_QUOTA) else {
             cx.abort(conn);
             return;
         };
         let auth = core.config.auth_required();
-        let mut parser = Parser::new(ParserConfig {
+        let mut parser = BareParser::new(ParserConfig {
             max_payload: core.config.max_payload,
             max_control_line: MAX_CONTROL_LINE,
         });
         parser.set_awaiting_auth(auth);
         let Ok(skey) = self.sessions.try_insert(Session {
             parser,
+            line_buf: None,
             reader,
             parsed: Position::from_absolute(0),
             pending: None,
@@ -1527,7 +1833,7 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             reserve: 0,
             pings_out: 0,
             active: false,
-            subs: [SubSlot::EMPTY; SUBS_PER_CLIENT],
+            line_wait: false,
             in_msgs: 0,
             out_msgs: 0,
             in_bytes: 0,
@@ -1546,6 +1852,11 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             return;
         };
         debug_assert_eq!(skey, ckey);
+        // Empty since its last client left (remove_client); this only reads, so a set never
+        // used stays untouched.
+        if let Some(subs) = core.subs.get_mut(ckey.index() as usize) {
+            subs.clear();
+        }
         core.keys[conn.index()] = ckey.to_u64() + 1;
         core.next_client_id += 1;
         send_info(cx, conn, &core.config, client_id, peer);
@@ -1573,7 +1884,16 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             cx.abort(conn);
             return;
         };
-        process(session, line, &mut self.core, cx, conn, key);
+        process(
+            session,
+            line,
+            &mut self.line_bufs,
+            &mut self.core,
+            cx,
+            conn,
+            key,
+        );
+        self.serve_line_waiters(cx);
     }
 
     fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
@@ -1627,7 +1947,9 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
             return;
         }
         if token & PING_TOKEN != 0 {
-            if c.closing {
+            if c.closing || c.line_wait {
+                // (Waiting for a line buffer, its receive is paused by the broker: its PONGs
+                // would wait behind its line, so it is not pinged meanwhile.)
                 return;
             }
             if c.active {
@@ -1670,13 +1992,24 @@ impl<'r> Handler<'r> for Broker<'_, 'r> {
                     let _ = cx.cancel_timer(t);
                 }
             }
-            let _ = self.sessions.remove(k);
+            drop_session(&mut self.sessions, &mut self.line_bufs, k);
         }
         self.core.remove_client(index);
         // Its reservation (if any) is back in the budget: waiting large messages go on.
         self.core.grant_waiting(cx);
         // Publishers held back for this connection (or any) try again.
         self.unblock(cx);
+        // Its line buffer, if it held one, goes to a waiting client.
+        self.serve_line_waiters(cx);
+    }
+}
+
+/// Removes a session, giving back its line buffer if it holds one.
+fn drop_session(sessions: &mut Slab<'_, Session<'_>>, line_bufs: &mut LinePool<'_>, key: Key) {
+    if let Ok(s) = sessions.remove(key)
+        && let Some(i) = s.line_buf
+    {
+        line_bufs.give(i);
     }
 }
 
@@ -1704,6 +2037,7 @@ fn payload_of<'b>(buf: &ReadBuf<'b>, p: &Pending) -> Option<ReadBuf<'b>> {
 fn process(
     session: &mut Session<'_>,
     line: &mut [u8; MAX_CONTROL_LINE],
+    line_bufs: &mut LinePool<'_>,
     core: &mut Core<'_>,
     cx: &mut Context<'_, '_>,
     conn: ConnId,
@@ -1711,6 +2045,7 @@ fn process(
 ) {
     let Session {
         parser,
+        line_buf,
         reader,
         parsed,
         pending,
@@ -1747,9 +2082,39 @@ fn process(
             let mut rest = seg;
             while !rest.is_empty() {
                 let mut after = After::default();
-                match parser.parse(rest) {
+                let lent = match *line_buf {
+                    Some(i) => line_bufs.get(i),
+                    None => None,
+                };
+                match parser.parse_with(rest, lent) {
                     Err(e) => {
                         fail(cx, conn, e);
+                        return;
+                    }
+                    Ok((used, None)) if used < rest.len() => {
+                        // A control line split across receives: it needs a line buffer.
+                        rest = &rest[used..];
+                        pos += used as u64;
+                        if line_buf.is_none()
+                            && let Some(i) = line_bufs.take()
+                        {
+                            *line_buf = Some(i);
+                            core.stats.line_bufs_high_water = core
+                                .stats
+                                .line_bufs_high_water
+                                .max(line_bufs.high_water as u64);
+                            core.line_granted(cx, key);
+                            continue;
+                        }
+                        // Every buffer is lent: keep the line's bytes (unconsumed) and wait
+                        // for one (Broker::serve_line_waiters).
+                        *parsed = Position::from_absolute(pos);
+                        let consumed = pending.map_or(*parsed, |p| p.start);
+                        if reader.advance_to_examined(consumed, *parsed).is_err() {
+                            cx.abort(conn);
+                            return;
+                        }
+                        core.wait_for_line(cx, conn, key);
                         return;
                     }
                     Ok((used, op)) => {
@@ -1798,6 +2163,11 @@ fn process(
                             None => {}
                         }
                     }
+                }
+                if parser.buffered() == 0
+                    && let Some(i) = line_buf.take()
+                {
+                    line_bufs.give(i);
                 }
                 if after.close {
                     return;

@@ -85,6 +85,9 @@ enum State {
     /// Owned by a live [`SendLease`](super::SendLease) (possibly on another thread); comes back
     /// only through its return queue, drained by [`ReturnHandle::drain`](super::ReturnHandle).
     Sent = 4,
+    /// In the receive tier but held back from the ring (ring mode, beyond the ring window), on
+    /// the spare stack.
+    Spare = 5,
 }
 
 /// A pool's bookkeeping, inside its storage: [`BufPool::new`] fills it in, and every
@@ -123,8 +126,13 @@ struct Header {
     /// The user free list is `free[..user_len]`.
     user_len: Cell<u16>,
     /// Buffers in the receive tier. In free-list mode the receive free list is
-    /// `free[total - recv_len..]`; in ring mode these are in the ring.
+    /// `free[total - recv_len..]`; in ring mode `ring_len` of these are in the ring and the
+    /// rest (the spare stack) are `free[total - (recv_len - ring_len)..]`.
     recv_len: Cell<u16>,
+    /// Ring mode: buffers published in the ring and not yet answered by a completion.
+    ring_len: Cell<u16>,
+    /// Ring mode: the most buffers published at once (the rest wait on the spare stack).
+    window: Cell<u16>,
     /// The pool's copy of the ring tail (the last value stored).
     tail: Cell<u16>,
     leased: Cell<u16>,
@@ -148,6 +156,8 @@ impl Header {
             ring_mode: false,
             user_len: Cell::new(0),
             recv_len: Cell::new(0),
+            ring_len: Cell::new(0),
+            window: Cell::new(0),
             tail: Cell::new(0),
             leased: Cell::new(0),
             leased_high_water: Cell::new(0),
@@ -485,7 +495,7 @@ impl<'a> BufPool<'a> {
         storage: &'a mut BufPoolStorage<N, SIZE>,
         config: BufPoolConfig,
     ) -> Result<BufPool<'a>, PoolError> {
-        Self::build(storage, config, &mut [], 0)
+        Self::build(storage, config, &mut [], 0, N)
     }
 
     /// [`BufPool::new`], plus per-owner lease accounting in `counts`: owner `i` is
@@ -504,16 +514,35 @@ impl<'a> BufPool<'a> {
         config: BufPoolConfig,
         counts: &'a mut [u16],
     ) -> Result<BufPool<'a>, PoolError> {
-        Self::build(storage, config, counts, 0)
+        Self::build(storage, config, counts, 0, N)
     }
 
-    /// Both constructors, with the ring's tail starting at `initial_tail` (tests start near the
-    /// `u16` wrap).
+    /// [`BufPool::with_owners`], publishing at most `window` buffers in the ring at once
+    /// ([`RecvTier::ProvidedRing`] mode; see "The ring window" in [`BufPool`]'s docs). A
+    /// `window` of 0 or above `N` publishes every receive-tier buffer, as the other
+    /// constructors do; in free-list mode it is ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::ReserveTooLarge`] if `user_reserve > N`.
+    pub fn with_ring_window<const N: usize, const SIZE: usize>(
+        storage: &'a mut BufPoolStorage<N, SIZE>,
+        config: BufPoolConfig,
+        counts: &'a mut [u16],
+        window: usize,
+    ) -> Result<BufPool<'a>, PoolError> {
+        let window = if window == 0 { N } else { window.min(N) };
+        Self::build(storage, config, counts, 0, window)
+    }
+
+    /// The constructors, with the ring's tail starting at `initial_tail` (tests start near the
+    /// `u16` wrap) and at most `window` (`1..=N`) buffers published at once.
     fn build<const N: usize, const SIZE: usize>(
         storage: &'a mut BufPoolStorage<N, SIZE>,
         config: BufPoolConfig,
         counts: &'a mut [u16],
         initial_tail: u16,
+        window: usize,
     ) -> Result<BufPool<'a>, PoolError> {
         let () = BufPoolStorage::<N, SIZE>::VALID;
         if usize::from(config.user_reserve) > N {
@@ -550,6 +579,9 @@ impl<'a> BufPool<'a> {
             ring_mode: config.recv_tier == RecvTier::ProvidedRing,
             user_len: Cell::new(0),
             recv_len: Cell::new(0),
+            ring_len: Cell::new(0),
+            // `1 <= window <= N <= 32768`: fits.
+            window: Cell::new(window.max(1) as u16),
             tail: Cell::new(initial_tail),
             leased: Cell::new(0),
             leased_high_water: Cell::new(0),
@@ -653,6 +685,34 @@ impl<'a> BufPool<'a> {
         self.total() as u32
     }
 
+    /// The ring window: the most receive-tier buffers published in the ring at once
+    /// ([`RecvTier::ProvidedRing`] mode; see "The ring window" in [`BufPool`]'s docs). `N`
+    /// unless the pool was built with [`BufPool::with_ring_window`] or widened.
+    pub fn ring_window(&self) -> usize {
+        usize::from(self.h.window.get())
+    }
+
+    /// Buffers published in the ring now and not yet answered by a completion (0 in
+    /// free-list mode). Always `min(ring_window(), recv_available())`.
+    pub fn ring_published(&self) -> usize {
+        usize::from(self.h.ring_len.get())
+    }
+
+    /// Raises the ring window to `window` (at most `N`; a smaller value changes nothing: a
+    /// published buffer cannot be taken back) and publishes spare buffers up to it at once.
+    /// Returns the window now. In free-list mode nothing is published.
+    pub fn widen_ring(&self, window: usize) -> usize {
+        let window = window.min(self.total());
+        if window > self.ring_window() {
+            // `window <= N <= 32768`.
+            self.h.window.set(window as u16);
+            if self.refill() {
+                self.store_tail();
+            }
+        }
+        self.ring_window()
+    }
+
     /// Takes the buffer a completion named (io_uring: the `bid` of a completion with
     /// `IORING_CQE_F_BUFFER`, `len` its byte count) out of the receive tier, as a lease of
     /// `len` bytes charged to no owner.
@@ -724,7 +784,13 @@ impl<'a> BufPool<'a> {
             return Err(PoolError::NotInRecvTier { id: bid });
         }
         self.h.recv_len.set(self.h.recv_len.get() - 1);
-        Ok(self.lease(bid, len, owner))
+        self.h.ring_len.set(self.h.ring_len.get() - 1);
+        let lease = self.lease(bid, len, owner);
+        // The ring lost one: top it up from the spare stack (the most recently returned).
+        if self.refill() {
+            self.store_tail();
+        }
+        Ok(lease)
     }
 
     /// Takes a buffer from the receive free list (free-list mode), as a lease of length 0
@@ -972,17 +1038,47 @@ impl<'a> BufPool<'a> {
         self.state()[usize::from(id)].set(State::UserFree);
     }
 
-    /// Puts `id` in the receive tier. In ring mode the entry is written but the kernel sees it
-    /// only after [`BufPool::store_tail`].
+    /// Puts `id` in the receive tier. In ring mode it is published if the ring holds fewer
+    /// than the window (the entry is written but the kernel sees it only after
+    /// [`BufPool::store_tail`]), and goes on top of the spare stack otherwise.
     fn push_recv(&self, id: u16) {
         let n = self.h.recv_len.get() + 1;
         self.h.recv_len.set(n);
-        self.state()[usize::from(id)].set(State::Recv);
-        if self.h.ring_mode {
-            self.write_entry(id);
-        } else {
+        if !self.h.ring_mode {
+            self.state()[usize::from(id)].set(State::Recv);
             self.free()[self.total() - usize::from(n)].set(id);
+        } else if self.h.ring_len.get() < self.h.window.get() {
+            self.publish(id);
+        } else {
+            // The spare stack: `free[total - spare..]`, top at the lowest index.
+            let spare = n - self.h.ring_len.get();
+            self.state()[usize::from(id)].set(State::Spare);
+            self.free()[self.total() - usize::from(spare)].set(id);
         }
+    }
+
+    /// Ring mode: publishes spare buffers, most recently returned first, while the ring holds
+    /// fewer than the window. Returns whether it published any (then store the tail).
+    fn refill(&self) -> bool {
+        let mut any = false;
+        while self.h.ring_mode && self.h.ring_len.get() < self.h.window.get() {
+            let spare = self.h.recv_len.get() - self.h.ring_len.get();
+            if spare == 0 {
+                break;
+            }
+            let id = self.free()[self.total() - usize::from(spare)].get();
+            debug_assert_eq!(self.state()[usize::from(id)].get(), State::Spare);
+            self.publish(id);
+            any = true;
+        }
+        any
+    }
+
+    /// Ring mode: writes `id`'s entry (see [`BufPool::write_entry`]) and counts it in the ring.
+    fn publish(&self, id: u16) {
+        self.state()[usize::from(id)].set(State::Recv);
+        self.write_entry(id);
+        self.h.ring_len.set(self.h.ring_len.get() + 1);
     }
 
     /// Writes `id`'s entry at the tail slot and advances the pool's copy of the tail.
@@ -994,11 +1090,11 @@ impl<'a> BufPool<'a> {
         // SAFETY: `slot < N` and `ring` points to the N entries of the storage the pool borrows
         // exclusively for 'a, so `entry` is in bounds and valid for writes. No Rust reference to
         // the ring exists. The kernel reads only entries in [its head, published tail); this
-        // slot is outside that range: at most N buffers are in the receive tier and this one
-        // was not among them (it is being returned), so of the N publications at positions
-        // [tail - N, tail) at most N - 1 are unanswered, at least one was answered by a
-        // completion, and as the kernel reads positions in order it has read position
-        // tail - N, this slot's previous use. (During `new` no kernel reads the ring yet: it is
+        // slot is outside that range: the unanswered publications are the last `ring_len`
+        // ones, and `ring_len < window <= N` before this one (`publish` is called only then),
+        // so of the N publications at positions [tail - N, tail) at most N - 1 are unanswered,
+        // at least one was answered by a completion, and as the kernel reads positions in
+        // order it has read position tail - N, this slot's previous use. (During `new` no kernel reads the ring yet: it is
         // registered only after the pool is built.) Only `addr`, `len` and `bid` are written,
         // never `resv`: in entry 0 those bytes are the tail, which is accessed only atomically.
         unsafe {
@@ -1859,6 +1955,59 @@ mod tests {
     /// The kernel's view of ring mode: every buffer it picks was published once, with the
     /// right address and length, and comes back through the ring after its lease is dropped,
     /// across the wrap of the u16 tail.
+    /// With a ring window, receives that each give their buffer back at once cycle through
+    /// the window and the buffer last returned, not through the whole pool; widening
+    /// publishes spare buffers at once.
+    #[test]
+    fn ring_window_reuses_hot_buffers() {
+        const N: usize = 64;
+        let config = BufPoolConfig {
+            recv_tier: RecvTier::ProvidedRing,
+            user_reserve: 0,
+        };
+        for (window, most) in [(4, 5), (N, N)] {
+            let mut storage = new_storage::<N, 16>();
+            let mut counts = [0u16; 1];
+            let pool =
+                BufPool::with_ring_window(&mut *storage, config, &mut counts, window).unwrap();
+            assert_eq!(pool.recv_available(), N);
+            assert_eq!(pool.ring_published(), window);
+            let mut kernel = Kernel::new(0);
+            let mut used = std::collections::BTreeSet::new();
+            for _ in 0..10 * N {
+                let bid = kernel.pick(&pool).expect("a published buffer");
+                // SAFETY: picked by the simulated kernel.
+                let lease = unsafe { pool.lease_received_by(bid, 1, 0) }.unwrap();
+                used.insert(lease.id());
+                drop(lease);
+                assert_eq!(pool.ring_published(), window);
+            }
+            assert_eq!(used.len(), most, "window {window}");
+        }
+        // Held leases drain the ring; the spare stack tops it up; widening publishes more.
+        let mut storage = new_storage::<N, 16>();
+        let pool = BufPool::with_ring_window(&mut *storage, config, &mut [], 4).unwrap();
+        let mut kernel = Kernel::new(0);
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            let bid = kernel.pick(&pool).unwrap();
+            // SAFETY: picked by the simulated kernel.
+            held.push(unsafe { pool.lease_received(bid, 1) }.unwrap());
+            assert_eq!(pool.ring_published(), 4);
+        }
+        assert_eq!(pool.recv_available(), N - 10);
+        assert_eq!(pool.widen_ring(2), 4, "a window never shrinks");
+        assert_eq!(pool.widen_ring(40), 40);
+        kernel.observe(&pool);
+        assert_eq!(kernel.published.len(), 40);
+        assert_eq!(pool.widen_ring(1000), N, "at most N");
+        kernel.observe(&pool);
+        assert_eq!(kernel.published.len(), N - 10);
+        held.clear();
+        kernel.observe(&pool);
+        assert_eq!(kernel.published.len(), N);
+    }
+
     #[test]
     fn kernel_sees_published_buffers_across_tail_wrap() {
         const N: usize = 8;
@@ -1869,50 +2018,55 @@ mod tests {
             recv_tier: RecvTier::ProvidedRing,
             user_reserve: 1,
         };
-        let mut storage = new_storage::<N, 16>();
-        let pool = BufPool::build(&mut *storage, config, &mut [], start).unwrap();
-        let mut kernel = Kernel::new(start);
-        kernel.observe(&pool);
-        assert_eq!(kernel.published.len(), N - 1);
-        let mut rng = XorShift::new(7);
-        let mut held: VecDeque<Lease<'_>> = VecDeque::new();
-        for round in 0..rounds {
-            // Receive into up to three buffers, then return some leases in random order.
-            for _ in 0..rng.below(4) {
-                let Some(bid) = kernel.pick(&pool) else { break };
-                let len = rng.below(17) as u32;
-                // SAFETY: `bid` was picked by the simulated kernel; no real kernel is involved.
-                let lease = unsafe { pool.lease_received(bid, len) }.unwrap();
-                assert_eq!(lease.len(), len as usize);
-                held.push_back(lease);
-            }
-            while held.len() > rng.below(N) {
-                let i = rng.below(held.len());
-                drop(held.remove(i));
-            }
-            if round % 2 == 0 {
-                // Occasionally the user tier is used in between.
-                if let Ok(l) = pool.try_lease_user() {
-                    drop(l);
-                }
-            }
+        // Every buffer published, and a window of 3 (the rest on the spare stack).
+        for window in [N, 3] {
+            let mut storage = new_storage::<N, 16>();
+            let pool = BufPool::build(&mut *storage, config, &mut [], start, window).unwrap();
+            let mut kernel = Kernel::new(start);
             kernel.observe(&pool);
-            let s = pool.stats();
-            assert_eq!(s.recv_tier, kernel.published.len());
-            assert_eq!(s.recv_tier + s.user_free + s.leased, N);
+            assert_eq!(kernel.published.len(), window.min(N - 1));
+            let mut rng = XorShift::new(7);
+            let mut held: VecDeque<Lease<'_>> = VecDeque::new();
+            for round in 0..rounds {
+                // Receive into up to three buffers, then return some leases in random order.
+                for _ in 0..rng.below(4) {
+                    let Some(bid) = kernel.pick(&pool) else { break };
+                    let len = rng.below(17) as u32;
+                    // SAFETY: `bid` was picked by the simulated kernel; no real kernel is
+                    // involved.
+                    let lease = unsafe { pool.lease_received(bid, len) }.unwrap();
+                    assert_eq!(lease.len(), len as usize);
+                    held.push_back(lease);
+                }
+                while held.len() > rng.below(N) {
+                    let i = rng.below(held.len());
+                    drop(held.remove(i));
+                }
+                if round % 2 == 0 {
+                    // Occasionally the user tier is used in between.
+                    if let Ok(l) = pool.try_lease_user() {
+                        drop(l);
+                    }
+                }
+                kernel.observe(&pool);
+                let s = pool.stats();
+                assert_eq!(pool.ring_published(), kernel.published.len());
+                assert_eq!(pool.ring_published(), s.recv_tier.min(window));
+                assert_eq!(s.recv_tier + s.user_free + s.leased, N);
+            }
+            held.clear();
+            kernel.observe(&pool);
+            assert_eq!(kernel.published.len(), window.min(N - 1));
+            let published = kernel.total_seen;
+            assert_eq!(
+                Kernel::load_tail(&pool),
+                start.wrapping_add(published as u16)
+            );
+            assert!(
+                published > 21,
+                "the tail wrapped ({published} publications)"
+            );
         }
-        held.clear();
-        kernel.observe(&pool);
-        assert_eq!(kernel.published.len(), N - 1);
-        let published = kernel.total_seen;
-        assert_eq!(
-            Kernel::load_tail(&pool),
-            start.wrapping_add(published as u16)
-        );
-        assert!(
-            published > 21,
-            "the tail wrapped ({published} publications)"
-        );
     }
 
     /// A raw pointer the simulated kernel thread may carry.
@@ -2016,7 +2170,14 @@ mod tests {
                 };
                 let mut storage = new_storage::<N, SIZE>();
                 let mut counts = [u16::MAX; OWNERS];
-                let pool = BufPool::with_owners(&mut *storage, config, &mut counts).unwrap();
+                // The ring window: every buffer (0 means N) or fewer.
+                let mut window = rng.below(N + 1);
+                let pool =
+                    BufPool::with_ring_window(&mut *storage, config, &mut counts, window).unwrap();
+                if window == 0 {
+                    window = N;
+                }
+                assert_eq!(pool.ring_window(), window);
                 let mut kernel = Kernel::new(0);
                 let mut model = [Owner::Recv; N];
                 // Whom each buffer is charged to.
@@ -2051,6 +2212,13 @@ mod tests {
                     lease.set_len(SIZE).unwrap();
                 };
                 for _ in 0..steps {
+                    if rng.below(64) == 0 {
+                        // Widening publishes spares at once; narrowing changes nothing.
+                        let want = rng.below(N + 2);
+                        window = pool.widen_ring(want);
+                        assert_eq!(window, pool.ring_window());
+                        assert!(window >= want.min(N));
+                    }
                     // Some(0..OWNERS): a tracked owner; Some(OWNERS): outside the table; None:
                     // the untagged call.
                     let who = rng.below(OWNERS + 2);
@@ -2178,6 +2346,15 @@ mod tests {
                                 // before anything could alias (asserted).
                                 assert!(unsafe { pool.lease_received(id, 0) }.is_err());
                             }
+                            if mode == RecvTier::ProvidedRing
+                                && state == Some(Owner::Recv)
+                                && pool.state()[usize::from(id)].get() == State::Spare
+                            {
+                                // SAFETY: a spare buffer is not in the ring, so the pool
+                                // refuses it (asserted): no kernel could have filled it.
+                                let e = unsafe { pool.lease_received(id, 0) }.unwrap_err();
+                                assert_eq!(e, PoolError::NotInRecvTier { id });
+                            }
                         }
                     }
                     // Counters and per-buffer states agree with the model.
@@ -2190,13 +2367,18 @@ mod tests {
                     assert_eq!(s.leased_high_water, high_water);
                     assert!(s.user_free <= usize::from(reserve));
                     for (id, owner) in model.iter().enumerate() {
-                        let want = match owner {
-                            Owner::Recv => State::Recv,
-                            Owner::User => State::UserFree,
-                            Owner::Leased => State::Leased,
-                            Owner::Raw => State::Raw,
+                        let got = pool.state()[id].get();
+                        let ok = match owner {
+                            // Published, or (ring mode) held back on the spare stack.
+                            Owner::Recv => {
+                                got == State::Recv
+                                    || (mode == RecvTier::ProvidedRing && got == State::Spare)
+                            }
+                            Owner::User => got == State::UserFree,
+                            Owner::Leased => got == State::Leased,
+                            Owner::Raw => got == State::Raw,
                         };
-                        assert_eq!(pool.state()[id].get(), want, "buffer {id}");
+                        assert!(ok, "buffer {id}: {got:?} for {owner:?}");
                     }
                     // Every owner's count is its live leases plus raw ids; owners outside the
                     // table count nothing.
@@ -2213,8 +2395,17 @@ mod tests {
                         }
                     }
                     if mode == RecvTier::ProvidedRing {
+                        // The ring holds as many as the window allows, the rest are spare.
                         kernel.observe(&pool);
-                        assert_eq!(kernel.published.len(), count(&model, Owner::Recv));
+                        let recv = count(&model, Owner::Recv);
+                        assert_eq!(kernel.published.len(), recv.min(window));
+                        assert_eq!(pool.ring_published(), recv.min(window));
+                        let in_ring = (0..N)
+                            .filter(|&id| pool.state()[id].get() == State::Recv)
+                            .count();
+                        assert_eq!(in_ring, recv.min(window));
+                    } else {
+                        assert_eq!(pool.ring_published(), 0);
                     }
                 }
                 // Everything comes back.
@@ -2229,7 +2420,7 @@ mod tests {
                 assert_eq!(s.user_free, usize::from(reserve).min(s.user_free + out));
                 if mode == RecvTier::ProvidedRing {
                     kernel.observe(&pool);
-                    assert_eq!(kernel.published.len(), s.recv_tier);
+                    assert_eq!(kernel.published.len(), s.recv_tier.min(window));
                 }
                 assert!(returned.len() + out >= s.leased_high_water);
                 assert!((0..OWNERS as u32).all(|o| pool.owner_count(o) == 0));

@@ -31,8 +31,11 @@
 //!   ([`RecvTier::ProvidedRing`]) they are published in a provided-buffer ring that lives in the
 //!   pool's storage; the kernel picks one per receive, and the completion names it
 //!   ([`BufPool::lease_received`]). A published buffer cannot be taken back: it returns only
-//!   through a completion. With epoll ([`RecvTier::FreeList`]) they sit on a free list, and the
-//!   backend takes one ([`BufPool::try_take_recv`]) before each read.
+//!   through a completion. A pool built with [`BufPool::with_ring_window`] publishes only a
+//!   window of them and keeps the rest on a spare stack that refills the ring most recently
+//!   returned first, so receives reuse a few hot buffers (the kernel takes ring entries in
+//!   order). With epoll ([`RecvTier::FreeList`]) they sit on a free list (last in, first out),
+//!   and the backend takes one ([`BufPool::try_take_recv`]) before each read.
 //! - The **user tier** is a free list for everything else that needs a buffer: pipe segments,
 //!   reassembly of fragmented frames, a connection's carry buffer
 //!   ([`BufPool::try_lease_user`]). Keeping it apart means receives cannot starve it, and it

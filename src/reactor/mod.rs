@@ -28,7 +28,11 @@
 //! [`Handler::on_data`] is the handler's until it drops it; while a connection's handler holds
 //! [`Config::lease_quota`] of them, that connection's receive is paused, so one slow consumer
 //! cannot take every buffer. When the pool itself runs dry, receiving pauses (nothing is lost:
-//! the kernel keeps the bytes) and resumes as buffers come back.
+//! the kernel keeps the bytes) and resumes as buffers come back. With io_uring only
+//! [`Config::ring_window`] free buffers are offered to the kernel at once, refilled with the
+//! buffers given back last, so receives reuse a few buffers and the rest of the pool is not
+//! touched until load needs it; a receive that finds the window empty pauses and resumes the
+//! same way.
 //!
 //! Each connection has a fixed write slab. [`Context::write`] copies into it, all or nothing:
 //! a full slab is [`WriteError::WouldBlock`], never a partial write or a panic; wait for
@@ -101,6 +105,19 @@ pub struct Config {
     pub user_buffers: u16,
     /// Leases one connection's handler may hold before that connection's receive pauses.
     pub lease_quota: u16,
+    /// io_uring: receive buffers published to the kernel's provided-buffer ring at once (0:
+    /// all of them). The kernel takes ring buffers in order, so with every free buffer
+    /// published, consecutive receives touch consecutive buffers and the whole pool soon
+    /// becomes resident; with a window, the rest of the free buffers wait on a stack and refill
+    /// the ring most recently returned first, so receives reuse a few hot buffers. When a
+    /// connection that already received in a round runs the ring dry while buffers were free
+    /// (a stream needing more buffers per round than the window), the window doubles (up to
+    /// all); it never shrinks. Many connections receiving one message each in the same round
+    /// (a connection storm) do not widen it: those that find the ring dry are re-armed
+    /// [`Config::rearm_per_turn`] per round, as for an empty pool. See "The ring window" in
+    /// [`crate::pool::BufPool`]. Ignored by epoll, whose free list is already last in, first
+    /// out.
+    pub ring_window: u16,
     /// Free receive buffers needed before connections starved of buffers are re-armed.
     pub rearm_watermark: u16,
     /// Starved connections re-armed per turn at most.
@@ -134,6 +151,7 @@ impl Default for Config {
             uring: UringConfig::default(),
             user_buffers: 0,
             lease_quota: 16,
+            ring_window: 64,
             rearm_watermark: 8,
             rearm_per_turn: 64,
             backlog: 1024,
@@ -220,6 +238,11 @@ pub struct Stats {
     pub bufs_high_water: usize,
     /// Times a connection's receive paused because the pool ran dry.
     pub starvation_pauses: u64,
+    /// The provided-buffer ring's window now ([`Config::ring_window`]; io_uring, 0 with
+    /// epoll).
+    pub ring_window: usize,
+    /// Times the ring window doubled because a burst ran the ring dry while buffers were free.
+    pub ring_widenings: u64,
     /// Times a connection's receive paused at its lease quota.
     pub quota_pauses: u64,
     /// Loop turns.
@@ -451,7 +474,13 @@ impl Reactor<'static> {
     ) -> Result<Reactor<'static>, ReactorError> {
         let (ring, pool) = Reactor::backend_for(&config, BUFS)?;
         let init = resources
-            .init(ring, pool, config.nodelay, config.lease_quota)
+            .init(
+                ring,
+                pool,
+                config.ring_window,
+                config.nodelay,
+                config.lease_quota,
+            )
             .map_err(ReactorError::from)?;
         Reactor::assemble(init, config)
     }
@@ -558,6 +587,7 @@ impl Reactor<'static> {
             resources,
             ring,
             pool,
+            config.ring_window,
             config.nodelay,
             config.lease_quota,
             |init| {
@@ -823,6 +853,10 @@ impl<'r> Core<'r> {
         s.bufs_high_water = pool.leased_high_water;
         s.kernel = self.driver.kernel_calls();
         s.starvation_pauses = self.driver.starvation_pauses();
+        if self.driver.pool().recv_tier() == RecvTier::ProvidedRing {
+            s.ring_window = self.driver.pool().ring_window();
+        }
+        s.ring_widenings = self.driver.ring_widenings();
         s
     }
 

@@ -440,6 +440,8 @@ pub struct Driver<'r> {
     await_epoch: u32,
     calls: KernelCalls,
     starvation_pauses: u64,
+    /// Times the provided-buffer ring's window was doubled.
+    ring_widenings: u64,
     /// io_uring: the multishot poll on the wake eventfd is in flight.
     wake_armed: bool,
     /// io_uring: listeners (by index bit) whose multishot accept is in flight, also after the
@@ -577,6 +579,7 @@ impl<'r> Driver<'r> {
             await_epoch: 0,
             calls: KernelCalls::default(),
             starvation_pauses: 0,
+            ring_widenings: 0,
             wake_armed,
             accepts_in_flight: 0,
             loose_cancels: 0,
@@ -1139,6 +1142,12 @@ impl<'r> Driver<'r> {
         self.starvation_pauses
     }
 
+    /// Times the provided-buffer ring's window was doubled because receives ran it dry while
+    /// buffers were free (see [`BufPool::widen_ring`]).
+    pub fn ring_widenings(&self) -> u64 {
+        self.ring_widenings
+    }
+
     /// The generation `slot` was last opened with (`None` for an index out of range).
     pub fn generation(&self, slot: u32) -> Option<u32> {
         self.slots.get(slot as usize).map(|s| s.generation)
@@ -1446,6 +1455,20 @@ impl<'r> Driver<'r> {
                     s.starved = true;
                     self.starved.push(slot);
                     self.starvation_pauses += 1;
+                }
+                // Dry while buffers were free on the spare stack, and this connection had
+                // already received in this round: a stream that needs more buffers per round
+                // than the ring window holds. Double the window (the pool publishes at once).
+                // (Many connections receiving one small message each, a connection storm, do
+                // not widen it: they are re-armed a bounded number per round instead, and the
+                // window stays small, so receives keep reusing the same few buffers.)
+                if self.pool.recv_available() > self.pool.ring_published()
+                    && s.data_turn == self.turn
+                {
+                    let window = self.pool.ring_window();
+                    if self.pool.widen_ring(window.saturating_mul(2)) > window {
+                        self.ring_widenings += 1;
+                    }
                 }
             }
             Err(Error::Canceled) => {}
@@ -1997,12 +2020,15 @@ impl<
     const TIMERS: usize,
 > LoopStorage<C, T, CONNS, BUFS, BUF_SIZE, SLAB, TIMERS>
 {
-    /// Split into the parts the loop works on; the buffer pool is built with `pool`.
+    /// Split into the parts the loop works on; the buffer pool is built with `pool`, with a
+    /// ring window of `window` buffers (0: all; see [`BufPool::with_ring_window`]).
     pub fn split(
         &mut self,
         pool: crate::pool::BufPoolConfig,
+        window: u16,
     ) -> core::result::Result<LoopParts<'_, C, T>, crate::pool::PoolError> {
-        let pool = BufPool::with_owners(&mut self.bufs, pool, &mut self.owners)?;
+        let pool =
+            BufPool::with_ring_window(&mut self.bufs, pool, &mut self.owners, usize::from(window))?;
         let notifier = crate::sync::Notifier::new(&self.signal, &self.wake);
         let returns = crate::pool::ReturnHandle::new(pool, &mut self.returns, notifier)?;
         let (notify, rest) = self.queues.split_at_mut(2);
@@ -2116,10 +2142,11 @@ impl<
         &'static mut self,
         ring: Option<Uring>,
         pool: crate::pool::BufPoolConfig,
+        window: u16,
         nodelay: bool,
         quota: u16,
     ) -> core::result::Result<LoopInit<'static, C, T>, LoopError> {
-        let parts = self.split(pool).map_err(LoopError::Pool)?;
+        let parts = self.split(pool, window).map_err(LoopError::Pool)?;
         // SAFETY: 'static storage outlives every operation.
         unsafe { parts.into_init(ring, nodelay, quota, None) }
     }
@@ -2157,6 +2184,7 @@ pub fn scoped<
     storage: &mut LoopStorage<C, T, CONNS, BUFS, BUF_SIZE, SLAB, TIMERS>,
     ring: Option<Uring>,
     pool: crate::pool::BufPoolConfig,
+    window: u16,
     nodelay: bool,
     quota: u16,
     f: F,
@@ -2177,7 +2205,7 @@ where
 
     let done = Cell::new(false);
     let r = {
-        let parts = storage.split(pool).map_err(LoopError::Pool)?;
+        let parts = storage.split(pool, window).map_err(LoopError::Pool)?;
         // SAFETY: the driver gets `scope`: its drop tears down and sets `done`, and `check`
         // aborts the process unless that happened before `storage` (borrowed for this whole
         // call) can be touched again by anyone.

@@ -37,6 +37,8 @@ pub struct Options {
     pub small: bool,
     /// The reactor's default lease quota (0: [`LEASE_QUOTA`]).
     pub lease_quota: u16,
+    /// Shared line buffers (0: the storage's, `LINE_BUFS`).
+    pub line_bufs: usize,
 }
 
 pub fn leak<T: ZeroInit>() -> &'static mut T {
@@ -116,7 +118,12 @@ pub fn start_opts(backend: BackendChoice, cfg: ServerConfig, opts: Options) -> R
             .listen("127.0.0.1:0".parse().unwrap())
             .expect("listen");
         let addr = reactor.listener_addr(l).unwrap();
-        let mut broker = Broker::new(mem(), cfg, 42).expect("broker");
+        let mut m = mem();
+        if opts.line_bufs > 0 {
+            let bufs = std::mem::take(&mut m.line_bufs);
+            m.line_bufs = &mut bufs[..opts.line_bufs];
+        }
+        let mut broker = Broker::new(m, cfg, 42).expect("broker");
         broker.set_port(addr.port());
         let http = opts.monitor.then(|| {
             let m = reactor

@@ -1,7 +1,7 @@
 //! ringlet's NATS broker for the NATS benchmark: the library's `Broker` on a `Reactor`, exactly
-//! as `examples/static_broker/` runs it (same receive buffers, write slabs, lease quota and
-//! sublist capacities, same loop), with room for more connections (`CONNS`, 1088 instead of
-//! 256) so the idle-connections row can open 1000 of them.
+//! as `examples/static_broker/` runs it (same receive buffers, write slabs, lease quota, ring
+//! window, line buffers and sublist capacities, same loop), with room for more connections
+//! (`CONNS`, 1088 instead of 256) so the idle-connections row can open 1000 of them.
 //!
 //! It takes nats-server's flags for what the runner needs, so the runner starts it the way it
 //! starts nats-server: `ringlet-broker -a 127.0.0.1 -p PORT [--backend auto|uring|epoll]`.
@@ -11,8 +11,10 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use ringlet::broker::parser::MAX_CONTROL_LINE;
-use ringlet::broker::server::{Broker, BrokerMem, Client, ServerConfig, Session};
+use ringlet::broker::parser::{LineBuf, MAX_CONTROL_LINE};
+use ringlet::broker::server::{
+    Broker, BrokerMem, Client, ClientSubs, LINE_BUFS, ServerConfig, Session,
+};
 use ringlet::broker::sublist::{CacheLine, Chunk, Group, Node, SubEntry, SublistMem};
 use ringlet::pool::{SlabStorage, ZeroInit};
 use ringlet::reactor::{BackendChoice, Config, Reactor, Resources};
@@ -45,6 +47,8 @@ fn mem() -> BrokerMem<'static, 'static> {
         clients: leak::<SlabStorage<Client, CONNS>>().as_mut_slice(),
         keys: leak::<[u64; CONNS]>(),
         lines: leak::<[[u8; MAX_CONTROL_LINE]; CONNS]>(),
+        client_subs: leak::<[ClientSubs; CONNS]>(),
+        line_bufs: leak::<[LineBuf; LINE_BUFS]>(),
         sublist: SublistMem {
             subs: leak::<SlabStorage<SubEntry<u64>, SUBS>>().as_mut_slice(),
             nodes: leak::<SlabStorage<Node, NODES>>().as_mut_slice(),
