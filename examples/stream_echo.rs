@@ -14,6 +14,8 @@
 //! connection state, scheduler header and future) before the reply is sent; `make bench`
 //! measures what that costs (the `ringlet-stream` server).
 //!
+//! `--batch-wait US` sets `Config::batch_wait`, as for `echo`.
+//!
 //! `--offload N` is accepted for the command line's sake and refused: the stream copies out of
 //! the receive buffers, so there are no buffers to hand to worker threads (use `echo
 //! --offload`).
@@ -47,8 +49,9 @@ static RESOURCES: StaticSlot<Res> = StaticSlot::new();
 static TASKS: StaticSlot<TaskStorage<CONNS, { future_size(&echo) }>> = StaticSlot::new();
 
 fn main() {
-    let args =
-        common::server_args("usage: stream_echo [--addr HOST:PORT] [--backend auto|uring|epoll]");
+    let args = common::server_args(
+        "usage: stream_echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--batch-wait US]",
+    );
     if args.offload.is_some() {
         eprintln!(
             "stream_echo: --offload is not supported: the stream copies out of the receive \
@@ -56,12 +59,13 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let (addr, backend) = (args.addr, args.backend);
+    let (addr, backend, batch_wait) = (args.addr, args.backend, args.batch_wait);
     let stop = common::stop_on_signals();
     let _ = ringlet::sys::socket::raise_nofile_limit(CONNS as u64 + 64);
 
     let config = Config {
         backend,
+        batch_wait: batch_wait.unwrap_or(Config::default().batch_wait),
         ..Config::default()
     };
     let resources = RESOURCES.take().expect("resources taken once");
