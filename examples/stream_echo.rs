@@ -4,14 +4,17 @@
 //! `cargo run --release --example stream_echo -- --addr 127.0.0.1:7000 --backend auto|uring|epoll`
 //!
 //! Each accepted connection gets a task (up to `CONNS`; beyond that an accept is refused and
-//! counted): it relays what it reads back to the connection through a 4 KiB buffer, flushing
-//! after each chunk, until the peer ends its side; then the task drops the connection, which
-//! closes it. A slow reader only slows its own task: the write waits for room in the slab
+//! counted): it relays what it reads back to the connection through a 4 KiB buffer, starting
+//! the send of each chunk before it reads again, until the peer ends its side; then the task
+//! drops the connection, which closes it. A slow reader only slows its own task: the write waits for room in the slab
 //! while the other tasks run. SIGINT or SIGTERM stops it gracefully and prints its counters.
 //!
 //! Compared with `echo`, every byte is copied once more (from the receive buffer into the
-//! relay's buffer, then into the slab), and the task waits for each flush before it reads
-//! again; `make bench` measures what that costs (the `ringlet-stream` server).
+//! relay's buffer, then into the slab), and each receive goes through the task's state (its
+//! connection state, scheduler header and future) before the reply is sent; `make bench`
+//! measures what that costs (the `ringlet-stream` server).
+//!
+//! `--batch-wait US` sets `Config::batch_wait`, as for `echo`.
 //!
 //! `--offload N` is accepted for the command line's sake and refused: the stream copies out of
 //! the receive buffers, so there are no buffers to hand to worker threads (use `echo
@@ -46,8 +49,9 @@ static RESOURCES: StaticSlot<Res> = StaticSlot::new();
 static TASKS: StaticSlot<TaskStorage<CONNS, { future_size(&echo) }>> = StaticSlot::new();
 
 fn main() {
-    let args =
-        common::server_args("usage: stream_echo [--addr HOST:PORT] [--backend auto|uring|epoll]");
+    let args = common::server_args(
+        "usage: stream_echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--batch-wait US]",
+    );
     if args.offload.is_some() {
         eprintln!(
             "stream_echo: --offload is not supported: the stream copies out of the receive \
@@ -55,12 +59,13 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let (addr, backend) = (args.addr, args.backend);
+    let (addr, backend, batch_wait) = (args.addr, args.backend, args.batch_wait);
     let stop = common::stop_on_signals();
     let _ = ringlet::sys::socket::raise_nofile_limit(CONNS as u64 + 64);
 
     let config = Config {
         backend,
+        batch_wait: batch_wait.unwrap_or(Config::default().batch_wait),
         ..Config::default()
     };
     let resources = RESOURCES.take().expect("resources taken once");

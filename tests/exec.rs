@@ -38,6 +38,8 @@ both!(
     a_wake_from_another_thread_ends_the_loops_sleep,
     dropping_the_connection_closes_it_once,
     a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped,
+    start_flush_sends_without_waiting_and_a_later_flush_waits_for_it,
+    a_task_woken_by_its_waker_and_by_a_receive_in_one_turn_is_polled_once,
 );
 
 /// Writes all of `bytes`, flushing whenever the slab is full.
@@ -240,6 +242,163 @@ fn flush_waits_only_for_bytes_staged_before_it(backend: BackendChoice) {
 }
 
 type Log = Rc<RefCell<Vec<String>>>;
+
+/// Before the executor hears of a receive, wakes the task's own waker (the way a wake from
+/// another thread goes: through the scheduler's queue), so the task is scheduled twice in
+/// that turn; records how many times the task was polled in each such turn.
+struct DoubleWake<E> {
+    exec: E,
+    waker: Rc<RefCell<Option<Waker>>>,
+    polls: Rc<Cell<u64>>,
+    data_turn: bool,
+    per_turn: Vec<u64>,
+}
+
+impl<E: Handler<'static>> Handler<'static> for DoubleWake<E> {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, l: ListenerId) {
+        self.exec.on_accept(cx, conn, l);
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, lease: Lease<'static>) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake_by_ref();
+        }
+        self.data_turn = true;
+        self.exec.on_data(cx, conn, lease);
+    }
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId) {
+        self.exec.on_read_closed(cx, conn);
+    }
+    fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, n: usize) {
+        self.exec.on_sent(cx, conn, n);
+    }
+    fn on_close(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, reason: CloseReason) {
+        self.exec.on_close(cx, conn, reason);
+    }
+    fn before_flush(&mut self, cx: &mut Context<'_, 'static>) {
+        let before = self.polls.get();
+        self.exec.before_flush(cx);
+        if std::mem::take(&mut self.data_turn) {
+            self.per_turn.push(self.polls.get() - before);
+        }
+    }
+}
+
+fn a_task_woken_by_its_waker_and_by_a_receive_in_one_turn_is_polled_once(backend: BackendChoice) {
+    const ROUNDS: u8 = 20;
+    let srv = server(
+        backend,
+        |r| {
+            let waker: Rc<RefCell<Option<Waker>>> = Rc::default();
+            let polls: Rc<Cell<u64>> = Rc::default();
+            let (w2, p2) = (waker.clone(), polls.clone());
+            let task = move |conn: Connection| {
+                let (waker, polls) = (w2.clone(), p2.clone());
+                let mut body = Box::pin(async move {
+                    for round in 0..ROUNDS {
+                        // Hand the task's waker to the handler for the next receive.
+                        poll_fn(|cx| {
+                            *waker.borrow_mut() = Some(cx.waker().clone());
+                            Poll::Ready(())
+                        })
+                        .await;
+                        let got = conn.read().await.unwrap();
+                        assert_eq!(got.bytes(), 1);
+                        conn.write(&[round]).unwrap();
+                        conn.start_flush().unwrap();
+                    }
+                });
+                poll_fn(move |cx| {
+                    polls.set(polls.get() + 1);
+                    body.as_mut().poll(cx)
+                })
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            let h = DoubleWake {
+                exec,
+                waker,
+                polls,
+                data_turn: false,
+                per_turn: Vec::new(),
+            };
+            (h, ())
+        },
+        |h, (), r| (h.per_turn, h.exec.stats(), r.pool().leased()),
+    );
+    let mut s = connect(srv.addr);
+    for round in 0..ROUNDS {
+        send(&mut s, b"?");
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(b[0], round);
+    }
+    assert_eq!(read_to_eof(&mut s), b"", "the task ended");
+    let (per_turn, stats, leased) = srv.stop();
+    assert_eq!(per_turn.len(), usize::from(ROUNDS), "one receive per turn");
+    assert!(
+        per_turn.iter().all(|&n| n == 1),
+        "polls in the turns with a receive: {per_turn:?}"
+    );
+    assert_eq!((stats.spawned, stats.completed), (1, 1));
+    assert_eq!(leased, 0);
+}
+
+fn start_flush_sends_without_waiting_and_a_later_flush_waits_for_it(backend: BackendChoice) {
+    // What the task saw once its last flush completed: the bytes sent, and how many it wrote.
+    type Seen = Rc<Cell<Option<(u64, u64)>>>;
+    let srv = server(
+        backend,
+        |r| {
+            let seen: Seen = Rc::default();
+            let s2 = seen.clone();
+            let task = move |conn: Connection| {
+                let seen = s2.clone();
+                async move {
+                    // Three rounds: stage, start the send, wait for the peer's answer (which
+                    // it sends only once it has the bytes: so they left without a wait).
+                    for round in 0..3u8 {
+                        conn.write(&[b'a' + round; 1000]).unwrap();
+                        conn.start_flush().unwrap();
+                        let answer = conn.read().await.unwrap();
+                        assert_eq!(answer.bytes(), 1);
+                    }
+                    // The sends completed unwatched; a flush still finds where the stream
+                    // is, and waits for what is staged now.
+                    conn.write(b"end").unwrap();
+                    conn.flush().await.unwrap();
+                    seen.set(Some((conn.sent(), 3003)));
+                    // Nothing staged: completes at once.
+                    conn.flush().await.unwrap();
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            (exec, seen)
+        },
+        |exec, seen, r| (exec.stats(), seen.get(), r.pool().leased()),
+    );
+    let mut s = connect(srv.addr);
+    for round in 0..3u8 {
+        let mut got = vec![0u8; 1000];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, [b'a' + round; 1000], "round {round}");
+        send(&mut s, b"!");
+    }
+    let mut end = [0u8; 3];
+    s.read_exact(&mut end).unwrap();
+    assert_eq!(&end, b"end");
+    assert_eq!(
+        read_to_eof(&mut s),
+        b"",
+        "the task ended and its connection closed"
+    );
+    let (stats, seen, leased) = srv.stop();
+    let (sent, want) = seen.expect("the task finished");
+    assert_eq!(
+        sent, want,
+        "sent counts every byte, the unwatched sends included"
+    );
+    assert_eq!((stats.spawned, stats.completed), (1, 1));
+    assert_eq!(leased, 0);
+}
 
 fn peer_close_mid_read_is_eof_and_the_task_can_still_reply(backend: BackendChoice) {
     let srv = server(

@@ -404,6 +404,171 @@ fn read_to_end_bounded() {
     );
 }
 
+/// Shared between a reader and a writer: what the writer accepted and handed on.
+#[derive(Default)]
+struct Watch {
+    written: std::cell::Cell<usize>,
+    flushed: std::cell::Cell<usize>,
+    started: std::cell::Cell<usize>,
+    awaited: std::cell::Cell<usize>,
+}
+
+/// A reader that delivers `chunks`, then the end, and fails the test if it is read while the
+/// writer holds accepted bytes it has not handed on (a relay waiting for input with its own
+/// output unsent).
+struct WatchingReader<'a> {
+    chunks: std::collections::VecDeque<&'a [u8]>,
+    watch: &'a Watch,
+    reads: usize,
+}
+
+impl ReadStream for WatchingReader<'_> {
+    async fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        assert_eq!(
+            self.watch.flushed.get(),
+            self.watch.written.get(),
+            "read {} while accepted bytes were not handed on",
+            self.reads
+        );
+        self.reads += 1;
+        let Some(chunk) = self.chunks.pop_front() else {
+            return Err(Error::Eof);
+        };
+        let n = chunk.len().min(buf.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            self.chunks.push_front(&chunk[n..]);
+        }
+        Ok(n)
+    }
+}
+
+/// A staging writer: accepted bytes are handed on by a flush, started or awaited.
+struct StagingWriter<'a> {
+    watch: &'a Watch,
+    /// `start_flush` starts flushes (otherwise it says it cannot).
+    starts: bool,
+    /// `flush` fails with this.
+    flush_fails: Option<Error>,
+}
+
+impl WriteStream for StagingWriter<'_> {
+    async fn write_some(&mut self, buf: &[u8]) -> Result<usize, Error> {
+        let n = buf.len().min(3);
+        self.watch.written.set(self.watch.written.get() + n);
+        Ok(n)
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        if let Some(e) = self.flush_fails {
+            return Err(e);
+        }
+        self.watch.flushed.set(self.watch.written.get());
+        self.watch.awaited.set(self.watch.awaited.get() + 1);
+        Ok(())
+    }
+
+    fn start_flush(&mut self) -> Result<bool, Error> {
+        if !self.starts {
+            return Ok(false);
+        }
+        self.watch.flushed.set(self.watch.written.get());
+        self.watch.started.set(self.watch.started.get() + 1);
+        Ok(true)
+    }
+}
+
+#[test]
+fn relay_hands_every_chunk_on_before_it_reads_again_and_waits_only_at_the_end() {
+    let chunks: [&[u8]; 4] = [b"hello", b", ", b"world, and a longer chunk", b"!"];
+    for starts in [true, false] {
+        let watch = Watch::default();
+        let mut src = Checked::new(WatchingReader {
+            chunks: chunks.iter().copied().collect(),
+            watch: &watch,
+            reads: 0,
+        });
+        let mut dst = Checked::new(StagingWriter {
+            watch: &watch,
+            starts,
+            flush_fails: None,
+        });
+        let mut buf = [0u8; 8];
+        let n = block_on(relay(&mut src, &mut dst, &mut buf)).expect("relay");
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        assert_eq!(n, total as u64);
+        assert_eq!(watch.written.get(), total);
+        assert_eq!(
+            watch.flushed.get(),
+            total,
+            "everything relayed was handed on"
+        );
+        // One read per buffer-full that returned data, one for the end.
+        let reads = src.get_ref().reads;
+        if starts {
+            assert_eq!(watch.started.get(), reads - 1, "a flush started per chunk");
+            assert_eq!(
+                watch.awaited.get(),
+                1,
+                "waited for once: the last flush, when the source ended"
+            );
+        } else {
+            assert_eq!(watch.started.get(), 0);
+            assert_eq!(watch.awaited.get(), reads - 1, "waited for per chunk");
+        }
+    }
+
+    // The last flush fails: a write error with everything counted.
+    let watch = Watch::default();
+    let mut src = WatchingReader {
+        chunks: [&b"abcdef"[..]].into_iter().collect(),
+        watch: &watch,
+        reads: 0,
+    };
+    let reset = Error::Io(sys::Error::ConnectionReset);
+    let mut dst = StagingWriter {
+        watch: &watch,
+        starts: true,
+        flush_fails: Some(reset),
+    };
+    assert_eq!(
+        block_on(relay(&mut src, &mut dst, &mut [0u8; 8])),
+        Err(RelayError::Write {
+            error: reset,
+            relayed: 6
+        })
+    );
+}
+
+#[test]
+fn relay_stops_when_starting_a_flush_fails() {
+    let reset = Error::Io(sys::Error::ConnectionReset);
+    let steps = [Step::Data(b"abc"), Step::Data(b"def")];
+    let mut src = Scripted::new(&steps);
+    let mut store = [0u8; 64];
+    let sink_steps = [SinkStep::Accept(3), SinkStep::Fail(reset)];
+    let mut dst = Checked::new(ScriptedSink::new(&mut store, &sink_steps).starts_flushes());
+    assert_eq!(
+        block_on(relay(&mut src, &mut dst, &mut [0u8; 4])),
+        Err(RelayError::Write {
+            error: reset,
+            relayed: 3
+        })
+    );
+    assert_eq!(
+        src.reads(),
+        1,
+        "nothing is read after the destination failed"
+    );
+    let dst = dst.into_inner();
+    assert_eq!((dst.started_flushes(), dst.flushes()), (0, 0));
+}
+
+/// The relay over a writer that cannot start a flush (`ScriptedSink`'s default): it waits for
+/// one after each chunk.
 #[test]
 fn relay_drains_fully_and_flushes_before_each_read() {
     let data = text();

@@ -26,6 +26,7 @@ use ringlet::stream::{ConnectionStream, Error, ReadStream, WriteSink, WriteStrea
 both!(
     relay_echo_many_connections,
     relay_through_a_ring_smaller_than_a_snapshot_loses_nothing,
+    relay_polls_its_task_once_per_receive_not_per_send,
     reads_into_small_slices_keep_the_rest_for_the_next_read,
     peer_close_mid_stream_is_eof_after_every_byte,
     peer_reset_mid_stream_is_an_io_error,
@@ -98,6 +99,33 @@ fn relay_through_a_ring_smaller_than_a_snapshot_loses_nothing(backend: BackendCh
     echo_clients(srv.addr, 2, 60_000, 20_000);
     let r = srv.stop();
     assert_eq!(r.stats.completed, 2);
+    assert_eq!(r.leased, 0);
+}
+
+fn relay_polls_its_task_once_per_receive_not_per_send(backend: BackendChoice) {
+    // One client, one message at a time: each arrives in one receive and is echoed in one
+    // send. The relay starts each flush and goes back to reading, so a send's completion
+    // does not wake the task; waiting for each flush would poll it a second time per echo.
+    const ROUNDS: u64 = 64;
+    let srv = relay_server::<4096>(backend);
+    let mut s = connect(srv.addr);
+    for i in 0..ROUNDS {
+        let msg = [i as u8; 16];
+        send(&mut s, &msg);
+        assert_eq!(read_n(&mut s, msg.len()), msg, "round {i}");
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut s), b"");
+    let r = srv.stop();
+    assert_eq!((r.stats.spawned, r.stats.completed), (1, 1));
+    // The first poll, one per message, one for the end; slack for a message that happens to
+    // arrive in two receives.
+    assert!(
+        r.stats.polls <= ROUNDS + ROUNDS / 4,
+        "{} polls for {ROUNDS} echoes",
+        r.stats.polls
+    );
+    assert!(r.stats.polls > ROUNDS, "{} polls", r.stats.polls);
     assert_eq!(r.leased, 0);
 }
 

@@ -6,8 +6,6 @@ use core::fmt;
 use core::future::poll_fn;
 use core::task::{Poll, Waker};
 
-use heapless::Deque;
-
 use super::ExecCore;
 use crate::pool::Lease;
 use crate::reactor::{CloseReason, ConnError, ConnId};
@@ -80,6 +78,7 @@ impl Error {
 ///
 /// It is a [`Snapshot`] in the making: a read takes it whole ([`Inbox::take`]), or copies out
 /// of it in place ([`Inbox::read_into`], keeping a read position in the first lease).
+#[repr(C)]
 pub(crate) struct Inbox {
     s: Snapshot,
 }
@@ -150,8 +149,11 @@ impl Inbox {
         for r in 1..s.len() {
             while w < r {
                 let (a, b) = s.split_at_mut(r);
-                absorb(&mut a[w], &mut b[0]);
-                if b[0].is_empty() {
+                let (Some(dst), Some(src)) = (&mut a[w], &mut b[0]) else {
+                    break; // the first `len` slots are all taken
+                };
+                absorb(dst, src);
+                if src.is_empty() {
                     break;
                 }
                 w += 1;
@@ -184,23 +186,56 @@ fn absorb(dst: &mut Lease<'static>, src: &mut Lease<'static>) {
 
 /// What the executor knows about the connection a task owns: unread leases, end of stream,
 /// close, the futures waiting, and how far sending got. Loop-thread only.
+///
+/// Laid out for the cache (`repr(C)`, in an [`IoCell`] that starts a cache line): the
+/// `RefCell`'s flag and everything a receive, a read or a write of a connection that is read
+/// as fast as it receives looks at fill exactly one 64-byte line: the connection, the end
+/// flags, the read waker, the lease ring's indices and read position, and its first slot
+/// (see [`Snapshot`]'s ring). The rest (why it closed, the other slots, the flush state, used
+/// only while a `flush().await` waits) comes after. With many connections this state is cold
+/// each time a connection's turn comes round again, so every line saved is a cache miss saved
+/// per receive.
+#[repr(C)]
 pub(crate) struct Io {
     /// The connection, while a `Connection` for it exists (`None` once dropped or closed by
     /// the task; events for it are then ignored).
     pub(crate) conn: Option<ConnId>,
-    pub(crate) inbox: Inbox,
     pub(crate) eof: bool,
-    pub(crate) closed: Option<CloseReason>,
     pub(crate) overrun: bool,
-    pub(crate) read_waker: Option<Waker>,
-    pub(crate) flush_waker: Option<Waker>,
-    /// The position a pending flush waits for.
-    pub(crate) flush_target: Option<u64>,
-    /// Bytes sent on the connection ([`Context::sent`](crate::reactor::Context::sent)).
-    pub(crate) sent: u64,
     /// The task finished while its `Connection` lives on elsewhere (moved out of the future):
     /// the slot stays taken until that `Connection` is dropped.
     pub(crate) held: bool,
+    /// The connection closed: [`Io::closed`] says why (in `close_reason`, off the first line).
+    is_closed: bool,
+    pub(crate) read_waker: Option<Waker>,
+    pub(crate) inbox: Inbox,
+    close_reason: CloseReason,
+    pub(crate) flush_waker: Option<Waker>,
+    /// The position a pending flush waits for.
+    pub(crate) flush_target: Option<u64>,
+    /// Bytes sent on the connection ([`Context::sent`](crate::reactor::Context::sent)), as of
+    /// the last send completion that found a flush waiting (the executor does not look at the
+    /// others).
+    pub(crate) sent: u64,
+}
+
+/// An [`Io`] in its own cache lines: the executor's per-task connection state, one per task
+/// slot in the [`TaskStorage`](super::TaskStorage).
+#[repr(C, align(64))]
+pub(crate) struct IoCell(RefCell<Io>);
+
+impl IoCell {
+    pub(crate) const fn new() -> IoCell {
+        IoCell(RefCell::new(Io::new()))
+    }
+}
+
+impl core::ops::Deref for IoCell {
+    type Target = RefCell<Io>;
+
+    fn deref(&self) -> &RefCell<Io> {
+        &self.0
+    }
 }
 
 impl Io {
@@ -209,7 +244,8 @@ impl Io {
             conn: None,
             inbox: Inbox::new(),
             eof: false,
-            closed: None,
+            is_closed: false,
+            close_reason: CloseReason::Local,
             overrun: false,
             read_waker: None,
             flush_waker: None,
@@ -217,6 +253,22 @@ impl Io {
             sent: 0,
             held: false,
         }
+    }
+
+    /// How the connection closed, if it has.
+    pub(crate) fn closed(&self) -> Option<CloseReason> {
+        // The flag first: the reason's line is touched only once it is closed.
+        if self.is_closed {
+            Some(self.close_reason)
+        } else {
+            None
+        }
+    }
+
+    /// The connection closed, for `reason`.
+    pub(crate) fn set_closed(&mut self, reason: CloseReason) {
+        self.is_closed = true;
+        self.close_reason = reason;
     }
 
     /// Ready for a new task on `conn`.
@@ -259,18 +311,115 @@ fn register(slot: &mut Option<Waker>, waker: &Waker) {
 /// Dropping a lease returns its buffer to the pool (and counts down the connection's lease
 /// quota); [`Snapshot::read_into`] does that for each lease as soon as it has copied all of
 /// it. Never empty when a read returns it.
+#[repr(C)]
 pub struct Snapshot {
-    leases: Deque<Lease<'static>, SNAPSHOT_LEASES>,
+    leases: Leases,
+}
+
+/// Leases in arrival order: a ring of [`SNAPSHOT_LEASES`] slots that starts over at slot 0
+/// whenever it empties.
+///
+/// Starting over matters for the cache, not for correctness: a connection whose every receive
+/// is read before the next arrives (an echo, a request/response protocol) keeps using slot 0,
+/// on the same cache line as the indices and the rest of the connection's hot state, instead
+/// of walking through all the slots' lines.
+///
+/// It also keeps the [`Snapshot`]'s read position in the front lease, in the word its indices
+/// share: indices, position and slot 0 fit 24 bytes.
+#[repr(C)]
+struct Leases {
+    head: u8,
+    len: u8,
     /// Bytes of the front lease already consumed.
-    offset: usize,
+    offset: u32,
+    slots: [Option<Lease<'static>>; SNAPSHOT_LEASES],
+}
+
+// The indices are `u8`.
+static_assertions::const_assert!(SNAPSHOT_LEASES <= u8::MAX as usize);
+
+impl Leases {
+    const fn new() -> Leases {
+        Leases {
+            head: 0,
+            len: 0,
+            offset: 0,
+            slots: [const { None }; SNAPSHOT_LEASES],
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.len() == SNAPSHOT_LEASES
+    }
+
+    /// The slot of the `i`-th lease.
+    fn at(&self, i: usize) -> usize {
+        (usize::from(self.head) + i) % SNAPSHOT_LEASES
+    }
+
+    fn front(&self) -> Option<&Lease<'static>> {
+        if self.is_empty() {
+            return None;
+        }
+        self.slots[usize::from(self.head)].as_ref()
+    }
+
+    fn back_mut(&mut self) -> Option<&mut Lease<'static>> {
+        let last = self.len().checked_sub(1)?;
+        let i = self.at(last);
+        self.slots[i].as_mut()
+    }
+
+    /// Appends `lease`, or hands it back when every slot is taken.
+    fn push_back(&mut self, lease: Lease<'static>) -> Result<(), Lease<'static>> {
+        if self.is_full() {
+            return Err(lease);
+        }
+        let i = self.at(self.len());
+        self.slots[i] = Some(lease);
+        self.len += 1;
+        Ok(())
+    }
+
+    fn pop_front(&mut self) -> Option<Lease<'static>> {
+        if self.is_empty() {
+            return None;
+        }
+        let l = self.slots[usize::from(self.head)].take();
+        self.len -= 1;
+        self.head = if self.len == 0 {
+            0 // start over at slot 0 (see the type's docs)
+        } else {
+            ((usize::from(self.head) + 1) % SNAPSHOT_LEASES) as u8
+        };
+        l
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Lease<'static>> + '_ {
+        (0..self.len()).filter_map(move |i| self.slots[self.at(i)].as_ref())
+    }
+
+    /// Rotates the leases to the front of the slots and returns them, in order.
+    fn make_contiguous(&mut self) -> &mut [Option<Lease<'static>>] {
+        self.slots.rotate_left(usize::from(self.head));
+        self.head = 0;
+        &mut self.slots[..usize::from(self.len)]
+    }
 }
 
 impl Snapshot {
     /// An empty snapshot (what is left of one that was read completely).
     pub const fn new() -> Snapshot {
         Snapshot {
-            leases: Deque::new(),
-            offset: 0,
+            leases: Leases::new(),
         }
     }
 
@@ -286,12 +435,12 @@ impl Snapshot {
 
     /// Unconsumed bytes.
     pub fn bytes(&self) -> usize {
-        self.leases.iter().map(Lease::len).sum::<usize>() - self.offset
+        self.leases.iter().map(Lease::len).sum::<usize>() - self.leases.offset as usize
     }
 
     /// The unconsumed bytes, one slice per lease.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let offset = self.offset;
+        let offset = self.leases.offset as usize;
         self.leases.iter().enumerate().map(move |(i, l)| {
             if i == 0 {
                 &l.as_slice()[offset..]
@@ -310,16 +459,17 @@ impl Snapshot {
             let Some(front) = self.leases.front() else {
                 break;
             };
-            let src = &front.as_slice()[self.offset..];
+            let src = &front.as_slice()[self.leases.offset as usize..];
             let k = src.len().min(dst.len() - n);
             dst[n..n + k].copy_from_slice(&src[..k]);
             n += k;
             if k == src.len() {
                 // Consumed: back to the pool now.
                 self.leases.pop_front();
-                self.offset = 0;
+                self.leases.offset = 0;
             } else {
-                self.offset += k;
+                // Below the lease's length, a u32.
+                self.leases.offset += k as u32;
             }
         }
         n
@@ -329,7 +479,7 @@ impl Snapshot {
     /// read position on are still all there, `skip` says how many to skip).
     pub fn pop_front(&mut self) -> Option<(Lease<'static>, usize)> {
         let l = self.leases.pop_front()?;
-        Some((l, core::mem::take(&mut self.offset)))
+        Some((l, core::mem::take(&mut self.leases.offset) as usize))
     }
 }
 
@@ -359,7 +509,8 @@ impl fmt::Debug for Snapshot {
 ///   sending; a full slab is [`Error::WouldBlock`] and nothing is written.
 /// - [`Connection::flush`]`.await` sends what is staged and completes when every byte staged
 ///   *before the call* has been sent (bytes staged later, by this task or by other code
-///   writing to the connection, do not keep it waiting).
+///   writing to the connection, do not keep it waiting). [`Connection::start_flush`] sends
+///   the same without waiting.
 /// - Dropping the connection closes it (gracefully: staged bytes are still sent), once;
 ///   [`Connection::close`] does it earlier.
 ///
@@ -419,7 +570,7 @@ impl Connection {
         Connection { core, task, id }
     }
 
-    fn io(&self) -> &'static RefCell<Io> {
+    fn io(&self) -> &'static IoCell {
         &self.core.io[self.task]
     }
 
@@ -563,7 +714,7 @@ impl Connection {
         } else if io.eof {
             Some(Error::Eof)
         } else {
-            io.closed.map(Error::Closed)
+            io.closed().map(Error::Closed)
         };
         Ok(Drained { left, end })
     }
@@ -604,7 +755,7 @@ impl Connection {
         if io.eof {
             return Poll::Ready(Error::Eof);
         }
-        if let Some(reason) = io.closed {
+        if let Some(reason) = io.closed() {
             return Poll::Ready(Error::Closed(reason));
         }
         register(&mut io.read_waker, cx.waker());
@@ -617,7 +768,7 @@ impl Connection {
         if io.conn != Some(self.id) {
             return Err(Error::Closed(CloseReason::Local));
         }
-        match io.closed {
+        match io.closed() {
             Some(reason) => Err(Error::Closed(reason)),
             None => Ok(()),
         }
@@ -670,6 +821,42 @@ impl Connection {
             .ok_or(Error::Detached)?
     }
 
+    /// [`Connection::write_some`] that waits for room: when the slab is full it flushes and
+    /// waits for the staged bytes to leave, then writes. `wait` carries the position a flush
+    /// waits for from one poll to the next (start with `None`). The poll function of the
+    /// stream write ([`ConnectionWriteHalf`](crate::stream::ConnectionWriteHalf)), kept small
+    /// because its state lives in the task's.
+    pub(crate) fn poll_write_some(
+        &self,
+        cx: &mut core::task::Context<'_>,
+        bytes: &[u8],
+        wait: &mut Option<u64>,
+    ) -> Poll<Result<usize, Error>> {
+        loop {
+            if let Some(target) = *wait {
+                let flushed = self.poll_flushed(cx, target);
+                if flushed.is_ready() {
+                    *wait = None;
+                }
+                match flushed {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
+            match self.write_some(bytes) {
+                // Full: send what is staged; once it is out there is room.
+                Err(Error::WouldBlock) => match self.submit_flush() {
+                    Ok(Some(target)) => *wait = Some(target),
+                    // Full with nothing staged: a slab that cannot hold a byte.
+                    Ok(None) => return Poll::Ready(Err(Error::TooLarge)),
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
     /// Free bytes in the write slab (0 when closed or detached).
     pub fn write_capacity(&self) -> usize {
         if self.check_open().is_err() {
@@ -682,9 +869,17 @@ impl Connection {
             .unwrap_or(0)
     }
 
-    /// Bytes sent on the connection so far (as of the last completed send).
+    /// Bytes sent on the connection so far (as of the last completed send). Exact inside the
+    /// poll of a task (where connections are used); elsewhere the last count the executor
+    /// noted.
     pub fn sent(&self) -> u64 {
-        self.io().borrow().sent
+        let noted = self.io().borrow().sent;
+        let id = self.id;
+        // A closed connection's count is gone from the reactor (0): keep the noted one.
+        self.core
+            .scope
+            .with(|cx| cx.sent(id))
+            .map_or(noted, |live| live.max(noted))
     }
 
     /// Bytes staged in the write slab and not yet sent.
@@ -702,10 +897,36 @@ impl Connection {
     /// [`Error::Closed`] when the connection closes before those bytes are sent,
     /// [`Error::Detached`].
     pub async fn flush(&self) -> Result<(), Error> {
+        let Some(target) = self.submit_flush()? else {
+            return Ok(());
+        };
+        poll_fn(|cx| self.poll_flushed(cx, target)).await
+    }
+
+    /// Sends what is staged, without waiting for it: the first half of [`Connection::flush`].
+    /// The send goes out in the turn that polls this (one submission with every other flush),
+    /// and the reactor sends every staged byte without being asked again (short sends go on
+    /// where they stopped); a `flush().await` later waits for these bytes too. A failure of
+    /// that send closes the connection: the next operation reports [`Error::Closed`] (a
+    /// pending read fails with it).
+    ///
+    /// For a task that goes on reading while its reply leaves (as
+    /// [`relay`](crate::stream::relay) does): waiting for every send to complete costs a wake
+    /// and a poll of the task per send.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::Detached`].
+    pub fn start_flush(&self) -> Result<(), Error> {
+        self.submit_flush().map(|_| ())
+    }
+
+    /// Submits the staged bytes; returns the position in the stream [`Connection::flush`] waits
+    /// for (`None`: nothing was staged).
+    fn submit_flush(&self) -> Result<Option<u64>, Error> {
         self.check_open()?;
         let id = self.id;
-        let target = self
-            .core
+        self.core
             .scope
             .with(|cx| {
                 let staged = cx.staged(id);
@@ -715,11 +936,7 @@ impl Connection {
                 cx.flush(id).map_err(Error::from_conn)?;
                 Ok(Some(cx.sent(id) + staged as u64))
             })
-            .ok_or(Error::Detached)??;
-        let Some(target) = target else {
-            return Ok(());
-        };
-        poll_fn(|cx| self.poll_flushed(cx, target)).await
+            .ok_or(Error::Detached)?
     }
 
     fn poll_flushed(
@@ -727,20 +944,44 @@ impl Connection {
         cx: &mut core::task::Context<'_>,
         target: u64,
     ) -> Poll<Result<(), Error>> {
+        let id = self.id;
+        // The executor notes the count only for sends that find a flush waiting (see
+        // `Executor::on_sent`): take it from the reactor first. The connection's count is
+        // gone once it closes (0): keep the noted one then.
+        let live = self.core.scope.with(|cx| cx.sent(id));
         let mut io = self.io().borrow_mut();
-        if io.conn != Some(self.id) {
+        if io.conn != Some(id) {
             return Poll::Ready(Err(Error::Closed(CloseReason::Local)));
+        }
+        if let Some(live) = live {
+            io.sent = io.sent.max(live);
         }
         if io.sent >= target {
             io.flush_target = None;
             io.flush_waker = None;
             return Poll::Ready(Ok(()));
         }
-        if let Some(reason) = io.closed {
+        if let Some(reason) = io.closed() {
             return Poll::Ready(Err(Error::Closed(reason)));
         }
         io.flush_target = Some(target);
         register(&mut io.flush_waker, cx.waker());
+        drop(io);
+        // Ask the executor to look at this connection's send completions until the target
+        // is reached. Outside a poll (the future moved out of its task) there is no reactor
+        // to ask, and nothing would wake it: fail instead of hanging.
+        // (A connection already closed has no tag to set: its close wakes the flush.)
+        if self
+            .core
+            .scope
+            .with(|cx| super::watch_sends(cx, id))
+            .is_none()
+        {
+            let mut io = self.io().borrow_mut();
+            io.flush_target = None;
+            io.flush_waker = None;
+            return Poll::Ready(Err(Error::Detached));
+        }
         Poll::Pending
     }
 
@@ -768,7 +1009,7 @@ impl Connection {
         if io.conn != Some(self.id) {
             return;
         }
-        let open = io.closed.is_none();
+        let open = io.closed().is_none();
         io.detach();
         let held = io.held;
         drop(io);
@@ -904,6 +1145,81 @@ mod tests {
         expect.extend_from_slice(&[0xCC; 8]);
         assert_eq!(contents(&mut inbox), expect);
         assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
+    fn the_lease_ring_starts_over_at_slot_0_whenever_it_empties() {
+        let pool = pool();
+        let mut inbox = Inbox::new();
+        for round in 0..3u8 {
+            // Receive, read it all: the next receive lands in slot 0 again.
+            inbox.push(lease(pool, &[round; 3])).unwrap();
+            inbox.push(lease(pool, &[round; 2])).unwrap();
+            assert_eq!(inbox.s.leases.head, 0, "round {round}");
+            let mut buf = [0u8; 4];
+            assert_eq!(inbox.read_into(&mut buf), 4);
+            assert_eq!(inbox.s.leases.head, 1, "one lease left, in slot 1");
+            assert_eq!(inbox.read_into(&mut buf), 1);
+            assert!(inbox.is_empty());
+            assert_eq!(inbox.s.leases.head, 0, "emptied: back to slot 0");
+            assert!(inbox.s.leases.slots.iter().all(Option::is_none));
+        }
+        // Wrapping around keeps the order.
+        let mut expect = Vec::new();
+        for i in 0..SNAPSHOT_LEASES as u8 {
+            inbox.push(lease(pool, &[i])).unwrap();
+            expect.push(i);
+        }
+        let mut buf = [0u8; 5];
+        assert_eq!(inbox.read_into(&mut buf), 5);
+        for i in 0..5u8 {
+            inbox.push(lease(pool, &[100 + i])).unwrap();
+            expect.push(100 + i);
+        }
+        assert_eq!(inbox.len(), SNAPSHOT_LEASES);
+        assert_eq!(&contents(&mut inbox)[..], &expect[5..]);
+        assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
+    fn the_state_every_receive_and_read_touches_fills_one_cache_line() {
+        let cell = IoCell::new();
+        let base = (&cell as *const IoCell).addr();
+        assert_eq!(base % 64, 0);
+        assert_eq!(size_of::<IoCell>() % 64, 0, "cells do not straddle lines");
+        let io = cell.borrow();
+        let io_start = (&*io as *const Io).addr() - base;
+        assert!(io_start <= 8, "the RefCell's flag comes first");
+        let leases = &io.inbox.s.leases;
+        let end = |p: *const u8, len: usize| p.addr() + len - base;
+        for (name, last) in [
+            (
+                "conn",
+                end((&raw const io.conn).cast(), size_of::<Option<ConnId>>()),
+            ),
+            ("eof", end((&raw const io.eof).cast(), 1)),
+            ("overrun", end((&raw const io.overrun).cast(), 1)),
+            ("is_closed", end((&raw const io.is_closed).cast(), 1)),
+            (
+                "read_waker",
+                end(
+                    (&raw const io.read_waker).cast(),
+                    size_of::<Option<Waker>>(),
+                ),
+            ),
+            ("head", end((&raw const leases.head).cast(), 1)),
+            ("len", end((&raw const leases.len).cast(), 1)),
+            ("offset", end((&raw const leases.offset).cast(), 4)),
+            (
+                "slot 0",
+                end(
+                    (&raw const leases.slots[0]).cast(),
+                    size_of::<Option<Lease<'static>>>(),
+                ),
+            ),
+        ] {
+            assert!(last <= 64, "{name} ends at {last}, past the first line");
+        }
     }
 
     #[test]

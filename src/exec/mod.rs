@@ -5,7 +5,8 @@
 //! handler function, typically `async fn handler(conn: Connection)`, run once per connection
 //! ([`Executor::spawn`], or automatically for every accepted connection). Inside, the task
 //! uses its [`Connection`]: `read().await` (a receive [`Snapshot`]), `write` (into the write
-//! slab), `flush().await` (until the bytes staged before it are sent).
+//! slab), `flush().await` (until the bytes staged before it are sent), `start_flush` (the
+//! same send, without waiting for it).
 //!
 //! ```no_run
 //! use ringlet::exec::{future_size, Connection, TaskStorage};
@@ -76,10 +77,31 @@
 //! remote wake racing completion and reuse never polls the new task more than its own
 //! schedule asks, and no wake is lost.
 //!
-//! Events the reactor routes to a task during a turn (data, end of stream, sends, close)
-//! schedule it without notifying, since the poll phase follows in the same turn; a task
-//! woken during the poll phase (by itself or another task) is polled next turn, and that turn
-//! does not sleep.
+//! Events the reactor routes to a task during a turn (data, end of stream, sends, close) do
+//! not go through the header when the waker they find is the task's own: the loop knows each
+//! slot's generation itself (it moves on only when the loop retires the slot), so it checks
+//! the waker without reading the header and puts the task on a *local* ready list, a plain
+//! array on the loop's side: no atomic operation, no notification (the poll phase follows in
+//! the same turn), and the header's cache line stays untouched. The poll phase takes the
+//! ready queue first, then the local list in the order the events came; a task on both is
+//! polled once (the events were routed before the phase, so that poll sees them). A task
+//! woken during the poll phase (by itself or another task, through its waker) is polled next
+//! turn, and that turn does not sleep. A completed send concerns a task only while one of its
+//! `flush().await`s
+//! waits: the executor marks the connection then (a bit of its
+//! [tag](Context::set_tag)) and otherwise does not look at the task's state at all, so a task
+//! that starts its sends and goes on reading is neither woken nor touched by their
+//! completions.
+//!
+//! # Cache
+//!
+//! With many connections, a task's state has left the CPU caches by the time its connection
+//! has something again, so a round trip costs about one cache miss per line of task state it
+//! touches; the layout keeps that small. A receive and the read that takes it touch one line
+//! of per-task connection state (with the first unread lease: the unread leases start over at
+//! that slot whenever they are all read), a few bytes of dense loop-side arrays, and the lines
+//! of the task's own future that its poll uses (each future slot starts a cache line:
+//! [`FUTURE_ALIGN`]); the scheduler header only when a waker is woken through it.
 //!
 //! # Tasks and the reactor
 //!
@@ -110,10 +132,8 @@ mod sched;
 mod scope;
 mod storage;
 
-use core::cell::RefCell;
 use core::fmt;
 use core::future::Future;
-use core::mem::MaybeUninit;
 use core::pin::Pin;
 use core::task::Waker;
 
@@ -123,16 +143,31 @@ use crate::reactor::{CloseReason, ConnId, Context, Handler, ListenerId, Reactor,
 pub use conn::{Connection, Error, SNAPSHOT_LEASES, Snapshot};
 pub use sched::{
     AddressTooHigh, MAX_TASKS, SchedStorage, Scheduler, TaskHeader, WAKER_GENERATION_BITS,
+    next_generation,
 };
 pub use storage::{FUTURE_ALIGN, TaskStorage};
 
-use conn::Io;
 use scope::Scope;
+
+/// The bit of a connection's tag ([`Context::set_tag`]; the rest is the task slot + 1) that
+/// asks [`Executor::on_sent`](Handler::on_sent) to look at the task's send count: set while
+/// a `flush().await` of the task waits.
+const WATCH_SENDS: u32 = 1 << 31;
+
+// Task slots are `u16`: slot + 1 never reaches the bit.
+static_assertions::const_assert!((MAX_TASKS as u32) < WATCH_SENDS);
+
+/// Asks the executor to report `conn`'s send completions to its task (a flush waits for
+/// them), until the position the flush waits for is reached. `None` when `conn` is closed.
+pub(crate) fn watch_sends(cx: &mut Context<'_, 'static>, conn: ConnId) -> Option<()> {
+    let tag = cx.tag(conn)?;
+    cx.set_tag(conn, tag | WATCH_SENDS).ok()
+}
 
 /// What a task's [`Connection`] shares with the executor: the per-task connection state and
 /// the poll scope. Lives in the [`TaskStorage`], loop-thread only.
 pub(crate) struct ExecCore {
-    io: &'static [RefCell<Io>],
+    io: &'static [conn::IoCell],
     scope: Scope,
     sched: Scheduler,
 }
@@ -286,8 +321,13 @@ pub struct ExecStats {
 pub struct Executor<F, Fut: 'static> {
     sched: Scheduler,
     core: &'static ExecCore,
-    futures: &'static mut [MaybeUninit<Fut>],
+    futures: storage::FutureSlots<Fut>,
     live: &'static mut [bool],
+    /// The loop's own scheduling state per slot (generation, queued locally).
+    local: &'static mut [storage::LocalSlot],
+    /// This turn's local ready list: tasks scheduled by the reactor's events.
+    local_ready: &'static mut [u16],
+    local_len: usize,
     free: &'static mut [u16],
     free_len: usize,
     make: F,
@@ -327,6 +367,9 @@ where
             core,
             futures: parts.futures,
             live: parts.live,
+            local: parts.local,
+            local_ready: parts.local_ready,
+            local_len: 0,
             free_len: parts.free.len(),
             free: parts.free,
             make,
@@ -377,7 +420,7 @@ where
         self.free_len -= 1;
         self.core.io[slot].borrow_mut().reset(conn, cx.sent(conn));
         let fut = (self.make)(Connection::new(self.core, slot, conn));
-        self.futures[slot].write(fut);
+        self.futures.get_mut(slot).write(fut);
         self.live[slot] = true;
         self.stats.spawned += 1;
         // Notifies: a spawn may come before the loop runs, and the first poll must not wait
@@ -389,7 +432,7 @@ where
     /// The task slot that owns `conn`, if a task of this executor does (or did, and the
     /// task's `Connection` lives on elsewhere).
     fn owner(&self, cx: &Context<'_, 'static>, conn: ConnId) -> Option<usize> {
-        let slot = usize::try_from(cx.tag(conn)?.checked_sub(1)?).ok()?;
+        let slot = usize::try_from((cx.tag(conn)? & !WATCH_SENDS).checked_sub(1)?).ok()?;
         let io = self.core.io.get(slot)?;
         (io.borrow().conn == Some(conn)).then_some(slot)
     }
@@ -400,22 +443,49 @@ where
     }
 
     /// Wakes the future that registered `waker` for the task in `slot`: the task's own waker
-    /// only schedules it (the poll phase follows in this turn); another waker (a combinator's
-    /// inside the task) is woken as such.
-    fn wake_for(&self, slot: usize, waker: Option<Waker>) {
-        if let Some(w) = waker {
-            if self.sched.is_current_waker(slot, &w) {
-                self.sched.schedule(slot);
-            } else {
-                w.wake();
-            }
+    /// only puts it on this turn's local ready list (the poll phase follows in this turn);
+    /// another waker (a combinator's inside the task) is woken as such.
+    fn wake_for(&mut self, slot: usize, waker: Option<Waker>) {
+        let Some(w) = waker else {
+            return;
+        };
+        let Some(local) = self.local.get_mut(slot) else {
+            return;
+        };
+        if !self.sched.is_waker_at(slot, local.generation, &w) {
+            w.wake();
+            return;
+        }
+        if !local.queued {
+            local.queued = true;
+            // Each slot is on the list at most once: there is room.
+            self.local_ready[self.local_len] = slot as u16;
+            self.local_len += 1;
         }
     }
 
-    /// Polls every task in the ready queue once.
+    /// Polls every ready task once: first those woken through the scheduler (from other
+    /// threads, spawned, or woken by other futures), then those the reactor's events
+    /// scheduled this turn, in the order the events came, each at most once.
     fn poll_ready(&mut self, cx: &mut Context<'_, 'static>) {
         let sched = self.sched;
-        sched.drain(|slot| self.poll_slot(cx, slot));
+        sched.drain(|slot| {
+            // A poll now also serves an event of this turn for the task: the events were
+            // routed before this phase.
+            if let Some(local) = self.local.get_mut(slot) {
+                local.queued = false;
+            }
+            self.poll_slot(cx, slot);
+        });
+        let mut i = 0;
+        while i < self.local_len {
+            let slot = usize::from(self.local_ready[i]);
+            if core::mem::take(&mut self.local[slot].queued) {
+                self.poll_slot(cx, slot);
+            }
+            i += 1;
+        }
+        self.local_len = 0;
     }
 
     fn poll_slot(&mut self, cx: &mut Context<'_, 'static>, slot: usize) {
@@ -430,11 +500,11 @@ where
             }
             return;
         }
-        let Some(waker) = self.sched.waker(slot) else {
+        let Some(waker) = self.sched.waker_at(slot, self.local[slot].generation) else {
             return;
         };
         let mut tcx = core::task::Context::from_waker(&waker);
-        let fut = &mut self.futures[slot];
+        let fut = self.futures.get_mut(slot);
         self.stats.polls += 1;
         let done = self.core.scope.enter(cx, || {
             // SAFETY: `live[slot]` says the slot holds a future written by `spawn` and not yet
@@ -453,6 +523,8 @@ where
         if done {
             self.live[slot] = false;
             self.sched.retire(slot);
+            let local = &mut self.local[slot];
+            local.generation = sched::next_generation(local.generation);
             self.stats.completed += 1;
             let mut io = self.core.io[slot].borrow_mut();
             if io.conn.is_some() {
@@ -469,8 +541,9 @@ where
 
 impl<F, Fut: 'static> Drop for Executor<F, Fut> {
     fn drop(&mut self) {
-        for (fut, live) in self.futures.iter_mut().zip(self.live.iter_mut()) {
+        for (i, live) in self.live.iter_mut().enumerate() {
             if core::mem::take(live) {
+                let fut = self.futures.get_mut(i);
                 // SAFETY: `live` said it holds a future not yet dropped; it is cleared first,
                 // so a panic in this drop cannot lead to a second one.
                 unsafe { fut.assume_init_drop() };
@@ -534,18 +607,32 @@ where
         self.wake_for(slot, w);
     }
 
+    /// Wakes the task's pending `flush().await` once the bytes it waits for are sent. Looks
+    /// at the task's state only while such a flush waits (a bit of the connection's tag says
+    /// so): every send completes here, and with many connections the task's state is cold by
+    /// then, so a send nobody waits for costs no cache miss (see the module's *Cache*).
     fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, _bytes: usize) {
+        let Some(tag) = cx.tag(conn) else {
+            return;
+        };
+        if tag & WATCH_SENDS == 0 {
+            return;
+        }
         let Some(slot) = self.owner(cx, conn) else {
             return;
         };
         let mut io = self.core.io[slot].borrow_mut();
         io.sent = cx.sent(conn);
-        if io.flush_target.is_some_and(|t| io.sent >= t) {
-            io.flush_target = None;
-            let w = io.flush_waker.take();
-            drop(io);
-            self.wake_for(slot, w);
+        match io.flush_target {
+            Some(t) if io.sent < t => return,
+            _ => {}
         }
+        // Reached (or the flush was dropped): stop watching.
+        io.flush_target = None;
+        let w = io.flush_waker.take();
+        drop(io);
+        let _ = cx.set_tag(conn, tag & !WATCH_SENDS);
+        self.wake_for(slot, w);
     }
 
     /// Fails the task's pending read and flush with [`Error::Closed`] (after whatever was
@@ -555,7 +642,7 @@ where
             return;
         };
         let mut io = self.core.io[slot].borrow_mut();
-        io.closed = Some(reason);
+        io.set_closed(reason);
         let (r, w) = (io.read_waker.take(), io.flush_waker.take());
         drop(io);
         self.wake_for(slot, r);

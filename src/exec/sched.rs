@@ -327,6 +327,27 @@ impl Scheduler {
         Some(unsafe { Waker::from_raw(raw) })
     }
 
+    /// [`Scheduler::waker`] for a `generation` the caller keeps track of, without reading
+    /// the slot's header: the loop knows its slots' generations (they move on only in
+    /// [`Scheduler::retire`], which it calls). With a generation that is not the slot's, the
+    /// waker is stale from the start.
+    pub fn waker_at(&self, slot: usize, generation: u32) -> Option<Waker> {
+        let h = self.headers.get(slot)?;
+        let raw = RawWaker::new(pack(h, generation), &VTABLE);
+        // SAFETY: as in `Scheduler::waker`: the same data (a header's address and a
+        // generation tag) and vtable.
+        Some(unsafe { Waker::from_raw(raw) })
+    }
+
+    /// [`Scheduler::is_current_waker`] for a `generation` the caller keeps track of (see
+    /// [`Scheduler::waker_at`]), without reading the slot's header.
+    pub fn is_waker_at(&self, slot: usize, generation: u32, waker: &Waker) -> bool {
+        let Some(h) = self.headers.get(slot) else {
+            return false;
+        };
+        core::ptr::eq(waker.vtable(), &VTABLE) && waker.data() == pack(h, generation)
+    }
+
     /// Whether `waker` is this scheduler's waker for the task now in `slot` (not a stale
     /// one, not another executor's).
     pub fn is_current_waker(&self, slot: usize, waker: &Waker) -> bool {
@@ -390,6 +411,8 @@ impl Scheduler {
     /// stale. The scheduled bit is kept: a wake that already queued the slot stays the one
     /// entry, and the next task spawned in the slot finds it scheduled (its first poll),
     /// instead of queueing it a second time.
+    ///
+    /// The generation that follows `generation` is [`next_generation`]`(generation)`.
     pub fn retire(&self, slot: usize) {
         if let Some(h) = self.headers.get(slot) {
             // An RMW on the same word as the wakers' CAS: a wake reading the old generation
@@ -406,6 +429,12 @@ impl fmt::Debug for Scheduler {
             .field("ready_empty", &self.shared.ready.is_empty())
             .finish()
     }
+}
+
+/// The generation a slot moves to when it is [retired](Scheduler::retire) at `generation`
+/// (generations are 31 bits and wrap).
+pub const fn next_generation(generation: u32) -> u32 {
+    generation.wrapping_add(1) & (u32::MAX >> 1)
 }
 
 /// Whether a header at `addr` leaves the high generation bits free.
@@ -604,6 +633,28 @@ mod tests {
         let mut got = drained(&s);
         got.sort();
         assert_eq!(got, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_waker_made_for_a_known_generation_is_the_current_one_until_retired() {
+        let (s, ..) = sched::<2>();
+        let g = s.generation(1).unwrap();
+        let w = s.waker_at(1, g).unwrap();
+        assert!(s.is_current_waker(1, &w));
+        assert!(s.is_waker_at(1, g, &w));
+        assert!(!s.is_waker_at(0, g, &w), "another slot's");
+        assert!(s.is_waker_at(1, g, &s.waker(1).unwrap()));
+        w.wake_by_ref();
+        assert_eq!(drained(&s), [1]);
+        s.retire(1);
+        let next = next_generation(g);
+        assert_eq!(s.generation(1), Some(next));
+        assert!(!s.is_waker_at(1, next, &w));
+        w.wake_by_ref();
+        assert_eq!(drained(&s), [], "stale");
+        assert!(s.is_current_waker(1, &s.waker_at(1, next).unwrap()));
+        assert_eq!(next_generation(u32::MAX >> 1), 0, "31 bits, wrapping");
+        assert!(s.waker_at(2, 0).is_none());
     }
 
     #[test]

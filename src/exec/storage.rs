@@ -1,24 +1,56 @@
 //! [`TaskStorage`]: the executor's memory, sized by const generics, zero-initialisable, and
 //! split into typed parts once the future type is known.
 
-use core::cell::RefCell;
 use core::fmt;
 use core::mem::{MaybeUninit, align_of, size_of};
 
-use super::conn::Io;
+use super::conn::IoCell;
 use super::sched::{SchedStorage, Scheduler};
 use super::{ExecCore, ExecError};
 use crate::sync::Notifier;
 
-/// The alignment of a task's future slot; a future needing more is refused
+/// The alignment of a task's future slot, a cache line; a future needing more is refused
 /// ([`ExecError::FutureAlign`](super::ExecError::FutureAlign)).
-pub const FUTURE_ALIGN: usize = 16;
+///
+/// Each slot starts a cache line, so where a future's fields fall in the cache is the same
+/// for every task: a task touches the fewest lines its layout allows each time it runs.
+pub const FUTURE_ALIGN: usize = 64;
 
 /// Room for one task's future: `SIZE` bytes, aligned to [`FUTURE_ALIGN`].
-#[repr(C, align(16))]
+#[repr(C, align(64))]
 struct FutureSlot<const SIZE: usize>(MaybeUninit<[u8; SIZE]>);
 
 static_assertions::const_assert!(align_of::<FutureSlot<1>>() == FUTURE_ALIGN);
+
+/// The future slots typed for futures of type `Fut`: one `MaybeUninit<Fut>` at the start of
+/// each slot (`stride` bytes apart, a multiple of [`FUTURE_ALIGN`]). Owns the slots, as the
+/// `&'static mut` borrow it was made from did.
+pub(super) struct FutureSlots<Fut: 'static> {
+    base: core::ptr::NonNull<MaybeUninit<Fut>>,
+    stride: usize,
+    len: usize,
+    _slots: core::marker::PhantomData<&'static mut [MaybeUninit<Fut>]>,
+}
+
+impl<Fut: 'static> FutureSlots<Fut> {
+    /// Slots.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Slot `i` (panics when `i >= len`, as a slice index does).
+    pub(super) fn get_mut(&mut self, i: usize) -> &mut MaybeUninit<Fut> {
+        assert!(i < self.len, "future slot {i} out of {}", self.len);
+        // SAFETY: `FutureSlots` is made (in `TaskStorage::split`) from the exclusive
+        // `&'static mut` borrow of `len` slots of `stride` bytes each, each slot holding at
+        // least `size_of::<Fut>()` bytes and aligned to `FUTURE_ALIGN >= align_of::<Fut>()`
+        // (checked there), with provenance over the whole array. `i < len`, so the pointer
+        // is in bounds, aligned, and the `MaybeUninit<Fut>` there is valid for any bytes.
+        // Slots do not overlap, and `&mut self` makes this the only reference into the
+        // slots for its lifetime. Slots never move: what is pinned there stays there.
+        unsafe { &mut *self.base.as_ptr().byte_add(i * self.stride) }
+    }
+}
 
 /// Everything an [`Executor`](super::Executor) uses: `TASKS` task slots, each with room for
 /// a future of up to `SIZE` bytes, plus per task a 64-byte scheduler header, the state the
@@ -44,23 +76,35 @@ static_assertions::const_assert!(align_of::<FutureSlot<1>>() == FUTURE_ALIGN);
 /// static TASKS: StaticSlot<TaskStorage<256, { future_size(&handler) }>> = StaticSlot::new();
 /// ```
 ///
-/// Memory: about `TASKS * (SIZE + 64 + 660)` bytes (rounded up to 16 per future). All-zero
+/// Memory: about `TASKS * (SIZE + 64 + 650)` bytes (`SIZE` rounded up to 64 per future). All-zero
 /// bytes is its empty state ([`ZeroInit`](crate::pool::ZeroInit)): place it in a `static`
 /// through [`StaticSlot`](crate::pool::StaticSlot) (it lands in `.bss`) or leak it once at
 /// start-up; never build it on the stack. It must be `'static`: a task's waker may outlive
 /// the executor (another thread can keep one), and what it points to must stay valid.
 pub struct TaskStorage<const TASKS: usize, const SIZE: usize> {
     sched: SchedStorage<TASKS>,
-    io: [MaybeUninit<RefCell<Io>>; TASKS],
+    io: [MaybeUninit<IoCell>; TASKS],
     core: MaybeUninit<ExecCore>,
     free: [u16; TASKS],
     live: [bool; TASKS],
+    local: [LocalSlot; TASKS],
+    local_ready: [u16; TASKS],
     futures: [FutureSlot<SIZE>; TASKS],
 }
 
+/// The loop's own scheduling state of a task slot, which no other thread sees: the slot's
+/// generation as the loop knows it (it moves on only when the loop retires the slot), and
+/// whether the slot is on this turn's local ready list. All-zero is its initial state (the
+/// scheduler starts every slot at generation 0).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct LocalSlot {
+    pub(super) generation: u32,
+    pub(super) queued: bool,
+}
+
 // SAFETY: the scheduler storage is ZeroInit (its own impl); `MaybeUninit` fields and the
-// future slots (`MaybeUninit` bytes) are valid for any bytes; `u16` and `bool` are valid as
-// zero. Nothing reads the `MaybeUninit` fields before `split` writes them. (Under loom the
+// future slots (`MaybeUninit` bytes) are valid for any bytes; `u16`, `bool` and `LocalSlot`
+// (a `u32` and a `bool`) are valid as zero. Nothing reads the `MaybeUninit` fields before `split` writes them. (Under loom the
 // scheduler's atomics are loom's: no ZeroInit there.)
 #[cfg(not(loom))]
 unsafe impl<const TASKS: usize, const SIZE: usize> crate::pool::ZeroInit
@@ -87,11 +131,13 @@ impl<const TASKS: usize, const SIZE: usize> fmt::Debug for TaskStorage<TASKS, SI
 /// The storage split for futures of type `Fut`.
 pub(super) struct Parts<Fut: 'static> {
     pub(super) sched: Scheduler,
-    pub(super) io: &'static [RefCell<Io>],
+    pub(super) io: &'static [IoCell],
     pub(super) core: &'static mut MaybeUninit<ExecCore>,
     pub(super) free: &'static mut [u16],
     pub(super) live: &'static mut [bool],
-    pub(super) futures: &'static mut [MaybeUninit<Fut>],
+    pub(super) local: &'static mut [LocalSlot],
+    pub(super) local_ready: &'static mut [u16],
+    pub(super) futures: FutureSlots<Fut>,
 }
 
 impl<const TASKS: usize, const SIZE: usize> TaskStorage<TASKS, SIZE> {
@@ -118,39 +164,41 @@ impl<const TASKS: usize, const SIZE: usize> TaskStorage<TASKS, SIZE> {
             core: core_slot,
             free,
             live,
+            local,
+            local_ready,
             futures,
         } = self;
         let sched = Scheduler::new(sched, notifier).map_err(ExecError::AddressTooHigh)?;
         for cell in io.iter_mut() {
-            cell.write(RefCell::new(Io::new()));
+            cell.write(IoCell::new());
         }
         // SAFETY: every element was written just above, and `MaybeUninit<T>` has the layout
-        // of `T`, so the array is an initialised `[RefCell<Io>; TASKS]`; the `&'static mut`
+        // of `T`, so the array is an initialised `[IoCell; TASKS]`; the `&'static mut`
         // borrow is exclusive and turned into a shared one.
-        let io: &'static [RefCell<Io>] = unsafe {
-            &*(io as *mut [MaybeUninit<RefCell<Io>>; TASKS]).cast::<[RefCell<Io>; TASKS]>()
-        };
+        let io: &'static [IoCell] =
+            unsafe { &*(io as *mut [MaybeUninit<IoCell>; TASKS]).cast::<[IoCell; TASKS]>() };
         // Free slots in a stack, lowest index on top.
         for (i, f) in free.iter_mut().enumerate() {
             *f = (TASKS - 1 - i) as u16;
         }
         live.fill(false);
-        let base = futures.as_mut_ptr().cast::<MaybeUninit<Fut>>();
-        // SAFETY: `base` points to `TASKS` slots of `size_of::<FutureSlot<SIZE>>() >= SIZE >=
-        // size_of::<Fut>()` bytes each (checked above), so `TASKS` consecutive `Fut`s fit in
-        // the array it points into, and its provenance covers the whole array; it is aligned
-        // to `FUTURE_ALIGN >= align_of::<Fut>()` (checked above), and `size_of::<Fut>()` is a
-        // multiple of its alignment, so every element is aligned. `MaybeUninit` is valid for
-        // any bytes. The borrow is `'static` and exclusive (taken from `&'static mut self`).
-        // Each future stays at its element for its whole life: pinned in place.
-        let futures: &'static mut [MaybeUninit<Fut>] =
-            unsafe { core::slice::from_raw_parts_mut(base, TASKS) };
+        local.fill(LocalSlot::default());
+        // Slot `i` holds its future at its own start (checked above: `Fut` fits `SIZE` and
+        // the slot's alignment); `FutureSlots::get_mut` relies on exactly this.
+        let futures = FutureSlots {
+            base: core::ptr::NonNull::from(futures).cast::<MaybeUninit<Fut>>(),
+            stride: size_of::<FutureSlot<SIZE>>(),
+            len: TASKS,
+            _slots: core::marker::PhantomData,
+        };
         Ok(Parts {
             sched,
             io,
             core: core_slot,
             free,
             live,
+            local,
+            local_ready,
             futures,
         })
     }
@@ -207,19 +255,26 @@ mod tests {
             small.split::<Probe>(notifier()),
             Err(ExecError::FutureTooLarge { size, capacity: 16 }) if size == size_of::<Probe>()
         ));
-        #[repr(align(32))]
+        #[repr(align(128))]
         struct Aligned(#[allow(dead_code)] u8);
-        let storage = leak_zeroed::<TaskStorage<3, 64>>();
+        let storage = leak_zeroed::<TaskStorage<3, 128>>();
         assert!(matches!(
             storage.split::<Aligned>(notifier()),
-            Err(ExecError::FutureAlign { align: 32 })
+            Err(ExecError::FutureAlign { align: 128 })
         ));
         let storage = leak_zeroed::<TaskStorage<3, 64>>();
         let parts = storage.split::<Probe>(notifier()).unwrap();
+        let mut parts = parts;
         assert_eq!((parts.futures.len(), parts.io.len()), (3, 3));
         assert_eq!(parts.free, [2, 1, 0], "lowest slot on top");
         assert_eq!(parts.sched.capacity(), 3);
-        for (i, slot) in parts.futures.iter_mut().enumerate() {
+        for i in 0..3 {
+            let slot = parts.futures.get_mut(i);
+            assert_eq!(
+                (slot as *mut MaybeUninit<Probe>).addr() % FUTURE_ALIGN,
+                0,
+                "every slot starts a cache line"
+            );
             let id = i as u64 + 1;
             slot.write(Probe {
                 id,
@@ -228,7 +283,8 @@ mod tests {
             });
         }
         let mut cx = Context::from_waker(Waker::noop());
-        for (i, slot) in parts.futures.iter_mut().enumerate() {
+        for i in 0..3 {
+            let slot = parts.futures.get_mut(i);
             // SAFETY: written above, never moved.
             let fut = unsafe { Pin::new_unchecked(slot.assume_init_mut()) };
             assert_eq!(fut.poll(&mut cx), Poll::Ready(i as u64 + 1));

@@ -348,9 +348,22 @@ impl core::error::Error for RelayError {
 ///
 /// Each round reads once into `buf` ([`read_some`](ReadStream::read_some): whatever is there,
 /// up to `buf.len()`), drains all of it into `dst` ([`write_some`](WriteStream::write_some)
-/// until every byte is accepted), then [`flush`](WriteStream::flush)es `dst`, and only then
-/// reads again (seed 001's relay: drain fully before reading again). So at most `buf.len()`
-/// bytes are in transit, and nothing read waits unsent while the relay waits for input.
+/// until every byte is accepted), then flushes `dst`, and only then reads again (seed 001's
+/// relay: drain fully before reading again). So at most `buf.len()` bytes wait in `buf`, and
+/// nothing read waits unsent while the relay waits for input.
+///
+/// **Flushing.** After each chunk the relay *starts* the flush
+/// ([`start_flush`](WriteStream::start_flush)) and reads on without waiting for the bytes to
+/// leave; a writer that cannot start a flush without being awaited gets
+/// [`flush`](WriteStream::flush)`().await` instead, as before every read. Either way every
+/// chunk is handed on before the next read, which is what the relay owes its reader (seed
+/// 001's `write_some` hands bytes to the system and returns; it does not wait for the peer
+/// either). Waiting for each flush would only add a wait per chunk: for a
+/// [`ConnectionStream`](super::ConnectionStream) a wake and a poll of the task when the send
+/// completes. What bounds the bytes `dst` holds unsent is `dst`'s own buffer: a connection's
+/// `write_some` waits for room when its write slab is full, so a slow peer slows the relay
+/// down. When `src` ends, the relay waits for the last flush (`flush().await`): when it
+/// returns `Ok`, every byte it relayed has been flushed.
 ///
 /// Seed 001 relays through a circular buffer. Because the buffer is drained completely before
 /// every read, such a buffer is empty whenever it is read into, and its free space is then the
@@ -366,6 +379,12 @@ impl core::error::Error for RelayError {
 /// accepted. An empty `buf` can relay nothing: `Read { error: Error::Full, relayed: 0 }` at
 /// once. A writer that accepts nothing (`Ok(0)`, which breaks the contract) is a
 /// `Write { error: Error::Full, .. }`.
+///
+/// A started flush that fails later is reported by whichever side notices it first: by
+/// `dst`'s next operation as a `Write` error, or, when the writer and the reader are one
+/// connection that the failed send closes, by the pending read as a `Read` error. After a
+/// `Read` error the relay returns at once: the bytes it relayed have been handed on (the
+/// flush was started) but not waited for; `dst.flush().await` waits for them.
 pub async fn relay<R, W>(src: &mut R, dst: &mut W, buf: &mut [u8]) -> Result<u64, RelayError>
 where
     R: ReadStream + ?Sized,
@@ -378,9 +397,16 @@ where
             relayed,
         });
     }
+    // A flush was started and not waited for.
+    let mut started = false;
     loop {
         let n = match src.read_some(buf).await {
-            Ok(0) | Err(Error::Eof) => return Ok(relayed),
+            Ok(0) | Err(Error::Eof) => {
+                if started && let Err(error) = dst.flush().await {
+                    return Err(RelayError::Write { error, relayed });
+                }
+                return Ok(relayed);
+            }
             Ok(n) => n.min(buf.len()),
             Err(error) => return Err(RelayError::Read { error, relayed }),
         };
@@ -401,8 +427,13 @@ where
                 Err(error) => return Err(RelayError::Write { error, relayed }),
             }
         }
-        if let Err(error) = dst.flush().await {
-            return Err(RelayError::Write { error, relayed });
-        }
+        started = match dst.start_flush() {
+            Ok(true) => true,
+            Ok(false) => match dst.flush().await {
+                Ok(()) => false,
+                Err(error) => return Err(RelayError::Write { error, relayed }),
+            },
+            Err(error) => return Err(RelayError::Write { error, relayed }),
+        };
     }
 }

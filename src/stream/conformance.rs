@@ -230,6 +230,15 @@ impl<S: WriteStream> WriteStream for Checked<S> {
         }
         r
     }
+
+    fn start_flush(&mut self) -> Result<bool, Error> {
+        self.before(1, "start_flush");
+        let r = self.inner.start_flush();
+        if let Err(e) = r {
+            self.failed = Some(e);
+        }
+        r
+    }
 }
 
 impl<S: WriteSink> WriteSink for Checked<S> {

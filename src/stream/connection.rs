@@ -2,6 +2,8 @@
 //! [`Connection`](crate::exec::Connection) (seed 000).
 
 use core::fmt;
+use core::future::{Future, poll_fn};
+use core::task::Poll;
 
 use super::{Error, ReadSource, ReadStream, WriteSink, WriteStream};
 use crate::exec::{self, Connection};
@@ -37,7 +39,8 @@ impl From<exec::Error> for Error {
 /// - **Write: one copy, no implicit send.** [`write_some`](WriteStream::write_some) copies
 ///   into the connection's write slab (as much as fits; when it is full it flushes and waits
 ///   for room, then copies); nothing is sent until [`flush`](WriteStream::flush)`.await`,
-///   which completes when every byte written before it has been sent.
+///   which completes when every byte written before it has been sent, or
+///   [`start_flush`](WriteStream::start_flush), which sends them without waiting.
 /// - **End.** [`write_eof`](WriteSink::write_eof) flushes, then shuts down the sending side;
 ///   later writes fail with [`Error::Closed`]. Dropping the stream drops the connection,
 ///   which closes it (gracefully).
@@ -56,7 +59,7 @@ impl From<exec::Error> for Error {
 /// use ringlet::exec::Connection;
 /// use ringlet::stream::{relay, ConnectionStream};
 ///
-/// // The async echo: everything read is written back, flushed before the next read.
+/// // The async echo: everything read is written back, its send started before the next read.
 /// async fn echo(conn: Connection) {
 ///     let mut stream = ConnectionStream::new(conn);
 ///     let (mut rd, mut wr) = stream.split();
@@ -146,8 +149,12 @@ impl fmt::Debug for ConnectionWriteHalf<'_> {
 }
 
 impl ReadStream for ConnectionReadHalf<'_> {
-    async fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        Ok(self.conn.read_some(buf).await?)
+    /// [`Connection::poll_read_some`] as the future itself: 24 bytes in the caller's state
+    /// (a read is where a task waits, so its future sits in the task's state between
+    /// receives, and every byte of that state is cache the next receive must bring back).
+    fn read_some(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, Error>> {
+        let conn = self.conn;
+        poll_fn(move |cx| conn.poll_read_some(cx, buf).map_err(Error::from))
     }
 
     /// One copy across the buffers: waits for bytes into the first non-empty buffer, then
@@ -175,25 +182,31 @@ impl ReadStream for ConnectionReadHalf<'_> {
 impl ReadSource for ConnectionReadHalf<'_> {}
 
 impl WriteStream for ConnectionWriteHalf<'_> {
-    async fn write_some(&mut self, buf: &[u8]) -> Result<usize, Error> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if *self.eof_written {
-            return Err(Error::Closed);
-        }
-        loop {
-            match self.conn.write_some(buf) {
-                Ok(n) => return Ok(n),
-                // Full: send what is staged; once it is out there is room.
-                Err(exec::Error::WouldBlock) => self.conn.flush().await?,
-                Err(e) => return Err(e.into()),
+    /// A poll function as the future, as for the read: small state in the caller's.
+    fn write_some(&mut self, buf: &[u8]) -> impl Future<Output = Result<usize, Error>> {
+        let (conn, eof_written) = (self.conn, *self.eof_written);
+        let mut wait = None;
+        poll_fn(move |cx| {
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
             }
-        }
+            if eof_written {
+                return Poll::Ready(Err(Error::Closed));
+            }
+            conn.poll_write_some(cx, buf, &mut wait)
+                .map_err(Error::from)
+        })
     }
 
     async fn flush(&mut self) -> Result<(), Error> {
         Ok(self.conn.flush().await?)
+    }
+
+    /// [`Connection::start_flush`]: the send is submitted in this turn; the reactor sends
+    /// every staged byte without being asked again.
+    fn start_flush(&mut self) -> Result<bool, Error> {
+        self.conn.start_flush()?;
+        Ok(true)
     }
 }
 
@@ -228,6 +241,10 @@ impl WriteStream for ConnectionStream {
 
     async fn flush(&mut self) -> Result<(), Error> {
         self.split().1.flush().await
+    }
+
+    fn start_flush(&mut self) -> Result<bool, Error> {
+        self.split().1.start_flush()
     }
 }
 

@@ -122,6 +122,11 @@ impl WriteStream for MemSink<'_> {
         self.len += n;
         Ok(n)
     }
+
+    /// Nothing is staged: every accepted byte is in the buffer already.
+    fn start_flush(&mut self) -> Result<bool, Error> {
+        Ok(true)
+    }
 }
 
 impl WriteSink for MemSink<'_> {

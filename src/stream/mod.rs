@@ -94,9 +94,10 @@
 //! - **Flush.** [`WriteStream::flush`] (an addition to seed 001's concept, which has no
 //!   buffering writers) completes when every byte accepted before it has been handed on. A
 //!   writer that stages bytes (a connection copies them into its write slab and sends nothing
-//!   until flushed) overrides it; for the others it is a no-op. [`relay`] flushes each chunk
-//!   it drained before it reads again, so it never waits for input while its own output sits
-//!   unsent. [`WriteSink::write_eof`]
+//!   until flushed) overrides it; for the others it is a no-op. [`WriteStream::start_flush`]
+//!   starts a flush without waiting for it, where the writer can. [`relay`] flushes each chunk
+//!   it drained before it reads again (it starts the flush and waits only for the last one),
+//!   so it never waits for input while its own output sits unsent. [`WriteSink::write_eof`]
 //!   flushes first.
 //! - **Cancellation.** A `read_some` or `write_some` future dropped before it completes has
 //!   transferred nothing: streams in ringlet keep this (an implementation that cannot must say
@@ -229,6 +230,20 @@ pub trait WriteStream {
     async fn flush(&mut self) -> Result<(), Error> {
         Ok(())
     }
+
+    /// Starts a [`flush`](WriteStream::flush) without waiting for it. `Ok(true)`: every byte
+    /// accepted before the call will be handed on without another call (a connection submits
+    /// its send, and the reactor finishes it), and a later `flush().await` waits for them.
+    /// `Ok(false)`: this writer cannot start a flush without being awaited; nothing was done,
+    /// call `flush().await`.
+    ///
+    /// For a caller that goes on while its output leaves ([`relay`] reads the next chunk),
+    /// where waiting for every flush would cost a wait per chunk. An error is the one `flush`
+    /// would report (nothing more is written after it). The default is `Ok(false)`, correct for
+    /// every writer; writers that can hand bytes on by themselves (or stage nothing) override it.
+    fn start_flush(&mut self) -> Result<bool, Error> {
+        Ok(false)
+    }
 }
 
 /// A [`WriteStream`] that also writes complete buffers and ends the stream (seed 001's
@@ -321,6 +336,10 @@ impl<S: WriteStream + ?Sized> WriteStream for &mut S {
 
     async fn flush(&mut self) -> Result<(), Error> {
         (**self).flush().await
+    }
+
+    fn start_flush(&mut self) -> Result<bool, Error> {
+        (**self).start_flush()
     }
 }
 

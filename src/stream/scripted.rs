@@ -208,6 +208,10 @@ pub enum SinkStep {
 /// stream, with [`Error::Closed`]; after a failure, with the same error (counted in
 /// [`writes_after_end`](ScriptedSink::writes_after_end)).
 /// [`write_eof`](WriteSink::write_eof) flushes first, then marks the end.
+///
+/// By default it cannot start a flush without being awaited
+/// ([`start_flush`](WriteStream::start_flush) is `Ok(false)`);
+/// [`starts_flushes`](ScriptedSink::starts_flushes) makes it a writer that can.
 #[derive(Debug)]
 pub struct ScriptedSink<'a> {
     store: &'a mut [u8],
@@ -217,6 +221,8 @@ pub struct ScriptedSink<'a> {
     chunk: usize,
     flushed: usize,
     flushes: usize,
+    starts: bool,
+    started: usize,
     eof: bool,
     end: Option<Error>,
     writes_after_end: usize,
@@ -234,6 +240,8 @@ impl<'a> ScriptedSink<'a> {
             chunk: usize::MAX,
             flushed: 0,
             flushes: 0,
+            starts: false,
+            started: 0,
             eof: false,
             end: None,
             writes_after_end: 0,
@@ -256,9 +264,24 @@ impl<'a> ScriptedSink<'a> {
         self.flushed
     }
 
-    /// Completed flushes (including the one `write_eof` does).
+    /// Completed flushes (including the one `write_eof` does); started ones are
+    /// [`started_flushes`](ScriptedSink::started_flushes).
     pub fn flushes(&self) -> usize {
         self.flushes
+    }
+
+    /// Makes [`start_flush`](WriteStream::start_flush) start flushes: it hands every accepted
+    /// byte on at once (they count in [`flushed`](ScriptedSink::flushed)) and returns
+    /// `Ok(true)`, or fails as a flush would (a `Fail` step next in the script, or an earlier
+    /// failure).
+    pub fn starts_flushes(mut self) -> ScriptedSink<'a> {
+        self.starts = true;
+        self
+    }
+
+    /// Flushes started by [`start_flush`](WriteStream::start_flush) (not waited for).
+    pub fn started_flushes(&self) -> usize {
+        self.started
     }
 
     /// Whether the end of the stream has been written.
@@ -334,6 +357,23 @@ impl WriteStream for ScriptedSink<'_> {
         self.flushed = self.len;
         self.flushes += 1;
         Ok(())
+    }
+
+    fn start_flush(&mut self) -> Result<bool, Error> {
+        if !self.starts {
+            return Ok(false);
+        }
+        if let Some(e) = self.end {
+            return Err(e);
+        }
+        if let Some(SinkStep::Fail(e)) = self.steps.get(self.step).copied() {
+            self.step += 1;
+            self.end = Some(e);
+            return Err(e);
+        }
+        self.flushed = self.len;
+        self.started += 1;
+        Ok(true)
     }
 }
 
