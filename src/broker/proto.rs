@@ -405,18 +405,13 @@ impl<'b> MsgLine<'b> {
     ///
     /// [`SinkFull`] when the buffer has no room for them (nothing is appended).
     pub fn append(&mut self, bytes: &[u8]) -> Result<(), SinkFull> {
-        let free = self.buf.len() - self.len;
-        match self.buf.get_mut(self.len..self.len + bytes.len()) {
-            Some(dst) => {
-                dst.copy_from_slice(bytes);
-                self.len += bytes.len();
-                Ok(())
-            }
-            None => Err(SinkFull {
-                needed: bytes.len(),
-                free,
-            }),
-        }
+        let mut sink = SliceSink {
+            buf: &mut *self.buf,
+            len: self.len,
+        };
+        sink.put(bytes)?;
+        self.len = sink.len;
+        Ok(())
     }
 
     /// The longest sid [`MsgLine::with_sid`] takes.
