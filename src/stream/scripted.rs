@@ -229,6 +229,22 @@ pub struct ScriptedSink<'a> {
 }
 
 impl<'a> ScriptedSink<'a> {
+    /// A flush (waited for or started): the sink's error once it ended, or the script's
+    /// next step if that is a failure (which ends the sink); otherwise every byte written so
+    /// far counts as flushed.
+    fn flush_step(&mut self) -> Result<(), Error> {
+        if let Some(e) = self.end {
+            return Err(e);
+        }
+        if let Some(SinkStep::Fail(e)) = self.steps.get(self.step).copied() {
+            self.step += 1;
+            self.end = Some(e);
+            return Err(e);
+        }
+        self.flushed = self.len;
+        Ok(())
+    }
+
     /// A sink that records into `store` and plays `steps`, with no limit on a write's size
     /// once the script is over.
     pub fn new(store: &'a mut [u8], steps: &'a [SinkStep]) -> ScriptedSink<'a> {
@@ -346,15 +362,7 @@ impl WriteStream for ScriptedSink<'_> {
     }
 
     async fn flush(&mut self) -> Result<(), Error> {
-        if let Some(e) = self.end {
-            return Err(e);
-        }
-        if let Some(SinkStep::Fail(e)) = self.steps.get(self.step).copied() {
-            self.step += 1;
-            self.end = Some(e);
-            return Err(e);
-        }
-        self.flushed = self.len;
+        self.flush_step()?;
         self.flushes += 1;
         Ok(())
     }
@@ -363,15 +371,7 @@ impl WriteStream for ScriptedSink<'_> {
         if !self.starts {
             return Ok(false);
         }
-        if let Some(e) = self.end {
-            return Err(e);
-        }
-        if let Some(SinkStep::Fail(e)) = self.steps.get(self.step).copied() {
-            self.step += 1;
-            self.end = Some(e);
-            return Err(e);
-        }
-        self.flushed = self.len;
+        self.flush_step()?;
         self.started += 1;
         Ok(true)
     }
