@@ -7,8 +7,10 @@
 //! connection's receive, and continues on `on_flushed`: nothing is lost and nothing blocks the
 //! other connections. SIGINT or SIGTERM stops it gracefully and prints its counters.
 //!
-//! `--batch-wait US` sets `Config::batch_wait` (microseconds; 0 turns the batched wait off),
-//! for measuring its effect.
+//! `--batch-wait US` sets `Config::batch_wait` (microseconds; 0 turns the batched wait off) and
+//! `--ring-window N` sets `Config::ring_window` (io_uring receive buffers published at once; 0,
+//! the default, publishes all), for measuring their effect: the counters printed at exit show
+//! the window reached, its widenings and the starvation pauses.
 //!
 //! `--offload N` hands every received buffer, once echoed, to one of N worker threads as a
 //! `SendLease`; the worker checksums it and drops it there, and the buffer finds its way back
@@ -111,7 +113,7 @@ impl Handler<'static> for Echo {
 
 fn main() {
     let args = common::server_args(
-        "usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--offload N] [--batch-wait US]",
+        "usage: echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--offload N] [--batch-wait US] [--ring-window N]",
     );
     let (addr, backend) = (args.addr, args.backend);
     let offload = args.offload.unwrap_or(0);
@@ -122,6 +124,7 @@ fn main() {
     let config = Config {
         backend,
         batch_wait: args.batch_wait.unwrap_or(Config::default().batch_wait),
+        ring_window: args.ring_window.unwrap_or(Config::default().ring_window),
         ..Config::default()
     };
     let mut reactor = Reactor::new(resources, config).unwrap_or_else(|e| {

@@ -14,7 +14,8 @@
 //! connection state, scheduler header and future) before the reply is sent; `make bench`
 //! measures what that costs (the `ringlet-stream` server).
 //!
-//! `--batch-wait US` sets `Config::batch_wait`, as for `echo`.
+//! `--batch-wait US` and `--ring-window N` set `Config::batch_wait` and `Config::ring_window`,
+//! as for `echo`.
 //!
 //! `--offload N` is accepted for the command line's sake and refused: the stream copies out of
 //! the receive buffers, so there are no buffers to hand to worker threads (use `echo
@@ -50,7 +51,7 @@ static TASKS: StaticSlot<TaskStorage<CONNS, { future_size(&echo) }>> = StaticSlo
 
 fn main() {
     let args = common::server_args(
-        "usage: stream_echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--batch-wait US]",
+        "usage: stream_echo [--addr HOST:PORT] [--backend auto|uring|epoll] [--batch-wait US] [--ring-window N]",
     );
     if args.offload.is_some() {
         eprintln!(
@@ -66,6 +67,7 @@ fn main() {
     let config = Config {
         backend,
         batch_wait: batch_wait.unwrap_or(Config::default().batch_wait),
+        ring_window: args.ring_window.unwrap_or(Config::default().ring_window),
         ..Config::default()
     };
     let resources = RESOURCES.take().expect("resources taken once");

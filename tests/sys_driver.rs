@@ -16,19 +16,28 @@ use ringlet::sys::uring::{Uring, UringConfig};
 type Storage = LoopStorage<(), (), 4, 16, 512, 1024, 4>;
 
 fn driver(uring: bool) -> Driver<'static> {
+    driver_in(leak::<Storage>(), uring, 0)
+}
+
+/// A driver over `storage`, with a ring window of `window` buffers (io_uring; 0: all).
+fn driver_in<const CONNS: usize, const BUFS: usize, const SIZE: usize, const SLAB: usize>(
+    storage: &'static mut LoopStorage<(), (), CONNS, BUFS, SIZE, SLAB, 4>,
+    uring: bool,
+    window: u16,
+) -> Driver<'static> {
     let ring = uring.then(|| Uring::new(&UringConfig::default()).expect("ring"));
     let tier = if uring {
         RecvTier::ProvidedRing
     } else {
         RecvTier::FreeList
     };
-    let parts = leak::<Storage>()
+    let parts = storage
         .split(
             BufPoolConfig {
                 recv_tier: tier,
                 user_reserve: 0,
             },
-            0,
+            window,
         )
         .unwrap();
     Driver::new(ring, parts.pool, parts.slabs, parts.driver, true, 8).expect("driver")
@@ -192,4 +201,79 @@ fn fixed_file_entry_is_dropped_on_release() {
         0,
         "EOF: the socket is closed"
     );
+}
+
+/// io_uring: 32 connections each receive one message per round, all in the same round, against
+/// a ring window of 2 buffers. Every connection has received before from the second round on,
+/// so the receives that find the ring dry are steady demand, not a connection storm: the window
+/// doubles until fewer than a quarter of the receives find it dry (the rule's threshold; how
+/// many a window leaves dry also depends on how many receives the kernel completes per system
+/// call). Nothing is lost either way, and epoll (no ring) delivers the same bytes.
+#[test]
+fn steady_demand_widens_the_ring_window() {
+    const CONNS: usize = 32;
+    const ROUNDS: usize = 24;
+    for uring in [true, false] {
+        let mut d = driver_in(
+            leak::<LoopStorage<(), (), CONNS, 128, 512, 1024, 4>>(),
+            uring,
+            2,
+        );
+        let mut clients = Vec::new();
+        for slot in 0..CONNS as u32 {
+            let (server, client) = pair();
+            d.open(slot, 1, server).unwrap();
+            d.arm_recv(slot).unwrap();
+            clients.push(client);
+        }
+        let mut got = vec![Vec::new(); CONNS];
+        let mut pauses_before_last_rounds = 0;
+        for round in 0..ROUNDS {
+            if round == ROUNDS - 4 {
+                pauses_before_last_rounds = d.starvation_pauses();
+            }
+            // Every message is in its socket before the next wait, so a round's receives
+            // complete in the same system call.
+            for (i, c) in clients.iter_mut().enumerate() {
+                c.write_all(&[round as u8, i as u8, 0xA5]).unwrap();
+            }
+            let want = 3 * (round + 1);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while got.iter().any(|g| g.len() < want) {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round} stuck (uring: {uring})"
+                );
+                d.wait(Some(Duration::from_millis(50))).unwrap();
+                while let Some(ev) = d.next_event() {
+                    if let IoEvent::Data { slot, lease } = ev {
+                        got[slot as usize].extend_from_slice(lease.as_slice());
+                    }
+                }
+                // As the reactor does after each round: starved receives get buffers again.
+                d.rearm_starved(CONNS, 1).unwrap();
+            }
+        }
+        for (i, g) in got.iter().enumerate() {
+            let want: Vec<u8> = (0..ROUNDS).flat_map(|r| [r as u8, i as u8, 0xA5]).collect();
+            assert_eq!(
+                *g, want,
+                "connection {i}: every byte, in order (uring: {uring})"
+            );
+        }
+        if uring {
+            // One message per connection per round: only the steady-demand rule widens here.
+            let window = d.pool().ring_window();
+            assert!(window >= 8, "window {window}: 2 -> 8 or more");
+            assert_eq!(1 << d.ring_widenings(), window / 2, "each widening doubles");
+            let dry = d.starvation_pauses() - pauses_before_last_rounds;
+            assert!(
+                dry * 4 < 4 * CONNS as u64,
+                "the last 4 rounds: {dry} of {} receives found the ring dry",
+                4 * CONNS
+            );
+        } else {
+            assert_eq!(d.ring_widenings(), 0);
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! What the example servers share: their command line (`--addr`, `--backend`, `--offload`,
-//! `--batch-wait`),
+//! `--batch-wait`, `--ring-window`),
 //! stopping on SIGINT or SIGTERM, and the loop that turns the reactor until then. Each example
 //! includes it with `mod common;` and uses the parts it needs.
 #![allow(dead_code)]
@@ -31,10 +31,12 @@ pub struct ServerArgs {
     pub offload: Option<usize>,
     /// `--batch-wait US` ([`ringlet::reactor::Config::batch_wait`] in microseconds), when given.
     pub batch_wait: Option<Duration>,
+    /// `--ring-window N` ([`ringlet::reactor::Config::ring_window`]), when given.
+    pub ring_window: Option<u16>,
 }
 
-/// Parses `--addr`, `--backend`, `--offload` and `--batch-wait`; anything else, or a bad value, prints `usage`
-/// and exits with status 2.
+/// Parses `--addr`, `--backend`, `--offload`, `--batch-wait` and `--ring-window`; anything else,
+/// or a bad value, prints `usage` and exits with status 2.
 pub fn server_args(usage: &str) -> ServerArgs {
     let usage = || -> ! {
         eprintln!("{usage}");
@@ -45,6 +47,7 @@ pub fn server_args(usage: &str) -> ServerArgs {
         backend: BackendChoice::Auto,
         offload: None,
         batch_wait: None,
+        ring_window: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -56,6 +59,7 @@ pub fn server_args(usage: &str) -> ServerArgs {
             "--batch-wait" => {
                 out.batch_wait = Some(Duration::from_micros(v.parse().unwrap_or_else(|_| usage())))
             }
+            "--ring-window" => out.ring_window = Some(v.parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }

@@ -25,7 +25,8 @@
 //! the first page of its write slab); subscribing, publishing and control lines split across
 //! receives (64 shared line buffers, see `BrokerMem::line_bufs`) touch more, as used. With
 //! io_uring, receives reuse a window of 64 hot receive buffers (`Config::ring_window`, doubled
-//! when a stream needs more per loop turn) instead of cycling through all 2048.
+//! when a stream needs more per loop turn, or when more connections than that keep receiving
+//! in the same turns) instead of cycling through all 2048.
 //!
 //! `-m PORT` (or `http`/`http_port` in the file) serves HTTP monitoring (`/healthz`, `/varz`,
 //! `/connz`, `/subsz`) on the same loop, on the client host unless `http: host:port` says

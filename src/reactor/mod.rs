@@ -109,20 +109,26 @@ pub struct Config {
     /// all of them). The kernel takes ring buffers in order, so with every free buffer
     /// published, consecutive receives touch consecutive buffers and the whole pool soon
     /// becomes resident; with a window, the rest of the free buffers wait on a stack and refill
-    /// the ring most recently returned first, so receives reuse a few hot buffers. When a
-    /// connection that already received in a round runs the ring dry while buffers were free
-    /// (a stream needing more buffers per round than the window), the window doubles (up to
-    /// all); it never shrinks. Many connections receiving one message each in the same round
-    /// (a connection storm) do not widen it: those that find the ring dry are re-armed
+    /// the ring most recently returned first, so receives reuse a few hot buffers. The window
+    /// doubles (up to all; it never shrinks) when the ring runs dry while buffers were free
+    /// and either
+    /// - the connection had already received in that round (a stream needing more buffers
+    ///   per round than the window), or
+    /// - connections that had received before found it dry in at least a quarter of the
+    ///   receives over a stretch of 16 windows' worth of them (steady demand: more connections
+    ///   receive each round than the window holds, e.g. 256 in ping-pong against a window of
+    ///   64).
+    ///
+    /// A connection storm (many new connections receiving one message each in the same round)
+    /// does not widen it: connections that find the ring dry are re-armed
     /// [`Config::rearm_per_turn`] per round, as for an empty pool. See "The ring window" in
     /// [`crate::pool::BufPool`]. Ignored by epoll, whose free list is already last in, first
     /// out.
     ///
     /// Default 0 (every buffer published). A window trades work for memory: each connection
-    /// that finds it empty costs a re-armed receive, and with many connections receiving in
-    /// the same round that is most receives (measured: echo, 256 connections ping-pong,
-    /// window 64: 444k re-arms for 498k round trips). Use a window where many connections are
-    /// mostly idle and memory per connection matters (the broker examples use 64).
+    /// that finds it empty costs a re-armed receive (until steady demand widens it), and the
+    /// buffers it leaves out stay cold. Use a window where many connections are mostly idle
+    /// and memory per connection matters (the broker examples use 64).
     pub ring_window: u16,
     /// Free receive buffers needed before connections starved of buffers are re-armed.
     pub rearm_watermark: u16,

@@ -442,6 +442,12 @@ pub struct Driver<'r> {
     starvation_pauses: u64,
     /// Times the provided-buffer ring's window was doubled.
     ring_widenings: u64,
+    /// io_uring: the current stretch of receives for the steady-demand widening rule (see
+    /// [`Driver::steady_demand`]): receives so far (wrapping), their count when the stretch
+    /// began, and the stretch's dry rings.
+    ring_receives: u32,
+    stretch_start: u32,
+    stretch_dry: u32,
     /// io_uring: the multishot poll on the wake eventfd is in flight.
     wake_armed: bool,
     /// io_uring: listeners (by index bit) whose multishot accept is in flight, also after the
@@ -580,6 +586,9 @@ impl<'r> Driver<'r> {
             calls: KernelCalls::default(),
             starvation_pauses: 0,
             ring_widenings: 0,
+            ring_receives: 0,
+            stretch_start: 0,
+            stretch_dry: 0,
             wake_armed,
             accepts_in_flight: 0,
             loose_cancels: 0,
@@ -1132,6 +1141,28 @@ impl<'r> Driver<'r> {
         Ok(n)
     }
 
+    /// io_uring, a connection that received before found the ring dry while spare buffers
+    /// were free: counts it in the current stretch of receives and, once the stretch holds 16
+    /// windows' worth of receives and dry rings, tells whether at least a quarter of them were
+    /// dry (each one a re-armed receive), then starts a new stretch. Steady demand (say 256
+    /// connections in ping-pong with a window of 64: three in four receives find it dry)
+    /// passes; an occasional dry ring among many receives does not.
+    fn steady_demand(&mut self) -> bool {
+        self.stretch_dry += 1;
+        let seen = self
+            .ring_receives
+            .wrapping_sub(self.stretch_start)
+            .saturating_add(self.stretch_dry);
+        // `ring_window() <= 32768`: no overflow.
+        if seen < 16 * self.pool.ring_window() as u32 {
+            return false;
+        }
+        let steady = self.stretch_dry.saturating_mul(4) >= seen;
+        self.stretch_start = self.ring_receives;
+        self.stretch_dry = 0;
+        steady
+    }
+
     /// Connections waiting for receive buffers.
     pub fn starved(&self) -> usize {
         self.starved.len()
@@ -1439,6 +1470,7 @@ impl<'r> Driver<'r> {
                         Ok(lease) if s.closing => drop(lease),
                         Ok(lease) => {
                             s.data_turn = self.turn;
+                            self.ring_receives = self.ring_receives.wrapping_add(1);
                             if core::mem::take(&mut s.awaiting) && s.await_epoch == self.await_epoch
                             {
                                 self.awaiting -= 1;
@@ -1456,14 +1488,18 @@ impl<'r> Driver<'r> {
                     self.starved.push(slot);
                     self.starvation_pauses += 1;
                 }
-                // Dry while buffers were free on the spare stack, and this connection had
-                // already received in this round: a stream that needs more buffers per round
-                // than the ring window holds. Double the window (the pool publishes at once).
-                // (Many connections receiving one small message each, a connection storm, do
-                // not widen it: they are re-armed a bounded number per round instead, and the
-                // window stays small, so receives keep reusing the same few buffers.)
+                // Dry while buffers were free on the spare stack: the window, not the pool,
+                // is short. Double it (the pool publishes at once) when this connection had
+                // already received in this round (a stream that needs more buffers per round
+                // than the window holds), or when connections that received before keep
+                // finding it dry (steady demand: more of them receive each round than the
+                // window holds; see `steady_demand`). A connection storm, many new connections
+                // receiving one small message each, widens it by neither rule: those are
+                // re-armed a bounded number per round instead, and the window stays small, so
+                // receives keep reusing the same few buffers.
+                let (this_round, before) = (s.data_turn == self.turn, s.data_turn != 0);
                 if self.pool.recv_available() > self.pool.ring_published()
-                    && s.data_turn == self.turn
+                    && (this_round || (before && self.steady_demand()))
                 {
                     let window = self.pool.ring_window();
                     if self.pool.widen_ring(window.saturating_mul(2)) > window {
