@@ -233,7 +233,7 @@ fn steady_demand_widens_the_ring_window() {
                 pauses_before_last_rounds = d.starvation_pauses();
             }
             // Every message is in its socket before the next wait, so a round's receives
-            // complete in the same system call.
+            // complete together (in as few system calls as the kernel runs them in).
             for (i, c) in clients.iter_mut().enumerate() {
                 c.write_all(&[round as u8, i as u8, 0xA5]).unwrap();
             }
