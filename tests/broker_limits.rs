@@ -10,7 +10,7 @@ use std::os::fd::FromRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use broker_util::{Options, backends, server_config, start_opts};
+use broker_util::{Options, Running, backends, server_config, start_opts};
 use ringlet::broker::server::ServerConfig;
 use ringlet::reactor::BackendChoice;
 use serde_json::Value;
@@ -495,20 +495,26 @@ fn a_message_larger_than_the_budget_is_refused() {
     });
 }
 
+/// A broker with one shared line buffer, and a client subscribed to `foo` (sid 1).
+fn one_line_buffer_and_a_subscriber(b: BackendChoice) -> (Running, TcpStream) {
+    let opts = Options {
+        line_bufs: 1,
+        ..Options::default()
+    };
+    let srv = start_opts(b, server_config(), opts);
+    let mut sub = client(srv.addr);
+    sub.write_all(b"SUB foo 1\r\n").unwrap();
+    sync(&mut sub);
+    (srv, sub)
+}
+
 /// A broker with one shared line buffer: clients whose control lines split while it is lent
 /// wait for it (answering what came before the line, losing nothing, sending no error) and
 /// go on in slot order as it comes back.
 #[test]
 fn split_lines_wait_for_the_line_buffer_and_lose_nothing() {
     each(|b| {
-        let opts = Options {
-            line_bufs: 1,
-            ..Options::default()
-        };
-        let srv = start_opts(b, server_config(), opts);
-        let mut sub = client(srv.addr);
-        sub.write_all(b"SUB foo 1\r\n").unwrap();
-        sync(&mut sub);
+        let (srv, mut sub) = one_line_buffer_and_a_subscriber(b);
         let mut p1 = client(srv.addr);
         let mut p2 = client(srv.addr);
         let mut p3 = client(srv.addr);
@@ -542,14 +548,7 @@ fn split_lines_wait_for_the_line_buffer_and_lose_nothing() {
 #[test]
 fn a_closing_holder_gives_its_line_buffer_back() {
     each(|b| {
-        let opts = Options {
-            line_bufs: 1,
-            ..Options::default()
-        };
-        let srv = start_opts(b, server_config(), opts);
-        let mut sub = client(srv.addr);
-        sub.write_all(b"SUB foo 1\r\n").unwrap();
-        sync(&mut sub);
+        let (srv, mut sub) = one_line_buffer_and_a_subscriber(b);
         let mut p1 = client(srv.addr);
         let mut p2 = client(srv.addr);
         p1.write_all(b"PING\r\nPUB foo 2\r").unwrap();
