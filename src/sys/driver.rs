@@ -1227,10 +1227,14 @@ impl<'r> Driver<'r> {
                     // idle while the peers work and the peers idle while it works (measured
                     // on the 2-CPU bench machine, 16 connections ping-pong: 20-35% fewer
                     // round trips per second with "all"; "half" kept the rate of waking at
-                    // the first arrival, with 40% of its system calls). Not with one
-                    // connection: nothing to batch,
-                    // and the minimum-wait timer would cost a wake-up per round trip whenever
-                    // the peer is slower than `batch_wait`.
+                    // the first arrival, with 40% of its system calls). Also tried and
+                    // dropped: three quarters (more waits fall short and drop the set, so more
+                    // calls); all with a 5 or 10 us batch wait (fewer round trips per second);
+                    // dropping the set only after two short waits in a row (0.7x the calls at
+                    // 256 connections, 4-5% more CPU per round trip in an 11-run comparison).
+                    // Not with one connection: nothing to batch, and the minimum-wait timer
+                    // would cost a wake-up per round trip whenever the peer is slower than
+                    // `batch_wait`.
                     let expect = if self.awaiting >= 2 {
                         self.awaiting.div_ceil(2)
                     } else {
