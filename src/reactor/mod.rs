@@ -819,6 +819,11 @@ impl<'r> Reactor<'r> {
             let until = deadline.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
+        if let Some(deadline) = core.stopping {
+            // A stop aborts what is still open at its deadline, which no timer marks.
+            let until = deadline.saturating_duration_since(now);
+            wait = Some(wait.map_or(until, |w| w.min(until)));
+        }
         if core.stopped {
             wait = Some(Duration::ZERO);
         }

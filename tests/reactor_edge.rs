@@ -1,0 +1,103 @@
+//! Edge cases of the reactor on the real kernel: stops and closes against a peer that does not
+//! read. Every scenario runs on BOTH backends.
+
+mod reactor_util;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reactor_util::*;
+use ringlet::pool::Lease;
+use ringlet::reactor::{
+    BackendChoice, CloseReason, Config, ConnId, Context, Handler, ListenerId, Reactor, Resources,
+};
+
+type Small = Resources<16, 64, 2048, 65536, 16>;
+
+fn reactor(config: Config) -> Reactor<'static> {
+    Reactor::new(leak::<Small>(), config).expect("reactor")
+}
+
+both!(run_returns_after_stop_timeout_with_a_longer_linger);
+
+/// Fills the write slab of every connection it accepts (its peer never reads) and stops the
+/// reactor once the sends are stuck: bytes are staged and nothing was sent between two bytes
+/// from the peer.
+#[derive(Default)]
+struct FillThenStop {
+    closes: Vec<CloseReason>,
+    last_out: Option<u64>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Handler<'static> for FillThenStop {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: ListenerId) {
+        let chunk = [7u8; 4096];
+        while cx.write(c, &chunk).is_ok() {}
+        cx.flush(c).unwrap();
+    }
+    fn on_flushed(&mut self, cx: &mut Context<'_, 'static>, c: ConnId) {
+        let chunk = [7u8; 4096];
+        while cx.write(c, &chunk).is_ok() {}
+        let _ = cx.flush(c);
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: Lease<'static>) {
+        let out = cx.stats().bytes_out;
+        if cx.staged(c) > 0 && self.last_out == Some(out) {
+            cx.stop();
+            self.stopped.store(true, Ordering::SeqCst);
+        }
+        self.last_out = Some(out);
+    }
+    fn on_close(&mut self, _: &mut Context<'_, 'static>, _: ConnId, r: CloseReason) {
+        self.closes.push(r);
+    }
+}
+
+/// `Reactor::run` after a stop returns once `stop_timeout` has aborted what could not flush,
+/// even when the close linger is longer and no timer is due before it: the stop's deadline
+/// bounds the loop's wait, not only the timers do.
+fn run_returns_after_stop_timeout_with_a_longer_linger(b: BackendChoice) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let flag = stopped.clone();
+    let server = std::thread::spawn(move || {
+        let mut cfg = config(b);
+        cfg.stop_timeout = Duration::from_millis(100);
+        cfg.close_linger = Duration::from_secs(3600);
+        // A coarse wheel (a revolution of 512 * 10 s): the linger is the next timer, an hour
+        // away, with no earlier wake-up.
+        cfg.timer_resolution = Duration::from_secs(10);
+        let mut r = reactor(cfg);
+        let l = r.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        tx.send(r.listener_addr(l).unwrap()).unwrap();
+        let mut h = FillThenStop {
+            stopped: flag,
+            ..FillThenStop::default()
+        };
+        r.run(&mut h).unwrap();
+        (h.closes, r.connections())
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mut c = connect(addr); // never reads
+    // Safety bound only: without the fix, run() sleeps for the hour of the linger.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "run() still running 30 s after a stop with a 100 ms stop_timeout"
+        );
+        // Pings until the server sees its sends stuck and stops; then nothing wakes the loop
+        // but its own deadlines.
+        if !stopped.load(Ordering::SeqCst) {
+            c.write_all(b"s").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (closes, left) = server.join().unwrap();
+    assert_eq!(closes, vec![CloseReason::Stopped]);
+    assert_eq!(left, 0);
+    drop(c);
+}
