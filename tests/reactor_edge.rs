@@ -1,5 +1,5 @@
-//! Edge cases of the reactor on the real kernel: stops and closes against a peer that does not
-//! read. Every scenario runs on BOTH backends.
+//! Edge cases of the reactor on the real kernel: stops against a peer that does not read,
+//! leases kept past their connection's close. Every scenario runs on BOTH backends.
 
 mod reactor_util;
 
@@ -20,7 +20,10 @@ fn reactor(config: Config) -> Reactor<'static> {
     Reactor::new(leak::<Small>(), config).expect("reactor")
 }
 
-both!(run_returns_after_stop_timeout_with_a_longer_linger);
+both!(
+    run_returns_after_stop_timeout_with_a_longer_linger,
+    leases_kept_after_close_do_not_count_against_the_next_connection,
+);
 
 /// Fills the write slab of every connection it accepts (its peer never reads) and stops the
 /// reactor once the sends are stuck: bytes are staged and nothing was sent between two bytes
@@ -100,4 +103,81 @@ fn run_returns_after_stop_timeout_with_a_longer_linger(b: BackendChoice) {
     assert_eq!(closes, vec![CloseReason::Stopped]);
     assert_eq!(left, 0);
     drop(c);
+}
+
+/// Keeps every lease of the first connection (closing it at its quota of 2), echoes on the
+/// others, and records what `leases_held` says of each connection as it is accepted.
+#[derive(Default)]
+struct KeepFirst {
+    first: Option<ConnId>,
+    kept: Vec<Lease<'static>>,
+    held_at_accept: Vec<u16>,
+}
+
+impl Handler<'static> for KeepFirst {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: ListenerId) {
+        self.held_at_accept.push(cx.leases_held(c));
+        self.first.get_or_insert(c);
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, l: Lease<'static>) {
+        if Some(c) == self.first {
+            self.kept.push(l);
+            if self.kept.len() == 2 {
+                cx.close(c);
+            }
+        } else {
+            cx.write(c, l.as_slice()).unwrap();
+            cx.flush(c).unwrap();
+        }
+    }
+}
+
+/// A handler may keep a lease after its connection closed (a broker holding a message whose
+/// publisher left). The quota is per connection: the next connection in the same slot starts
+/// holding none and is not paused for the old one's leases.
+fn leases_kept_after_close_do_not_count_against_the_next_connection(b: BackendChoice) {
+    let mut cfg = config(b);
+    cfg.lease_quota = 2;
+    // One connection slot: the second connection reuses the first one's.
+    let mut r = Reactor::new(leak::<Resources<1, 16, 512, 4096, 4>>(), cfg).unwrap();
+    let l = r.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = r.listener_addr(l).unwrap();
+    let mut h = KeepFirst::default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let turn = |r: &mut Reactor<'static>, h: &mut KeepFirst, what: &str| {
+        assert!(
+            Instant::now() < deadline,
+            "waited 20 s for {what}: {:?}",
+            r.stats()
+        );
+        r.turn(h, Some(Duration::from_millis(5))).unwrap();
+    };
+    let mut c1 = connect(addr);
+    c1.write_all(b"a").unwrap();
+    while h.kept.is_empty() {
+        turn(&mut r, &mut h, "the first lease");
+    }
+    c1.write_all(b"b").unwrap();
+    while h.first.is_none() || r.connections() != 0 {
+        turn(&mut r, &mut h, "the first connection to close");
+    }
+    assert_eq!(
+        h.kept.len(),
+        2,
+        "the closed connection's leases are still held"
+    );
+    let mut c2 = connect(addr);
+    let echo = std::thread::spawn(move || {
+        for m in [b"x", b"y", b"z"] {
+            c2.write_all(m).unwrap();
+            assert_eq!(read_n(&mut c2, 1), m);
+        }
+    });
+    while !echo.is_finished() {
+        turn(&mut r, &mut h, "three echoes on the second connection");
+    }
+    echo.join().unwrap();
+    assert_eq!(h.held_at_accept, vec![0, 0]);
+    drop(h.kept);
+    assert_eq!(r.pool().leased(), 0);
 }

@@ -449,8 +449,10 @@ pub struct PoolStats {
 /// connection slot, say), the buffers charged to it, for a per-connection lease quota. A buffer
 /// is charged when a lease is made for an owner ([`BufPool::lease_received_by`],
 /// [`BufPool::try_take_recv_by`]), stays charged while it is *leased*, *raw* or *sent*, and is
-/// uncharged exactly once, when it comes back to a free tier. [`BufPool::owner_count`] reads
-/// the count.
+/// uncharged exactly once: when it comes back to a free tier, or earlier, when its owner is
+/// disowned (the event loop does that when it releases a closed connection's slot, so leases the
+/// handler still holds do not count against the next connection in that slot).
+/// [`BufPool::owner_count`] reads the count.
 ///
 /// # The provided-buffer ring
 ///
@@ -663,6 +665,27 @@ impl<'a> BufPool<'a> {
         self.counts()
             .get(owner as usize)
             .map_or(0, |count| count.get())
+    }
+
+    /// Uncharges every buffer charged to `owner`, whose count drops to 0: for an owner that is
+    /// gone (a closed connection whose slot will be reused) while some of its buffers are
+    /// still leased, raw or sent, so they are not counted against the next owner of the same
+    /// index. Those buffers stay valid and come back to a free tier as usual, charged to no
+    /// one. Visits every buffer when `owner` has some charged, nothing otherwise.
+    pub(crate) fn disown(&self, owner: u32) {
+        let Some(count) = self.counts().get(owner as usize) else {
+            return;
+        };
+        if count.replace(0) == 0 {
+            return;
+        }
+        // `owner < owners <= u32::MAX` (it indexes the table): `owner + 1` does not overflow.
+        let tag = owner + 1;
+        for t in self.owner_tags() {
+            if t.get() == tag {
+                t.set(0);
+            }
+        }
     }
 
     /// The provided-buffer ring's address, for `IORING_REGISTER_PBUF_RING` (`ring_addr`). It is
@@ -1671,6 +1694,34 @@ mod tests {
         assert!(mem::size_of::<Lease<'_>>() <= 16);
         assert_eq!(mem::size_of::<BufRingEntry>(), 16);
         assert_eq!(mem::align_of::<BufPoolStorage<4, 3>>(), 4096);
+    }
+
+    #[test]
+    fn a_disowned_owners_buffers_come_back_charged_to_no_one() {
+        let mut storage = new_storage::<8, 16>();
+        let mut counts = [0u16; 3];
+        let pool = BufPool::with_owners(&mut *storage, LIST, &mut counts).unwrap();
+        let a = pool.try_take_recv_by(1).unwrap().unwrap();
+        let (raw, _) = pool.try_take_recv_by(1).unwrap().unwrap().into_raw();
+        let other = pool.try_take_recv_by(2).unwrap().unwrap();
+        assert_eq!([pool.owner_count(1), pool.owner_count(2)], [2, 1]);
+        pool.disown(1);
+        assert_eq!([pool.owner_count(1), pool.owner_count(2)], [0, 1]);
+        assert_eq!((a.owner(), other.owner()), (None, Some(2)));
+        // A new charge to the same owner counts alone; the old buffers return uncharged.
+        let b = pool.try_take_recv_by(1).unwrap().unwrap();
+        drop(a);
+        pool.release_raw(raw).unwrap();
+        assert_eq!(pool.owner_count(1), 1);
+        drop(b);
+        assert_eq!([pool.owner_count(1), pool.owner_count(2)], [0, 1]);
+        // Disowning an owner with nothing charged, or outside the table, changes nothing.
+        pool.disown(0);
+        pool.disown(7);
+        assert_eq!(other.owner(), Some(2));
+        drop(other);
+        assert_eq!(pool.owner_count(2), 0);
+        assert_eq!(pool.leased(), 0);
     }
 
     #[test]

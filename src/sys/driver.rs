@@ -1120,6 +1120,9 @@ impl<'r> Driver<'r> {
         s.open = false;
         s.fd = -1;
         let _ = self.slabs.reset(slot as usize);
+        // Leases of this connection the handler still holds are no longer its (nor the next
+        // connection's in this slot) to count against a quota.
+        self.pool.disown(slot);
         // A send result still queued is reported first (FIFO), then the release.
         Self::notify_slot(&mut self.notify, s, slot, Notify::Released);
     }
