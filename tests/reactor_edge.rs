@@ -1,5 +1,5 @@
-//! Edge cases of the reactor on the real kernel: stops against a peer that does not read,
-//! leases kept past their connection's close. Every scenario runs on BOTH backends.
+//! Edge cases of the reactor on the real kernel: stops and closes against a peer that does not
+//! read, leases kept past their connection's close. Every scenario runs on BOTH backends.
 
 mod reactor_util;
 
@@ -23,6 +23,7 @@ fn reactor(config: Config) -> Reactor<'static> {
 both!(
     run_returns_after_stop_timeout_with_a_longer_linger,
     leases_kept_after_close_do_not_count_against_the_next_connection,
+    close_linger_holds_when_every_timer_is_in_use,
 );
 
 /// Fills the write slab of every connection it accepts (its peer never reads) and stops the
@@ -180,4 +181,89 @@ fn leases_kept_after_close_do_not_count_against_the_next_connection(b: BackendCh
     assert_eq!(h.held_at_accept, vec![0, 0]);
     drop(h.kept);
     assert_eq!(r.pool().leased(), 0);
+}
+
+/// Takes the reactor's only timer, fills the write slab of the connection it accepts (its peer
+/// never reads), and closes it gracefully once the sends are stuck (bytes staged, nothing sent
+/// between two bytes from the peer).
+#[derive(Default)]
+struct FillThenClose {
+    closes: Vec<CloseReason>,
+    last_out: Option<u64>,
+    timers_full: Option<bool>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Handler<'static> for FillThenClose {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: ListenerId) {
+        cx.set_timer(Duration::from_secs(3600), None, 1).unwrap();
+        self.timers_full = Some(cx.set_timer(Duration::from_secs(3600), None, 2).is_err());
+        let chunk = [7u8; 4096];
+        while cx.write(c, &chunk).is_ok() {}
+        cx.flush(c).unwrap();
+    }
+    fn on_flushed(&mut self, cx: &mut Context<'_, 'static>, c: ConnId) {
+        let chunk = [7u8; 4096];
+        while cx.write(c, &chunk).is_ok() {}
+        let _ = cx.flush(c);
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: Lease<'static>) {
+        let out = cx.stats().bytes_out;
+        if cx.staged(c) > 0 && self.last_out == Some(out) {
+            cx.close(c);
+            self.closed.store(true, Ordering::SeqCst);
+        }
+        self.last_out = Some(out);
+    }
+    fn on_close(&mut self, _: &mut Context<'_, 'static>, _: ConnId, r: CloseReason) {
+        self.closes.push(r);
+    }
+}
+
+/// A graceful close flushes for at most `close_linger`, also when the handler holds every
+/// timer of the reactor (the linger cannot take one): the close then still ends, with
+/// `LingerExpired`, and the loop's wait is bounded by it.
+fn close_linger_holds_when_every_timer_is_in_use(b: BackendChoice) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = closed.clone();
+    let server = std::thread::spawn(move || {
+        let mut cfg = config(b);
+        cfg.close_linger = Duration::from_millis(100);
+        // One timer: the handler's.
+        let mut r = Reactor::new(leak::<Resources<4, 16, 2048, 65536, 1>>(), cfg).unwrap();
+        let l = r.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        tx.send(r.listener_addr(l).unwrap()).unwrap();
+        let mut h = FillThenClose {
+            closed: flag,
+            ..FillThenClose::default()
+        };
+        while h.closes.is_empty() {
+            r.turn(&mut h, None).unwrap();
+        }
+        (h.closes, h.timers_full, r.stats().closed, r.connections())
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mut c = connect(addr); // never reads
+    // Safety bound only: without a bound on the close, the loop sleeps for the hour of the
+    // handler's timer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "a graceful close with a 100 ms linger still open after 30 s"
+        );
+        // Pings until the server sees its sends stuck and closes; then nothing wakes the loop
+        // but its own deadlines.
+        if !closed.load(Ordering::SeqCst) {
+            c.write_all(b"s").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (closes, timers_full, closed_by_reason, left) = server.join().unwrap();
+    assert_eq!(timers_full, Some(true), "the handler holds the only timer");
+    assert_eq!(closes, vec![CloseReason::LingerExpired]);
+    assert_eq!(closed_by_reason, [0, 0, 0, 0, 1, 0]);
+    assert_eq!(left, 0);
+    drop(c);
 }

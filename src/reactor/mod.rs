@@ -360,6 +360,9 @@ pub struct Conn {
     closing: bool,
     reason: Option<CloseReason>,
     linger: Option<TimerId>,
+    /// The end of a graceful close's linger when no timer was free for it (see
+    /// [`Core::expire_untimed_lingers`]).
+    linger_until: Option<Instant>,
     /// Bytes sent on this connection so far.
     sent: u64,
     /// The consumer's word ([`Context::set_tag`]).
@@ -378,6 +381,7 @@ impl Conn {
             closing: false,
             reason: None,
             linger: None,
+            linger_until: None,
             sent: 0,
             tag: 0,
             quota: 0,
@@ -458,6 +462,8 @@ struct Core<'r> {
     stopping: Option<Instant>,
     stopped: bool,
     listeners_backing_off: u8,
+    /// The earliest [`Conn::linger_until`] set (it may have closed since).
+    untimed_linger: Option<Instant>,
     /// The connection `on_close` runs for, and its tag.
     closed_tag: Option<(ConnId, u32)>,
 }
@@ -684,6 +690,7 @@ impl<'r> Reactor<'r> {
                 stopping: None,
                 stopped: false,
                 listeners_backing_off: 0,
+                untimed_linger: None,
                 closed_tag: None,
             },
             _invariant: PhantomData,
@@ -819,8 +826,9 @@ impl<'r> Reactor<'r> {
             let until = deadline.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
-        if let Some(deadline) = core.stopping {
-            // A stop aborts what is still open at its deadline, which no timer marks.
+        if let Some(deadline) = core.stopping.into_iter().chain(core.untimed_linger).min() {
+            // A stop aborts what is still open at its deadline, and a close that found no
+            // timer free for its linger ends at its own; no timer marks either.
             let until = deadline.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
@@ -846,6 +854,7 @@ impl<'r> Reactor<'r> {
         while let Some((id, token)) = core.timers.pop_expired(core.now) {
             core.on_timer(handler, id, token)?;
         }
+        core.expire_untimed_lingers()?;
         // 4. Take back buffers returned from other threads, then resume and re-arm.
         core.stats.returned += core.returns.drain() as u64;
         // 5. The handler's turn hook (the executor polls its tasks): before the resumes, so
@@ -1103,12 +1112,20 @@ impl<'r> Core<'r> {
             // The token names the slot; the timer id stored in the connection tells a stale
             // linger timer from the current one.
             let token = INTERNAL_LINGER | u64::from(slot);
-            if let (Ok(t), Ok(c)) = (
-                self.timers
-                    .insert(self.now, self.config.close_linger, None, token),
-                self.conns.get_mut(id.0),
-            ) {
-                c.linger = Some(t);
+            let timer = self
+                .timers
+                .insert(self.now, self.config.close_linger, None, token);
+            if let Ok(c) = self.conns.get_mut(id.0) {
+                match timer {
+                    Ok(t) => c.linger = Some(t),
+                    Err(_) => {
+                        // Every timer is in use: the linger still ends, checked each turn.
+                        let until = self.now.saturating_add(self.config.close_linger);
+                        c.linger_until = Some(until);
+                        self.untimed_linger =
+                            Some(self.untimed_linger.map_or(until, |u| u.min(until)));
+                    }
+                }
             }
         }
         Ok(())
@@ -1124,6 +1141,32 @@ impl<'r> Core<'r> {
             c.reason = Some(reason);
         }
         self.driver.close(slot)
+    }
+
+    /// Aborts the graceful closes that found no timer free for their linger once it is over
+    /// (a scan of the connections, only when one is due).
+    fn expire_untimed_lingers(&mut self) -> Result<(), Error> {
+        match self.untimed_linger {
+            Some(due) if due <= self.now => self.untimed_linger = None,
+            _ => return Ok(()),
+        }
+        for index in 0..self.conns.capacity() as u32 {
+            let Some(id) = self.id(index) else { continue };
+            let Ok(c) = self.conns.get_mut(id.0) else {
+                continue;
+            };
+            match c.linger_until {
+                Some(until) if until <= self.now => {
+                    c.linger_until = None;
+                    self.abort(id, CloseReason::LingerExpired)?;
+                }
+                Some(until) => {
+                    self.untimed_linger = Some(self.untimed_linger.map_or(until, |u| u.min(until)));
+                }
+                None => {}
+            }
+        }
+        Ok(())
     }
 
     fn begin_stop(&mut self) {
