@@ -1,5 +1,5 @@
-//! EMFILE on accept: the loop backs off instead of spinning, keeps serving, and accepts again
-//! once descriptors are available. Its own test binary: it lowers the process's descriptor
+//! EMFILE on accept: the loop backs off instead of spinning (also when the program holds every
+//! timer), keeps serving, and accepts again once descriptors are available. Its own test binary: it lowers the process's descriptor
 //! limit, which would disturb tests running beside it.
 
 mod reactor_util;
@@ -42,8 +42,18 @@ fn fill_descriptor_table() -> (Vec<std::fs::File>, u64) {
     (holders, open().into_iter().max().unwrap() + 1)
 }
 
-fn emfile(b: BackendChoice) {
-    let make = |c| Reactor::new(leak::<Resources<64, 64, 1024, 4096, 8>>(), c).unwrap();
+/// With `hold_timers`, the program holds every timer of the reactor (the back-off cannot take
+/// one) and must still not spin.
+fn emfile(b: BackendChoice, hold_timers: bool) {
+    let make = move |c| {
+        let mut r = Reactor::new(leak::<Resources<64, 64, 1024, 4096, 1>>(), c).unwrap();
+        if hold_timers {
+            let mut cx = r.context();
+            cx.set_timer(Duration::from_secs(3600), None, 0).unwrap();
+            assert!(cx.set_timer(Duration::from_secs(3600), None, 1).is_err());
+        }
+        r
+    };
     let mut cfg = config(b);
     cfg.accept_backoff = Duration::from_millis(50);
     // How many descriptors a server needs for itself (ring or epoll, listener): a dry run.
@@ -95,10 +105,22 @@ fn emfile(b: BackendChoice) {
     assert_eq!(r.stats.accepted, 4);
 }
 
+/// The descriptor limit is process-wide: one scenario at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn emfile_on_accept_backs_off_and_recovers() {
-    // One test, both backends in turn: the descriptor limit is process-wide.
+    // Both backends in turn: the descriptor limit is process-wide.
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     for b in backends() {
-        emfile(b);
+        emfile(b, false);
+    }
+}
+
+#[test]
+fn emfile_backs_off_when_every_timer_is_in_use() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for b in backends() {
+        emfile(b, true);
     }
 }

@@ -464,6 +464,9 @@ struct Core<'r> {
     listeners_backing_off: u8,
     /// The earliest [`Conn::linger_until`] set (it may have closed since).
     untimed_linger: Option<Instant>,
+    /// Listeners backing off from a failed accept with no timer free for it, and when they
+    /// accept again (all together: the back-off of the first of them).
+    untimed_backoff: (u8, Option<Instant>),
     /// The connection `on_close` runs for, and its tag.
     closed_tag: Option<(ConnId, u32)>,
 }
@@ -691,6 +694,7 @@ impl<'r> Reactor<'r> {
                 stopped: false,
                 listeners_backing_off: 0,
                 untimed_linger: None,
+                untimed_backoff: (0, None),
                 closed_tag: None,
             },
             _invariant: PhantomData,
@@ -826,9 +830,13 @@ impl<'r> Reactor<'r> {
             let until = deadline.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
-        if let Some(deadline) = core.stopping.into_iter().chain(core.untimed_linger).min() {
-            // A stop aborts what is still open at its deadline, and a close that found no
-            // timer free for its linger ends at its own; no timer marks either.
+        let untimed = core
+            .untimed_linger
+            .into_iter()
+            .chain(core.untimed_backoff.1);
+        if let Some(deadline) = core.stopping.into_iter().chain(untimed).min() {
+            // A stop aborts what is still open at its deadline; a close or an accept back-off
+            // that found no timer free ends at its own. No timer marks these.
             let until = deadline.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
@@ -855,6 +863,7 @@ impl<'r> Reactor<'r> {
             core.on_timer(handler, id, token)?;
         }
         core.expire_untimed_lingers()?;
+        core.expire_untimed_backoff()?;
         // 4. Take back buffers returned from other threads, then resume and re-arm.
         core.stats.returned += core.returns.drain() as u64;
         // 5. The handler's turn hook (the executor polls its tasks): before the resumes, so
@@ -938,8 +947,10 @@ impl<'r> Core<'r> {
                 let token = INTERNAL_ACCEPT | u64::from(listener);
                 let backoff = self.config.accept_backoff;
                 if self.timers.insert(self.now, backoff, None, token).is_err() {
-                    // No timer free: accept again at once rather than never.
-                    self.driver.arm_accept(listener)?;
+                    // No timer free: the turn checks the back-off's end itself.
+                    let (listeners, until) = &mut self.untimed_backoff;
+                    *listeners |= 1 << listener;
+                    until.get_or_insert(self.now.saturating_add(backoff));
                 } else {
                     self.listeners_backing_off |= 1 << listener;
                 }
@@ -1167,6 +1178,23 @@ impl<'r> Core<'r> {
             }
         }
         Ok(())
+    }
+
+    /// Accepts again on the listeners that backed off with no timer free, once the back-off
+    /// is over.
+    fn expire_untimed_backoff(&mut self) -> Result<(), Error> {
+        match self.untimed_backoff {
+            (listeners, Some(until)) if until <= self.now => {
+                self.untimed_backoff = (0, None);
+                if self.stopping.is_none() {
+                    for listener in (0..8).filter(|l| listeners & (1 << l) != 0) {
+                        self.driver.arm_accept(listener)?;
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn begin_stop(&mut self) {
