@@ -1386,6 +1386,12 @@ impl<'r> Context<'_, 'r> {
 
     /// Stop receiving on `conn` (backpressure) until [`Context::resume`].
     ///
+    /// With io_uring, receives the kernel completed before the pause took effect still reach
+    /// [`Handler::on_data`] after this call (on kernels with capped multishot receives, at
+    /// most the connection's lease quota times the buffer size in bytes, counted from when its
+    /// receive was last armed); with epoll none do. Keep what arrives while paused: nothing is
+    /// lost either way.
+    ///
     /// # Errors
     ///
     /// [`ConnError::Stale`] for a closed connection.
