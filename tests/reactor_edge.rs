@@ -1,5 +1,5 @@
 //! Edge cases of the reactor on the real kernel: stops and closes against a peer that does not
-//! read, leases kept past their connection's close. Every scenario runs on BOTH backends.
+//! read, leases kept past their connection's close, failed outbound connects. Every scenario runs on BOTH backends.
 
 mod reactor_util;
 
@@ -13,6 +13,7 @@ use ringlet::pool::Lease;
 use ringlet::reactor::{
     BackendChoice, CloseReason, Config, ConnId, Context, Handler, ListenerId, Reactor, Resources,
 };
+use ringlet::sys::Error;
 
 type Small = Resources<16, 64, 2048, 65536, 16>;
 
@@ -24,6 +25,7 @@ both!(
     run_returns_after_stop_timeout_with_a_longer_linger,
     leases_kept_after_close_do_not_count_against_the_next_connection,
     close_linger_holds_when_every_timer_is_in_use,
+    a_failed_connect_closed_by_the_handler_reports_connect_failed,
 );
 
 /// Fills the write slab of every connection it accepts (its peer never reads) and stops the
@@ -266,4 +268,47 @@ fn close_linger_holds_when_every_timer_is_in_use(b: BackendChoice) {
     assert_eq!(closed_by_reason, [0, 0, 0, 0, 1, 0]);
     assert_eq!(left, 0);
     drop(c);
+}
+
+/// Closes an outbound connection whose connect failed, as a handler cleaning up would.
+#[derive(Default)]
+struct CloseOnFailure {
+    connects: Vec<(ConnId, Result<(), Error>)>,
+    closes: Vec<(ConnId, CloseReason)>,
+}
+
+impl Handler<'static> for CloseOnFailure {
+    fn on_connect(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, r: Result<(), Error>) {
+        self.connects.push((c, r));
+        if r.is_err() {
+            cx.close(c);
+        }
+    }
+    fn on_data(&mut self, _: &mut Context<'_, 'static>, _: ConnId, _: Lease<'static>) {}
+    fn on_close(&mut self, _: &mut Context<'_, 'static>, c: ConnId, r: CloseReason) {
+        self.closes.push((c, r));
+    }
+}
+
+/// `Handler::on_connect`: a failed connect is closed with `ConnectFailed`, also when the
+/// handler closes it itself from `on_connect` (and `Stats::closed` counts it there).
+fn a_failed_connect_closed_by_the_handler_reports_connect_failed(b: BackendChoice) {
+    // A port nobody listens on: bound, then closed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut r = reactor(config(b));
+    let mut h = CloseOnFailure::default();
+    let id = r.context().connect(dead).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.closes.is_empty() {
+        assert!(Instant::now() < deadline, "waited 10 s for the close");
+        r.turn(&mut h, Some(Duration::from_millis(10))).unwrap();
+    }
+    let refused = Error::ConnectionRefused;
+    assert_eq!(h.connects, vec![(id, Err(refused))]);
+    assert_eq!(h.closes, vec![(id, CloseReason::ConnectFailed(refused))]);
+    assert_eq!(r.stats().closed, [0, 0, 0, 1, 0, 0]);
+    assert_eq!(r.connections(), 0);
 }

@@ -1010,6 +1010,10 @@ impl<'r> Core<'r> {
                 let Some(id) = self.id(slot) else {
                     return Ok(());
                 };
+                if let (Err(e), Ok(c)) = (result, self.conns.get_mut(id.0)) {
+                    // The reason stands even if the handler closes it from `on_connect`.
+                    c.reason.get_or_insert(CloseReason::ConnectFailed(e));
+                }
                 h.on_connect(&mut Context { core: self }, id, result);
                 if let Err(e) = result {
                     self.abort(id, CloseReason::ConnectFailed(e))?;
