@@ -40,6 +40,7 @@ both!(
     a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped,
     start_flush_sends_without_waiting_and_a_later_flush_waits_for_it,
     a_task_woken_by_its_waker_and_by_a_receive_in_one_turn_is_polled_once,
+    write_some_on_a_connection_closed_by_a_callback_is_closed_not_full,
 );
 
 /// Writes all of `bytes`, flushing whenever the slab is full.
@@ -519,6 +520,101 @@ fn close_from_a_callback_fails_a_pending_read(backend: BackendChoice) {
     assert_eq!(read_to_eof(&mut s), b"");
     let (stats, log, leased) = srv.stop();
     assert_eq!(log, ["Err(Closed(Local))", "Err(Closed(Local))"]);
+    assert_eq!((stats.spawned, stats.completed), (1, 1));
+    assert_eq!(leased, 0);
+}
+
+/// Closes each connection from a timer callback and, in the same turn, wakes its task
+/// (before the reactor reports the close: the connection is closing, not yet closed).
+struct CloseAndWake<E> {
+    exec: E,
+    waker: Rc<RefCell<Option<Waker>>>,
+    timers: Vec<(TimerId, ConnId)>,
+}
+
+impl<E: Handler<'static>> Handler<'static> for CloseAndWake<E> {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, l: ListenerId) {
+        self.exec.on_accept(cx, conn, l);
+        let t = cx.set_timer(Duration::from_millis(30), None, 1).unwrap();
+        self.timers.push((t, conn));
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, lease: Lease<'static>) {
+        self.exec.on_data(cx, conn, lease);
+    }
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId) {
+        self.exec.on_read_closed(cx, conn);
+    }
+    fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, n: usize) {
+        self.exec.on_sent(cx, conn, n);
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_, 'static>, timer: TimerId, _: u64) {
+        if let Some(i) = self.timers.iter().position(|&(t, _)| t == timer) {
+            let (_, conn) = self.timers.remove(i);
+            cx.close(conn);
+            if let Some(w) = self.waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+    fn on_close(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, reason: CloseReason) {
+        self.exec.on_close(cx, conn, reason);
+    }
+    fn before_flush(&mut self, cx: &mut Context<'_, 'static>) {
+        self.exec.before_flush(cx);
+    }
+}
+
+/// A connection closed by a callback is closing until the reactor reports the close: in that
+/// window `write_some` must fail with `Closed`, as `write` does, not `WouldBlock` (the slab is
+/// not full, and a flush of nothing completes at once: a "flush on WouldBlock and retry" loop
+/// would spin in one poll for good) and not `Full` through the stream traits.
+fn write_some_on_a_connection_closed_by_a_callback_is_closed_not_full(backend: BackendChoice) {
+    use ringlet::stream::{ConnectionStream, WriteStream};
+    let srv = server(
+        backend,
+        |r| {
+            let log: Log = Rc::default();
+            let waker: Rc<RefCell<Option<Waker>>> = Rc::default();
+            let (l, w) = (log.clone(), waker.clone());
+            let task = move |conn: Connection| {
+                let (log, waker) = (l.clone(), w.clone());
+                async move {
+                    // Wait for the timer that closes the connection to wake us.
+                    let mut first = true;
+                    poll_fn(|cx| {
+                        if std::mem::take(&mut first) {
+                            *waker.borrow_mut() = Some(cx.waker().clone());
+                            Poll::Pending
+                        } else {
+                            Poll::Ready(())
+                        }
+                    })
+                    .await;
+                    log.borrow_mut().push(format!("{:?}", conn.write(b"late")));
+                    log.borrow_mut()
+                        .push(format!("{:?}", conn.write_some(b"late")));
+                    let mut stream = ConnectionStream::new(conn);
+                    let r = stream.write_some(b"late").await;
+                    log.borrow_mut().push(format!("{r:?}"));
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            let handler = CloseAndWake {
+                exec,
+                waker,
+                timers: Vec::new(),
+            };
+            (handler, log)
+        },
+        |h, log, r| (h.exec.stats(), log.take(), r.pool().leased()),
+    );
+    let mut s = connect(srv.addr);
+    assert_eq!(read_to_eof(&mut s), b"");
+    let (stats, log, leased) = srv.stop();
+    assert_eq!(
+        log,
+        ["Err(Closed(Local))", "Err(Closed(Local))", "Err(Closed)"]
+    );
     assert_eq!((stats.spawned, stats.completed), (1, 1));
     assert_eq!(leased, 0);
 }

@@ -813,6 +813,11 @@ impl Connection {
             .with(|cx| {
                 let n = cx.write_capacity(id).min(bytes.len());
                 if n == 0 {
+                    // No room, or closing (closed by other code; `on_close` comes later):
+                    // only the first is `WouldBlock`, as for `write`.
+                    if !cx.is_open(id) {
+                        return Err(Error::from_conn(ConnError::Stale));
+                    }
                     return Err(Error::WouldBlock);
                 }
                 cx.write(id, &bytes[..n]).map_err(Error::from_conn)?;
