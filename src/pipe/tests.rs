@@ -1182,6 +1182,30 @@ fn leases_past_the_quota_are_packed_then_handed_back_when_full() {
     assert_eq!(pool.leased(), 0);
 }
 
+/// A push into a full reader packs its segments; when that gives enough leases back (down to
+/// half the quota) the push reports `Resume`, as `push` documents, also when the lease's
+/// bytes were merged into the packed segments rather than added as a segment.
+#[test]
+fn packing_a_full_reader_down_to_half_its_quota_resumes() {
+    let mut storage = BufPoolStorage::<8, 16>::new();
+    let pool = recv_pool(&mut storage);
+    let mut reader = ConnectionPipeReader::<'_, 4, 0>::new(4).unwrap();
+    let flows: Vec<Flow> = (0..4u8)
+        .map(|i| reader.push(received(pool, &[i])).unwrap())
+        .collect();
+    assert_eq!(flows, [Flow::Keep, Flow::Keep, Flow::Keep, Flow::Pause]);
+    // Every slot taken: the next push packs the 4 bytes into one segment and merges its own.
+    assert_eq!(reader.push(received(pool, &[4])).unwrap(), Flow::Resume);
+    assert!(!reader.is_paused());
+    assert_eq!((reader.held_leases(), pool.leased()), (1, 1));
+    assert_eq!(
+        collect(&reader.try_read().unwrap().buffer()),
+        [0, 1, 2, 3, 4]
+    );
+    reader.reset();
+    assert_eq!(pool.leased(), 0);
+}
+
 /// Random pushes (sizes from 0 to a whole buffer), quotas, partial consumption and
 /// examination, against a byte-vector model: the view always equals the unread bytes, the
 /// reader's lease count is the pool's, and everything goes back at the end.
