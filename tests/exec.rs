@@ -41,6 +41,7 @@ both!(
     start_flush_sends_without_waiting_and_a_later_flush_waits_for_it,
     a_task_woken_by_its_waker_and_by_a_receive_in_one_turn_is_polled_once,
     write_some_on_a_connection_closed_by_a_callback_is_closed_not_full,
+    a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot,
 );
 
 /// Writes all of `bytes`, flushing whenever the slab is full.
@@ -1028,4 +1029,143 @@ fn a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped(
     assert!(stats.spawned >= 3, "{stats:?}");
     assert_eq!(stats.live, 0, "{stats:?}");
     assert_eq!((leased, conns), (0, 0));
+}
+
+/// What the tasks of the slot-reuse test share.
+#[derive(Default)]
+struct Handover {
+    moved: Option<Connection>,
+    b: Option<Waker>,
+    c: Option<Waker>,
+    c_has_bytes: bool,
+    seen: Option<usize>,
+    done: bool,
+}
+
+/// Waits until `ready` holds, keeping the waker in `slot` for whoever makes it so.
+async fn wait_until(
+    h: &Rc<RefCell<Handover>>,
+    ready: impl Fn(&Handover) -> bool,
+    slot: fn(&mut Handover) -> &mut Option<Waker>,
+) {
+    poll_fn(|cx| {
+        let mut s = h.borrow_mut();
+        if ready(&s) {
+            return Poll::Ready(());
+        }
+        *slot(&mut s) = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await;
+}
+
+/// A connection moved out of its finished task keeps that task's slot until it is closed;
+/// then the slot serves a new task. The closed connection must not report the new task's
+/// state as its own: `buffered()` of a closed connection is 0, not the unread bytes of the
+/// connection that now has the slot.
+fn a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot(
+    backend: BackendChoice,
+) {
+    let srv = server(
+        backend,
+        |r| {
+            let shared: Rc<RefCell<Handover>> = Rc::default();
+            let n = Rc::new(Cell::new(0));
+            let sh = shared.clone();
+            let task = move |conn: Connection| {
+                let (h, n) = (sh.clone(), n.clone());
+                let me = n.get();
+                n.set(me + 1);
+                async move {
+                    match me {
+                        0 => {
+                            // Hand the connection over and finish: the slot is held.
+                            let waiting = {
+                                let mut s = h.borrow_mut();
+                                s.moved = Some(conn);
+                                s.b.take()
+                            };
+                            if let Some(w) = waiting {
+                                w.wake();
+                            }
+                        }
+                        1 => {
+                            wait_until(&h, |s| s.moved.is_some(), |s| &mut s.b).await;
+                            let mut moved = h.borrow_mut().moved.take().unwrap();
+                            // Closing it frees the held slot for the next task.
+                            moved.close();
+                            wait_until(&h, |s| s.c_has_bytes, |s| &mut s.b).await;
+                            let seen = moved.buffered();
+                            let waiting = {
+                                let mut s = h.borrow_mut();
+                                s.seen = Some(seen);
+                                s.done = true;
+                                s.c.take()
+                            };
+                            if let Some(w) = waiting {
+                                w.wake();
+                            }
+                            drop((moved, conn));
+                        }
+                        _ => {
+                            // In the freed slot: wait (polling) until bytes are unread here.
+                            poll_fn(|cx| {
+                                if conn.buffered() > 0 {
+                                    Poll::Ready(())
+                                } else {
+                                    cx.waker().wake_by_ref();
+                                    Poll::Pending
+                                }
+                            })
+                            .await;
+                            let waiting = {
+                                let mut s = h.borrow_mut();
+                                s.c_has_bytes = true;
+                                s.b.take()
+                            };
+                            if let Some(w) = waiting {
+                                w.wake();
+                            }
+                            wait_until(&h, |s| s.done, |s| &mut s.c).await;
+                            echo(conn).await;
+                        }
+                    }
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<2>>(), task).expect("executor");
+            (exec, shared)
+        },
+        |exec, shared, r| {
+            let seen = shared.borrow().seen;
+            (exec.stats(), seen, r.pool().leased())
+        },
+    );
+    let mut a = connect(srv.addr);
+    let mut b = connect(srv.addr);
+    assert_eq!(read_to_eof(&mut a), b"", "the moved connection was closed");
+    drop(a);
+    // Both slots were taken until the moved connection closed: retry until served.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut c = loop {
+        let mut c = connect(srv.addr);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        send(&mut c, b"hello");
+        let mut back = [0u8; 5];
+        if c.read_exact(&mut back).is_ok() {
+            assert_eq!(&back, b"hello");
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot never served a task"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut c), b"");
+    assert_eq!(read_to_eof(&mut b), b"", "task B finished");
+    let (stats, seen, leased) = srv.stop();
+    assert_eq!(seen, Some(0), "a closed connection has no unread bytes");
+    assert_eq!(stats.live, 0, "{stats:?}");
+    assert_eq!(leased, 0);
 }

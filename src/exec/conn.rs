@@ -669,7 +669,12 @@ impl Connection {
 
     /// Unread bytes waiting in the connection (received, not yet returned by a read).
     pub fn buffered(&self) -> usize {
-        self.io().borrow().inbox.bytes()
+        let io = self.io().borrow();
+        // Closed: its task slot may serve another connection by now.
+        if io.conn != Some(self.id) {
+            return 0;
+        }
+        io.inbox.bytes()
     }
 
     /// Hands each unread lease, in arrival order, to `take` (a lease partly copied out by
