@@ -178,7 +178,7 @@ fn model_random_interleavings() {
         let pool = user_pool(&mut storage);
         let max = 2 + rng.below(15);
         let pause = [0, 40, 100, 300][rng.below(4)];
-        let resume = if pause == 0 { 0 } else { rng.below(pause + 1) };
+        let resume = if pause == 0 { 0 } else { 1 + rng.below(pause) };
         let mut pipe = Pipe::<'_, 16>::new(pool, opts(max, pause, resume)).unwrap();
         let (mut w, mut r) = pipe.split();
         let cancel = r.cancel_handle();
@@ -772,6 +772,12 @@ fn bad_options_are_errors() {
         Pipe::<'_, 4>::new(pool, opts(4, 10, 11)),
         Err(PipeError::Config(_))
     ));
+    // A pause that nothing could end: fewer than 0 bytes is never unread.
+    assert!(matches!(
+        Pipe::<'_, 4>::new(pool, opts(4, 10, 0)),
+        Err(PipeError::Config(_))
+    ));
+    assert!(Pipe::<'_, 4>::new(pool, opts(4, 10, 1)).is_ok());
     let p = Pipe::<'_, 4>::new(pool, PipeOptions::default()).unwrap();
     assert_eq!(p.options().max_segments, 4, "capped at SEGS");
 }
