@@ -1038,7 +1038,7 @@ struct Handover {
     b: Option<Waker>,
     c: Option<Waker>,
     c_has_bytes: bool,
-    seen: Option<usize>,
+    seen: Option<(usize, u64)>,
     done: bool,
 }
 
@@ -1062,7 +1062,7 @@ async fn wait_until(
 /// A connection moved out of its finished task keeps that task's slot until it is closed;
 /// then the slot serves a new task. The closed connection must not report the new task's
 /// state as its own: `buffered()` of a closed connection is 0, not the unread bytes of the
-/// connection that now has the slot.
+/// connection that now has the slot, and `sent()` is not that connection's count.
 fn a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot(
     backend: BackendChoice,
 ) {
@@ -1095,7 +1095,7 @@ fn a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot(
                             // Closing it frees the held slot for the next task.
                             moved.close();
                             wait_until(&h, |s| s.c_has_bytes, |s| &mut s.b).await;
-                            let seen = moved.buffered();
+                            let seen = (moved.buffered(), moved.sent());
                             let waiting = {
                                 let mut s = h.borrow_mut();
                                 s.seen = Some(seen);
@@ -1118,6 +1118,11 @@ fn a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot(
                                 }
                             })
                             .await;
+                            // And bytes sent, noted by a flush that waited for them.
+                            if write_all(&conn, b"hi").await.is_err() || conn.flush().await.is_err()
+                            {
+                                return;
+                            }
                             let waiting = {
                                 let mut s = h.borrow_mut();
                                 s.c_has_bytes = true;
@@ -1150,9 +1155,9 @@ fn a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot(
         let mut c = connect(srv.addr);
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         send(&mut c, b"hello");
-        let mut back = [0u8; 5];
+        let mut back = [0u8; 7];
         if c.read_exact(&mut back).is_ok() {
-            assert_eq!(&back, b"hello");
+            assert_eq!(&back, b"hihello");
             break c;
         }
         assert!(
@@ -1165,7 +1170,11 @@ fn a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot(
     assert_eq!(read_to_eof(&mut c), b"");
     assert_eq!(read_to_eof(&mut b), b"", "task B finished");
     let (stats, seen, leased) = srv.stop();
-    assert_eq!(seen, Some(0), "a closed connection has no unread bytes");
+    assert_eq!(
+        seen,
+        Some((0, 0)),
+        "a closed connection has no unread bytes, and sent nothing"
+    );
     assert_eq!(stats.live, 0, "{stats:?}");
     assert_eq!(leased, 0);
 }

@@ -881,10 +881,17 @@ impl Connection {
 
     /// Bytes sent on the connection so far (as of the last completed send). Exact inside the
     /// poll of a task (where connections are used); elsewhere the last count the executor
-    /// noted.
+    /// noted. 0 once the connection is closed and its task slot serves another connection
+    /// (the noted count went with the slot).
     pub fn sent(&self) -> u64 {
-        let noted = self.io().borrow().sent;
         let id = self.id;
+        let noted = {
+            let io = self.io().borrow();
+            match io.conn {
+                Some(c) if c != id => return 0,
+                _ => io.sent,
+            }
+        };
         // A closed connection's count is gone from the reactor (0): keep the noted one.
         self.core
             .scope
