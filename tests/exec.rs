@@ -42,6 +42,7 @@ both!(
     a_task_woken_by_its_waker_and_by_a_receive_in_one_turn_is_polled_once,
     write_some_on_a_connection_closed_by_a_callback_is_closed_not_full,
     a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot,
+    a_connection_dropped_outside_a_poll_is_closed_and_frees_its_slot,
 );
 
 /// Writes all of `bytes`, flushing whenever the slab is full.
@@ -1176,5 +1177,94 @@ fn a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot(
         "a closed connection has no unread bytes, and sent nothing"
     );
     assert_eq!(stats.live, 0, "{stats:?}");
+    assert_eq!(leased, 0);
+}
+
+/// Keeps the first connection's `Connection` (handed over by its task) and drops it in
+/// `before_flush`, after the executor's poll phase: outside any task's poll, where there is
+/// no turn's `Context` to close it with.
+struct DropOutside<E> {
+    exec: E,
+    kept: Rc<RefCell<Option<Connection>>>,
+}
+
+impl<E: Handler<'static>> Handler<'static> for DropOutside<E> {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, l: ListenerId) {
+        self.exec.on_accept(cx, conn, l);
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, lease: Lease<'static>) {
+        self.exec.on_data(cx, conn, lease);
+    }
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId) {
+        self.exec.on_read_closed(cx, conn);
+    }
+    fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, n: usize) {
+        self.exec.on_sent(cx, conn, n);
+    }
+    fn on_close(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, reason: CloseReason) {
+        self.exec.on_close(cx, conn, reason);
+    }
+    fn before_flush(&mut self, cx: &mut Context<'_, 'static>) {
+        self.exec.before_flush(cx);
+        drop(self.kept.borrow_mut().take());
+    }
+}
+
+/// Dropping a `Connection` outside a task's poll closes the reactor connection all the same
+/// (in the executor's next poll phase), and the task slot it held serves the next connection.
+fn a_connection_dropped_outside_a_poll_is_closed_and_frees_its_slot(backend: BackendChoice) {
+    let srv = server(
+        backend,
+        |r| {
+            let kept: Rc<RefCell<Option<Connection>>> = Rc::default();
+            let k = kept.clone();
+            let first = Cell::new(true);
+            let task = move |conn: Connection| {
+                let hand_over = first.replace(false);
+                let k = k.clone();
+                async move {
+                    if hand_over {
+                        conn.write(b"bye").unwrap();
+                        *k.borrow_mut() = Some(conn);
+                    } else {
+                        echo(conn).await;
+                    }
+                }
+            };
+            // One slot: the second connection is served only once the first frees it.
+            let exec = Executor::new(r, leak::<Tasks<1>>(), task).expect("executor");
+            (DropOutside { exec, kept }, ())
+        },
+        |h, (), r| (h.exec.stats(), r.stats(), r.pool().leased()),
+    );
+    let mut a = connect(srv.addr);
+    assert_eq!(
+        read_to_eof(&mut a),
+        b"bye",
+        "closed, staged bytes sent first"
+    );
+    // The slot is free again: a new connection gets a task (retry while the refusal of an
+    // early attempt is still possible).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut b = loop {
+        let mut b = connect(srv.addr);
+        send(&mut b, b"again");
+        let mut back = [0u8; 5];
+        if b.read_exact(&mut back).is_ok() {
+            assert_eq!(&back, b"again");
+            break b;
+        }
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        thread::sleep(Duration::from_millis(10));
+    };
+    b.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut b), b"");
+    let (stats, rstats, leased) = srv.stop();
+    assert_eq!(stats.live, 0, "{stats:?}");
+    assert_eq!(
+        rstats.closed[0] + rstats.closed[1],
+        rstats.accepted,
+        "{rstats:?}"
+    );
     assert_eq!(leased, 0);
 }

@@ -217,6 +217,9 @@ pub(crate) struct Io {
     /// the last send completion that found a flush waiting (the executor does not look at the
     /// others).
     pub(crate) sent: u64,
+    /// The connection, closed by its `Connection` outside a task's poll (no turn's `Context`
+    /// then): the executor closes it in the reactor when it next polls the slot.
+    pub(crate) pending_close: Option<ConnId>,
 }
 
 /// An [`Io`] in its own cache lines: the executor's per-task connection state, one per task
@@ -251,6 +254,7 @@ impl Io {
             flush_waker: None,
             flush_target: None,
             sent: 0,
+            pending_close: None,
             held: false,
         }
     }
@@ -1021,6 +1025,12 @@ impl Connection {
     /// Closes the connection gracefully now (staged bytes are still sent, for at most the
     /// reactor's `close_linger`); later operations fail with [`Error::Closed`]. Unread leases
     /// go back to the pool. Closing twice, or dropping afterwards, does nothing more.
+    ///
+    /// Outside a task's poll (a `Connection` kept in state that a plain [`Handler`] callback
+    /// drops, say) the reactor connection closes when the executor next polls the task's
+    /// slot: in this turn's poll phase, or the next turn's.
+    ///
+    /// [`Handler`]: crate::reactor::Handler
     pub fn close(&mut self) {
         let mut io = self.io().borrow_mut();
         if io.conn != Some(self.id) {
@@ -1030,17 +1040,23 @@ impl Connection {
         io.detach();
         let held = io.held;
         drop(io);
-        if held {
-            // The task that owned this connection is done: the executor frees its slot
-            // when it next polls the slot.
-            self.core.sched.wake(self.task);
+        let id = self.id;
+        let closed = !open
+            || self
+                .core
+                .scope
+                .with(|cx| {
+                    let _ = cx.set_tag(id, 0);
+                    cx.close(id);
+                })
+                .is_some();
+        if !closed {
+            self.io().borrow_mut().pending_close = Some(id);
         }
-        if open {
-            let id = self.id;
-            self.core.scope.with(|cx| {
-                let _ = cx.set_tag(id, 0);
-                cx.close(id);
-            });
+        if held || !closed {
+            // The executor frees the slot when it next polls it (the task that owned this
+            // connection is done), or closes the connection there.
+            self.core.sched.wake(self.task);
         }
     }
 }
