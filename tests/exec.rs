@@ -40,6 +40,9 @@ both!(
     a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped,
     start_flush_sends_without_waiting_and_a_later_flush_waits_for_it,
     a_task_woken_by_its_waker_and_by_a_receive_in_one_turn_is_polled_once,
+    write_some_on_a_connection_closed_by_a_callback_is_closed_not_full,
+    a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot,
+    a_connection_dropped_outside_a_poll_is_closed_and_frees_its_slot,
 );
 
 /// Writes all of `bytes`, flushing whenever the slab is full.
@@ -523,6 +526,101 @@ fn close_from_a_callback_fails_a_pending_read(backend: BackendChoice) {
     assert_eq!(leased, 0);
 }
 
+/// Closes each connection from a timer callback and, in the same turn, wakes its task
+/// (before the reactor reports the close: the connection is closing, not yet closed).
+struct CloseAndWake<E> {
+    exec: E,
+    waker: Rc<RefCell<Option<Waker>>>,
+    timers: Vec<(TimerId, ConnId)>,
+}
+
+impl<E: Handler<'static>> Handler<'static> for CloseAndWake<E> {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, l: ListenerId) {
+        self.exec.on_accept(cx, conn, l);
+        let t = cx.set_timer(Duration::from_millis(30), None, 1).unwrap();
+        self.timers.push((t, conn));
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, lease: Lease<'static>) {
+        self.exec.on_data(cx, conn, lease);
+    }
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId) {
+        self.exec.on_read_closed(cx, conn);
+    }
+    fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, n: usize) {
+        self.exec.on_sent(cx, conn, n);
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_, 'static>, timer: TimerId, _: u64) {
+        if let Some(i) = self.timers.iter().position(|&(t, _)| t == timer) {
+            let (_, conn) = self.timers.remove(i);
+            cx.close(conn);
+            if let Some(w) = self.waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+    fn on_close(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, reason: CloseReason) {
+        self.exec.on_close(cx, conn, reason);
+    }
+    fn before_flush(&mut self, cx: &mut Context<'_, 'static>) {
+        self.exec.before_flush(cx);
+    }
+}
+
+/// A connection closed by a callback is closing until the reactor reports the close: in that
+/// window `write_some` must fail with `Closed`, as `write` does, not `WouldBlock` (the slab is
+/// not full, and a flush of nothing completes at once: a "flush on WouldBlock and retry" loop
+/// would spin in one poll for good) and not `Full` through the stream traits.
+fn write_some_on_a_connection_closed_by_a_callback_is_closed_not_full(backend: BackendChoice) {
+    use ringlet::stream::{ConnectionStream, WriteStream};
+    let srv = server(
+        backend,
+        |r| {
+            let log: Log = Rc::default();
+            let waker: Rc<RefCell<Option<Waker>>> = Rc::default();
+            let (l, w) = (log.clone(), waker.clone());
+            let task = move |conn: Connection| {
+                let (log, waker) = (l.clone(), w.clone());
+                async move {
+                    // Wait for the timer that closes the connection to wake us.
+                    let mut first = true;
+                    poll_fn(|cx| {
+                        if std::mem::take(&mut first) {
+                            *waker.borrow_mut() = Some(cx.waker().clone());
+                            Poll::Pending
+                        } else {
+                            Poll::Ready(())
+                        }
+                    })
+                    .await;
+                    log.borrow_mut().push(format!("{:?}", conn.write(b"late")));
+                    log.borrow_mut()
+                        .push(format!("{:?}", conn.write_some(b"late")));
+                    let mut stream = ConnectionStream::new(conn);
+                    let r = stream.write_some(b"late").await;
+                    log.borrow_mut().push(format!("{r:?}"));
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<4>>(), task).expect("executor");
+            let handler = CloseAndWake {
+                exec,
+                waker,
+                timers: Vec::new(),
+            };
+            (handler, log)
+        },
+        |h, log, r| (h.exec.stats(), log.take(), r.pool().leased()),
+    );
+    let mut s = connect(srv.addr);
+    assert_eq!(read_to_eof(&mut s), b"");
+    let (stats, log, leased) = srv.stop();
+    assert_eq!(
+        log,
+        ["Err(Closed(Local))", "Err(Closed(Local))", "Err(Closed)"]
+    );
+    assert_eq!((stats.spawned, stats.completed), (1, 1));
+    assert_eq!(leased, 0);
+}
+
 fn peer_reset_fails_a_pending_read_with_the_reason(backend: BackendChoice) {
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let l = log.clone();
@@ -932,4 +1030,241 @@ fn a_connection_moved_to_another_task_works_and_frees_its_slot_when_dropped(
     assert!(stats.spawned >= 3, "{stats:?}");
     assert_eq!(stats.live, 0, "{stats:?}");
     assert_eq!((leased, conns), (0, 0));
+}
+
+/// What the tasks of the slot-reuse test share.
+#[derive(Default)]
+struct Handover {
+    moved: Option<Connection>,
+    b: Option<Waker>,
+    c: Option<Waker>,
+    c_has_bytes: bool,
+    seen: Option<(usize, u64)>,
+    done: bool,
+}
+
+/// Waits until `ready` holds, keeping the waker in `slot` for whoever makes it so.
+async fn wait_until(
+    h: &Rc<RefCell<Handover>>,
+    ready: impl Fn(&Handover) -> bool,
+    slot: fn(&mut Handover) -> &mut Option<Waker>,
+) {
+    poll_fn(|cx| {
+        let mut s = h.borrow_mut();
+        if ready(&s) {
+            return Poll::Ready(());
+        }
+        *slot(&mut s) = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await;
+}
+
+/// A connection moved out of its finished task keeps that task's slot until it is closed;
+/// then the slot serves a new task. The closed connection must not report the new task's
+/// state as its own: `buffered()` of a closed connection is 0, not the unread bytes of the
+/// connection that now has the slot, and `sent()` is not that connection's count.
+fn a_closed_moved_connection_reports_nothing_of_the_task_that_reused_its_slot(
+    backend: BackendChoice,
+) {
+    let srv = server(
+        backend,
+        |r| {
+            let shared: Rc<RefCell<Handover>> = Rc::default();
+            let n = Rc::new(Cell::new(0));
+            let sh = shared.clone();
+            let task = move |conn: Connection| {
+                let (h, n) = (sh.clone(), n.clone());
+                let me = n.get();
+                n.set(me + 1);
+                async move {
+                    match me {
+                        0 => {
+                            // Hand the connection over and finish: the slot is held.
+                            let waiting = {
+                                let mut s = h.borrow_mut();
+                                s.moved = Some(conn);
+                                s.b.take()
+                            };
+                            if let Some(w) = waiting {
+                                w.wake();
+                            }
+                        }
+                        1 => {
+                            wait_until(&h, |s| s.moved.is_some(), |s| &mut s.b).await;
+                            let mut moved = h.borrow_mut().moved.take().unwrap();
+                            // Closing it frees the held slot for the next task.
+                            moved.close();
+                            wait_until(&h, |s| s.c_has_bytes, |s| &mut s.b).await;
+                            let seen = (moved.buffered(), moved.sent());
+                            let waiting = {
+                                let mut s = h.borrow_mut();
+                                s.seen = Some(seen);
+                                s.done = true;
+                                s.c.take()
+                            };
+                            if let Some(w) = waiting {
+                                w.wake();
+                            }
+                            drop((moved, conn));
+                        }
+                        _ => {
+                            // In the freed slot: wait (polling) until bytes are unread here.
+                            poll_fn(|cx| {
+                                if conn.buffered() > 0 {
+                                    Poll::Ready(())
+                                } else {
+                                    cx.waker().wake_by_ref();
+                                    Poll::Pending
+                                }
+                            })
+                            .await;
+                            // And bytes sent, noted by a flush that waited for them.
+                            if write_all(&conn, b"hi").await.is_err() || conn.flush().await.is_err()
+                            {
+                                return;
+                            }
+                            let waiting = {
+                                let mut s = h.borrow_mut();
+                                s.c_has_bytes = true;
+                                s.b.take()
+                            };
+                            if let Some(w) = waiting {
+                                w.wake();
+                            }
+                            wait_until(&h, |s| s.done, |s| &mut s.c).await;
+                            echo(conn).await;
+                        }
+                    }
+                }
+            };
+            let exec = Executor::new(r, leak::<Tasks<2>>(), task).expect("executor");
+            (exec, shared)
+        },
+        |exec, shared, r| {
+            let seen = shared.borrow().seen;
+            (exec.stats(), seen, r.pool().leased())
+        },
+    );
+    let mut a = connect(srv.addr);
+    let mut b = connect(srv.addr);
+    assert_eq!(read_to_eof(&mut a), b"", "the moved connection was closed");
+    drop(a);
+    // Both slots were taken until the moved connection closed: retry until served.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut c = loop {
+        let mut c = connect(srv.addr);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        send(&mut c, b"hello");
+        let mut back = [0u8; 7];
+        if c.read_exact(&mut back).is_ok() {
+            assert_eq!(&back, b"hihello");
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot never served a task"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut c), b"");
+    assert_eq!(read_to_eof(&mut b), b"", "task B finished");
+    let (stats, seen, leased) = srv.stop();
+    assert_eq!(
+        seen,
+        Some((0, 0)),
+        "a closed connection has no unread bytes, and sent nothing"
+    );
+    assert_eq!(stats.live, 0, "{stats:?}");
+    assert_eq!(leased, 0);
+}
+
+/// Keeps the first connection's `Connection` (handed over by its task) and drops it in
+/// `before_flush`, after the executor's poll phase: outside any task's poll, where there is
+/// no turn's `Context` to close it with.
+struct DropOutside<E> {
+    exec: E,
+    kept: Rc<RefCell<Option<Connection>>>,
+}
+
+impl<E: Handler<'static>> Handler<'static> for DropOutside<E> {
+    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, l: ListenerId) {
+        self.exec.on_accept(cx, conn, l);
+    }
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, lease: Lease<'static>) {
+        self.exec.on_data(cx, conn, lease);
+    }
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId) {
+        self.exec.on_read_closed(cx, conn);
+    }
+    fn on_sent(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, n: usize) {
+        self.exec.on_sent(cx, conn, n);
+    }
+    fn on_close(&mut self, cx: &mut Context<'_, 'static>, conn: ConnId, reason: CloseReason) {
+        self.exec.on_close(cx, conn, reason);
+    }
+    fn before_flush(&mut self, cx: &mut Context<'_, 'static>) {
+        self.exec.before_flush(cx);
+        drop(self.kept.borrow_mut().take());
+    }
+}
+
+/// Dropping a `Connection` outside a task's poll closes the reactor connection all the same
+/// (in the executor's next poll phase), and the task slot it held serves the next connection.
+fn a_connection_dropped_outside_a_poll_is_closed_and_frees_its_slot(backend: BackendChoice) {
+    let srv = server(
+        backend,
+        |r| {
+            let kept: Rc<RefCell<Option<Connection>>> = Rc::default();
+            let k = kept.clone();
+            let first = Cell::new(true);
+            let task = move |conn: Connection| {
+                let hand_over = first.replace(false);
+                let k = k.clone();
+                async move {
+                    if hand_over {
+                        conn.write(b"bye").unwrap();
+                        *k.borrow_mut() = Some(conn);
+                    } else {
+                        echo(conn).await;
+                    }
+                }
+            };
+            // One slot: the second connection is served only once the first frees it.
+            let exec = Executor::new(r, leak::<Tasks<1>>(), task).expect("executor");
+            (DropOutside { exec, kept }, ())
+        },
+        |h, (), r| (h.exec.stats(), r.stats(), r.pool().leased()),
+    );
+    let mut a = connect(srv.addr);
+    assert_eq!(
+        read_to_eof(&mut a),
+        b"bye",
+        "closed, staged bytes sent first"
+    );
+    // The slot is free again: a new connection gets a task (retry while the refusal of an
+    // early attempt is still possible).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut b = loop {
+        let mut b = connect(srv.addr);
+        send(&mut b, b"again");
+        let mut back = [0u8; 5];
+        if b.read_exact(&mut back).is_ok() {
+            assert_eq!(&back, b"again");
+            break b;
+        }
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        thread::sleep(Duration::from_millis(10));
+    };
+    b.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut b), b"");
+    let (stats, rstats, leased) = srv.stop();
+    assert_eq!(stats.live, 0, "{stats:?}");
+    assert_eq!(
+        rstats.closed[0] + rstats.closed[1],
+        rstats.accepted,
+        "{rstats:?}"
+    );
+    assert_eq!(leased, 0);
 }

@@ -17,12 +17,13 @@ use ringlet::frame::{
     LinesStats, LinesStorage,
 };
 use ringlet::pipe::ReadBuf;
-use ringlet::reactor::{BackendChoice, Config, ConnId, Reactor, Resources};
+use ringlet::reactor::{BackendChoice, CloseReason, Config, ConnId, Reactor, Resources};
 
 both!(
     line_echo_waits_for_room_and_answers_every_line,
     lf_lines_up_to_a_half_close,
     over_long_line_is_an_error_naming_the_limit,
+    a_failed_connect_is_reported_then_closed,
 );
 
 const BUF: usize = 2048;
@@ -273,4 +274,65 @@ fn a_line_limit_the_lease_quota_cannot_hold_is_refused() {
     };
     let e = Lines::new(LineEcho::default(), too_long, mem, 2048, 16).unwrap_err();
     assert!(e.to_string().contains("max_line"), "{e}");
+}
+
+/// Records the outcome of connects and the closes.
+#[derive(Default)]
+struct Dialer {
+    connected: Vec<(ConnId, bool)>,
+    closed: Vec<(ConnId, CloseReason)>,
+}
+
+impl LineHandler<'static> for Dialer {
+    fn on_line(&mut self, _: &mut LineIo<'_, '_, 'static>, _: ConnId, _: ReadBuf<'_>) -> LineNext {
+        LineNext::Continue
+    }
+    fn on_connect(
+        &mut self,
+        _: &mut LineIo<'_, '_, 'static>,
+        conn: ConnId,
+        result: Result<(), ringlet::sys::Error>,
+    ) {
+        self.connected.push((conn, result.is_ok()));
+    }
+    fn on_close(&mut self, _: &mut LineIo<'_, '_, 'static>, conn: ConnId, reason: CloseReason) {
+        self.closed.push((conn, reason));
+    }
+}
+
+/// A connect that fails reaches the handler as `on_connect(Err)` and then, as for a plain
+/// `Handler`, as `on_close` with `ConnectFailed`.
+fn a_failed_connect_is_reported_then_closed(b: BackendChoice) {
+    // A port nobody listens on: bind one, then let it go.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut r = make(config(b));
+    let storage = Box::leak(Box::new(LinesStorage::<'static, 16>::new()));
+    let mut lines = Lines::new(
+        Dialer::default(),
+        LineConfig::default(),
+        storage.mem(),
+        BUF,
+        usize::from(r.config().lease_quota),
+    )
+    .unwrap();
+    let conn = r.context().connect(addr).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while r.connections() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connect never ended"
+        );
+        r.turn(&mut lines, Some(Duration::from_millis(10))).unwrap();
+    }
+    let h = lines.handler();
+    assert_eq!(h.connected, [(conn, false)]);
+    assert!(
+        matches!(h.closed[..], [(c, CloseReason::ConnectFailed(_))] if c == conn),
+        "{:?}",
+        h.closed
+    );
+    assert_eq!(lines.stats().refused, 0);
 }

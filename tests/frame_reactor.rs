@@ -28,6 +28,7 @@ both!(
     stalled_reassembly_expires_on_the_sweep_timer,
     full_storage_refuses_the_connection,
     full_timer_table_leaves_expiry_to_the_next_receive,
+    a_failed_connect_is_reported_then_closed,
 );
 
 const BUF: usize = 4096;
@@ -528,4 +529,57 @@ fn full_timer_table_leaves_expiry_to_the_next_receive(b: BackendChoice) {
     drop(c);
     let end = srv.stop();
     assert_eq!(end.leased_after_drop, 0);
+}
+
+/// Records the outcome of connects and the closes.
+#[derive(Default)]
+struct Dialer {
+    connected: Vec<(ConnId, bool)>,
+    closed: Vec<(ConnId, CloseReason)>,
+}
+
+impl<'r> FrameHandler<'r> for Dialer {
+    fn on_frame(&mut self, _: &mut FrameIo<'_, '_, 'r>, _: ConnId, _: Frame<'r>) {}
+    fn on_connect(
+        &mut self,
+        _: &mut FrameIo<'_, '_, 'r>,
+        conn: ConnId,
+        result: Result<(), ringlet::sys::Error>,
+    ) {
+        self.connected.push((conn, result.is_ok()));
+    }
+    fn on_close(&mut self, _: &mut FrameIo<'_, '_, 'r>, conn: ConnId, reason: CloseReason) {
+        self.closed.push((conn, reason));
+    }
+}
+
+/// A connect that fails reaches the handler as `on_connect(Err)` and then, as for a plain
+/// `Handler`, as `on_close` with `ConnectFailed`: the handler learns the connection is gone.
+fn a_failed_connect_is_reported_then_closed(b: BackendChoice) {
+    // A port nobody listens on: bind one, then let it go.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut r = make(rconfig(b));
+    let mut framed =
+        Framed::new(Dialer::default(), fconfig(), r.pool().buf_size(), storage()).unwrap();
+    let conn = r.context().connect(addr).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while r.connections() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connect never ended"
+        );
+        r.turn(&mut framed, Some(Duration::from_millis(10)))
+            .unwrap();
+    }
+    let h = framed.handler();
+    assert_eq!(h.connected, [(conn, false)]);
+    assert!(
+        matches!(h.closed[..], [(c, CloseReason::ConnectFailed(_))] if c == conn),
+        "{:?}",
+        h.closed
+    );
+    assert_eq!(framed.stats().refused, 0);
 }

@@ -217,6 +217,9 @@ pub(crate) struct Io {
     /// the last send completion that found a flush waiting (the executor does not look at the
     /// others).
     pub(crate) sent: u64,
+    /// The connection, closed by its `Connection` outside a task's poll (no turn's `Context`
+    /// then): the executor closes it in the reactor when it next polls the slot.
+    pub(crate) pending_close: Option<ConnId>,
 }
 
 /// An [`Io`] in its own cache lines: the executor's per-task connection state, one per task
@@ -251,6 +254,7 @@ impl Io {
             flush_waker: None,
             flush_target: None,
             sent: 0,
+            pending_close: None,
             held: false,
         }
     }
@@ -669,7 +673,12 @@ impl Connection {
 
     /// Unread bytes waiting in the connection (received, not yet returned by a read).
     pub fn buffered(&self) -> usize {
-        self.io().borrow().inbox.bytes()
+        let io = self.io().borrow();
+        // Closed: its task slot may serve another connection by now.
+        if io.conn != Some(self.id) {
+            return 0;
+        }
+        io.inbox.bytes()
     }
 
     /// Hands each unread lease, in arrival order, to `take` (a lease partly copied out by
@@ -813,6 +822,11 @@ impl Connection {
             .with(|cx| {
                 let n = cx.write_capacity(id).min(bytes.len());
                 if n == 0 {
+                    // No room, or closing (closed by other code; `on_close` comes later):
+                    // only the first is `WouldBlock`, as for `write`.
+                    if !cx.is_open(id) {
+                        return Err(Error::from_conn(ConnError::Stale));
+                    }
                     return Err(Error::WouldBlock);
                 }
                 cx.write(id, &bytes[..n]).map_err(Error::from_conn)?;
@@ -871,10 +885,17 @@ impl Connection {
 
     /// Bytes sent on the connection so far (as of the last completed send). Exact inside the
     /// poll of a task (where connections are used); elsewhere the last count the executor
-    /// noted.
+    /// noted. 0 once the connection is closed and its task slot serves another connection
+    /// (the noted count went with the slot).
     pub fn sent(&self) -> u64 {
-        let noted = self.io().borrow().sent;
         let id = self.id;
+        let noted = {
+            let io = self.io().borrow();
+            match io.conn {
+                Some(c) if c != id => return 0,
+                _ => io.sent,
+            }
+        };
         // A closed connection's count is gone from the reactor (0): keep the noted one.
         self.core
             .scope
@@ -1004,6 +1025,12 @@ impl Connection {
     /// Closes the connection gracefully now (staged bytes are still sent, for at most the
     /// reactor's `close_linger`); later operations fail with [`Error::Closed`]. Unread leases
     /// go back to the pool. Closing twice, or dropping afterwards, does nothing more.
+    ///
+    /// Outside a task's poll (a `Connection` kept in state that a plain [`Handler`] callback
+    /// drops, say) the reactor connection closes when the executor next polls the task's
+    /// slot: in this turn's poll phase, or the next turn's.
+    ///
+    /// [`Handler`]: crate::reactor::Handler
     pub fn close(&mut self) {
         let mut io = self.io().borrow_mut();
         if io.conn != Some(self.id) {
@@ -1013,17 +1040,23 @@ impl Connection {
         io.detach();
         let held = io.held;
         drop(io);
-        if held {
-            // The task that owned this connection is done: the executor frees its slot
-            // when it next polls the slot.
-            self.core.sched.wake(self.task);
+        let id = self.id;
+        let closed = !open
+            || self
+                .core
+                .scope
+                .with(|cx| {
+                    let _ = cx.set_tag(id, 0);
+                    cx.close(id);
+                })
+                .is_some();
+        if !closed {
+            self.io().borrow_mut().pending_close = Some(id);
         }
-        if open {
-            let id = self.id;
-            self.core.scope.with(|cx| {
-                let _ = cx.set_tag(id, 0);
-                cx.close(id);
-            });
+        if held || !closed {
+            // The executor frees the slot when it next polls it (the task that owned this
+            // connection is done), or closes the connection there.
+            self.core.sched.wake(self.task);
         }
     }
 }

@@ -489,6 +489,18 @@ where
     }
 
     fn poll_slot(&mut self, cx: &mut Context<'_, 'static>, slot: usize) {
+        {
+            let mut io = self.core.io[slot].borrow_mut();
+            // Closed by its `Connection` outside a poll: close it in the reactor now. (Only
+            // without a connection: a task's usual poll reads no more of its state here.)
+            if io.conn.is_none()
+                && let Some(id) = io.pending_close.take()
+            {
+                drop(io);
+                let _ = cx.set_tag(id, 0);
+                cx.close(id);
+            }
+        }
         if !self.live.get(slot).is_some_and(|&l| l) {
             // Finished after it was scheduled; or finished earlier with its connection moved
             // out, which has now been dropped: the slot is free again.

@@ -605,7 +605,12 @@ impl<'r, H: FrameHandler<'r>, const R: usize> Handler<'r> for Framed<'_, 'r, H, 
 
     fn on_close(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, reason: CloseReason) {
         let Some(fc) = self.conns.remove(conn) else {
-            return; // refused: the handler never saw it
+            // A failed connect has no state, but the handler saw its `on_connect`: it hears
+            // of the close, as a plain `Handler` does. Otherwise refused: it never saw it.
+            if let CloseReason::ConnectFailed(_) = reason {
+                self.pass(cx, |h, io| h.on_close(io, conn, reason));
+            }
+            return;
         };
         // Dropping the state returns the reader's leases and the reassembly buffers, and ends
         // the throttle's generation.
@@ -1014,8 +1019,10 @@ impl<'r, H: LineHandler<'r>> Handler<'r> for Lines<'_, 'r, H> {
 
     fn on_close(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, reason: CloseReason) {
         // Dropping the state returns the reader's leases.
-        if self.conns.remove(conn).is_none() {
-            return; // refused: the handler never saw it
+        // A failed connect has no state, but the handler saw its `on_connect` (see
+        // `Framed`'s `on_close`); any other connection without state was refused unseen.
+        if self.conns.remove(conn).is_none() && !matches!(reason, CloseReason::ConnectFailed(_)) {
+            return;
         }
         self.pass(cx, |h, io| h.on_close(io, conn, reason));
     }

@@ -244,8 +244,9 @@ impl<'r, const SEGS: usize, const CARRY: usize> ConnectionPipeReader<'r, SEGS, C
             self.side().push_packed(lease)
         };
         match pushed {
-            Ok(Pushed::Added) => Ok(self.flow()),
-            Ok(Pushed::Merged | Pushed::Dropped) => Ok(Flow::Keep),
+            // Merged: past the quota, where packing may have given leases back.
+            Ok(Pushed::Added | Pushed::Merged) => Ok(self.flow()),
+            Ok(Pushed::Dropped) => Ok(Flow::Keep),
             Err(lease) => Err(SegmentsFull {
                 lease,
                 capacity: SEGS,

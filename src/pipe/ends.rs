@@ -23,7 +23,8 @@ pub struct PipeOptions {
     /// flushed bytes are unread (0, the default: never).
     pub pause_threshold: usize,
     /// ... and the pause ends when the reader's `advance_to` leaves fewer than this many
-    /// unread. At most `pause_threshold`.
+    /// unread. At most `pause_threshold`, and at least 1 when `pause_threshold` is set (fewer
+    /// than 0 bytes is never unread: the writer would stay paused for good).
     pub resume_threshold: usize,
 }
 
@@ -299,8 +300,8 @@ impl<'p, const SEGS: usize> Pipe<'p, SEGS> {
     ///
     /// # Errors
     ///
-    /// [`PipeError::Config`] when `SEGS` or `max_segments` is 0, or `resume_threshold`
-    /// exceeds a non-zero `pause_threshold`.
+    /// [`PipeError::Config`] when `SEGS` or `max_segments` is 0, or a non-zero
+    /// `pause_threshold` comes with a `resume_threshold` of 0 or above it.
     pub fn new(pool: BufPool<'p>, options: PipeOptions) -> Result<Self, PipeError> {
         if SEGS == 0 || options.max_segments == 0 {
             return Err(PipeError::Config("a pipe needs at least one segment"));
@@ -308,6 +309,11 @@ impl<'p, const SEGS: usize> Pipe<'p, SEGS> {
         if options.pause_threshold > 0 && options.resume_threshold > options.pause_threshold {
             return Err(PipeError::Config(
                 "resume_threshold must not exceed pause_threshold",
+            ));
+        }
+        if options.pause_threshold > 0 && options.resume_threshold == 0 {
+            return Err(PipeError::Config(
+                "resume_threshold must be at least 1 when pause_threshold is set",
             ));
         }
         let max = options.max_segments.min(SEGS);

@@ -178,7 +178,7 @@ fn model_random_interleavings() {
         let pool = user_pool(&mut storage);
         let max = 2 + rng.below(15);
         let pause = [0, 40, 100, 300][rng.below(4)];
-        let resume = if pause == 0 { 0 } else { rng.below(pause + 1) };
+        let resume = if pause == 0 { 0 } else { 1 + rng.below(pause) };
         let mut pipe = Pipe::<'_, 16>::new(pool, opts(max, pause, resume)).unwrap();
         let (mut w, mut r) = pipe.split();
         let cancel = r.cancel_handle();
@@ -772,6 +772,12 @@ fn bad_options_are_errors() {
         Pipe::<'_, 4>::new(pool, opts(4, 10, 11)),
         Err(PipeError::Config(_))
     ));
+    // A pause that nothing could end: fewer than 0 bytes is never unread.
+    assert!(matches!(
+        Pipe::<'_, 4>::new(pool, opts(4, 10, 0)),
+        Err(PipeError::Config(_))
+    ));
+    assert!(Pipe::<'_, 4>::new(pool, opts(4, 10, 1)).is_ok());
     let p = Pipe::<'_, 4>::new(pool, PipeOptions::default()).unwrap();
     assert_eq!(p.options().max_segments, 4, "capped at SEGS");
 }
@@ -1178,6 +1184,30 @@ fn leases_past_the_quota_are_packed_then_handed_back_when_full() {
     assert_eq!(collect(&buf), want);
     // An empty lease goes straight back.
     assert_eq!(reader.push(received(pool, b"")).unwrap(), Flow::Keep);
+    reader.reset();
+    assert_eq!(pool.leased(), 0);
+}
+
+/// A push into a full reader packs its segments; when that gives enough leases back (down to
+/// half the quota) the push reports `Resume`, as `push` documents, also when the lease's
+/// bytes were merged into the packed segments rather than added as a segment.
+#[test]
+fn packing_a_full_reader_down_to_half_its_quota_resumes() {
+    let mut storage = BufPoolStorage::<8, 16>::new();
+    let pool = recv_pool(&mut storage);
+    let mut reader = ConnectionPipeReader::<'_, 4, 0>::new(4).unwrap();
+    let flows: Vec<Flow> = (0..4u8)
+        .map(|i| reader.push(received(pool, &[i])).unwrap())
+        .collect();
+    assert_eq!(flows, [Flow::Keep, Flow::Keep, Flow::Keep, Flow::Pause]);
+    // Every slot taken: the next push packs the 4 bytes into one segment and merges its own.
+    assert_eq!(reader.push(received(pool, &[4])).unwrap(), Flow::Resume);
+    assert!(!reader.is_paused());
+    assert_eq!((reader.held_leases(), pool.leased()), (1, 1));
+    assert_eq!(
+        collect(&reader.try_read().unwrap().buffer()),
+        [0, 1, 2, 3, 4]
+    );
     reader.reset();
     assert_eq!(pool.leased(), 0);
 }
