@@ -312,3 +312,23 @@ fn a_failed_connect_closed_by_the_handler_reports_connect_failed(b: BackendChoic
     assert_eq!(r.stats().closed, [0, 0, 0, 1, 0, 0]);
     assert_eq!(r.connections(), 0);
 }
+
+/// What `Resources`' documentation says it takes: per connection, buffer and timer at most
+/// the stated bytes, plus at most 16 KiB of fixed parts.
+#[test]
+fn resources_take_the_memory_their_documentation_states() {
+    fn check<const C: usize, const B: usize, const BS: usize, const S: usize, const T: usize>() {
+        let stated = C * (S + 420) + B * (BS + 26) + T * 72;
+        let real = std::mem::size_of::<Resources<C, B, BS, S, T>>();
+        assert!(
+            real <= stated + 16 * 1024,
+            "Resources<{C}, {B}, {BS}, {S}, {T}>: {real} bytes, stated {stated} + 16 KiB"
+        );
+    }
+    check::<4, 16, 64, 64, 4>();
+    check::<1, 1, 1, 1, 1>();
+    check::<1024, 16, 64, 64, 1>();
+    check::<4, 8192, 64, 64, 1>();
+    check::<4, 16, 64, 64, 4096>();
+    check::<256, 1024, 2048, 16384, 256>();
+}

@@ -66,7 +66,8 @@ pub use crate::sys::driver::{Backend, KernelCalls};
 /// Everything one reactor uses, sized by const generics: `CONNS` connections, `BUFS` receive
 /// buffers of `BUF_SIZE` bytes, a `SLAB`-byte write slab per connection, `TIMERS` timers.
 ///
-/// Memory: about `CONNS * (SLAB + 200) + BUFS * (BUF_SIZE + 24) + TIMERS * 48` bytes. All-zero
+/// Memory: `CONNS * (SLAB + 420) + BUFS * (BUF_SIZE + 26) + TIMERS * 72` bytes at most, plus
+/// up to 16 KiB of fixed parts (the timer wheel, epoll's event array, page alignment). All-zero
 /// bytes is its empty state, so place it in a `static` through [`crate::pool::StaticSlot`]
 /// (it lands in `.bss`) or map it once at start-up with [`crate::sys::mem::map_zeroed`]
 /// (fresh pages, resident only as they are used), for [`Reactor::new`]; or zero it in place
