@@ -26,6 +26,7 @@ both!(
     leases_kept_after_close_do_not_count_against_the_next_connection,
     close_linger_holds_when_every_timer_is_in_use,
     a_failed_connect_closed_by_the_handler_reports_connect_failed,
+    no_end_of_stream_after_a_close_in_the_same_round,
 );
 
 /// Fills the write slab of every connection it accepts (its peer never reads) and stops the
@@ -331,4 +332,45 @@ fn resources_take_the_memory_their_documentation_states() {
     check::<4, 8192, 64, 64, 1>();
     check::<4, 16, 64, 64, 4096>();
     check::<256, 1024, 2048, 16384, 256>();
+}
+
+/// Answers the first bytes of each connection with "bye" and closes it at once; counts
+/// `on_read_closed` calls for connections it closed.
+#[derive(Default)]
+struct ByeOnData {
+    closed: Vec<ConnId>,
+    read_closed_after_close: usize,
+}
+
+impl Handler<'static> for ByeOnData {
+    fn on_data(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: Lease<'static>) {
+        if !self.closed.contains(&c) {
+            cx.write(c, b"bye").unwrap();
+            cx.close(c);
+            self.closed.push(c);
+        }
+    }
+    fn on_read_closed(&mut self, cx: &mut Context<'_, 'static>, c: ConnId) {
+        if self.closed.contains(&c) {
+            self.read_closed_after_close += 1;
+        }
+        cx.close(c);
+    }
+}
+
+/// The peer's bytes and its end of stream arrive together; the handler closes on the bytes.
+/// The end of stream, already received by then, is not reported for the closed connection.
+fn no_end_of_stream_after_a_close_in_the_same_round(b: BackendChoice) {
+    let server = serve(config(b), reactor, ByeOnData::default, |h| {
+        h.read_closed_after_close
+    });
+    for _ in 0..50 {
+        let mut c = connect(server.addr);
+        c.write_all(b"x").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(read_to_eof(&mut c), b"bye");
+    }
+    let r = server.stop();
+    assert_eq!(r.handler, 0, "on_read_closed after the handler's close");
+    assert_eq!((r.connections_left, r.pool_leased), (0, 0));
 }

@@ -413,7 +413,8 @@ pub trait Handler<'r> {
     fn on_data(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId, lease: Lease<'r>);
 
     /// The peer closed its sending side. By default the connection is closed gracefully;
-    /// override to keep writing on a half-closed connection.
+    /// override to keep writing on a half-closed connection. Not called for a connection the
+    /// handler already closed (nor is `on_data`: bytes that arrive then are dropped).
     fn on_read_closed(&mut self, cx: &mut Context<'_, 'r>, conn: ConnId) {
         cx.close(conn);
     }
@@ -974,8 +975,14 @@ impl<'r> Core<'r> {
                 };
                 match why {
                     RecvStop::Eof => {
-                        if let Ok(c) = self.conns.get_mut(id.0) {
-                            c.read_closed = true;
+                        let Ok(c) = self.conns.get_mut(id.0) else {
+                            return Ok(());
+                        };
+                        c.read_closed = true;
+                        if c.closing {
+                            // A connection the handler closed hears nothing more but its
+                            // `on_close` (late bytes are dropped the same way).
+                            return Ok(());
                         }
                         h.on_read_closed(&mut Context { core: self }, id);
                     }
