@@ -29,21 +29,27 @@ both!(
     no_end_of_stream_after_a_close_in_the_same_round,
 );
 
-/// Fills the write slab of every connection it accepts (its peer never reads) and stops the
-/// reactor once the sends are stuck: bytes are staged and nothing was sent between two bytes
-/// from the peer.
+/// Fills the write slab of every connection it accepts (its peer never reads) and, once the
+/// sends are stuck (bytes staged, nothing sent between two bytes from the peer), stops the
+/// reactor or, with `close`, closes the connection gracefully. With `take_timers` it first
+/// takes the reactor's timers (one, in the test that uses it) and notes whether any is left.
 #[derive(Default)]
-struct FillThenStop {
+struct FillThen {
+    close: bool,
+    take_timers: bool,
     closes: Vec<CloseReason>,
     last_out: Option<u64>,
-    stopped: Arc<AtomicBool>,
+    timers_full: Option<bool>,
+    stuck: Arc<AtomicBool>,
 }
 
-impl Handler<'static> for FillThenStop {
+impl Handler<'static> for FillThen {
     fn on_accept(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: ListenerId) {
-        let chunk = [7u8; 4096];
-        while cx.write(c, &chunk).is_ok() {}
-        cx.flush(c).unwrap();
+        if self.take_timers {
+            cx.set_timer(Duration::from_secs(3600), None, 1).unwrap();
+            self.timers_full = Some(cx.set_timer(Duration::from_secs(3600), None, 2).is_err());
+        }
+        self.on_flushed(cx, c);
     }
     fn on_flushed(&mut self, cx: &mut Context<'_, 'static>, c: ConnId) {
         let chunk = [7u8; 4096];
@@ -53,8 +59,12 @@ impl Handler<'static> for FillThenStop {
     fn on_data(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: Lease<'static>) {
         let out = cx.stats().bytes_out;
         if cx.staged(c) > 0 && self.last_out == Some(out) {
-            cx.stop();
-            self.stopped.store(true, Ordering::SeqCst);
+            if self.close {
+                cx.close(c);
+            } else {
+                cx.stop();
+            }
+            self.stuck.store(true, Ordering::SeqCst);
         }
         self.last_out = Some(out);
     }
@@ -80,9 +90,9 @@ fn run_returns_after_stop_timeout_with_a_longer_linger(b: BackendChoice) {
         let mut r = reactor(cfg);
         let l = r.listen("127.0.0.1:0".parse().unwrap()).unwrap();
         tx.send(r.listener_addr(l).unwrap()).unwrap();
-        let mut h = FillThenStop {
-            stopped: flag,
-            ..FillThenStop::default()
+        let mut h = FillThen {
+            stuck: flag,
+            ..FillThen::default()
         };
         r.run(&mut h).unwrap();
         (h.closes, r.connections())
@@ -186,43 +196,6 @@ fn leases_kept_after_close_do_not_count_against_the_next_connection(b: BackendCh
     assert_eq!(r.pool().leased(), 0);
 }
 
-/// Takes the reactor's only timer, fills the write slab of the connection it accepts (its peer
-/// never reads), and closes it gracefully once the sends are stuck (bytes staged, nothing sent
-/// between two bytes from the peer).
-#[derive(Default)]
-struct FillThenClose {
-    closes: Vec<CloseReason>,
-    last_out: Option<u64>,
-    timers_full: Option<bool>,
-    closed: Arc<AtomicBool>,
-}
-
-impl Handler<'static> for FillThenClose {
-    fn on_accept(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: ListenerId) {
-        cx.set_timer(Duration::from_secs(3600), None, 1).unwrap();
-        self.timers_full = Some(cx.set_timer(Duration::from_secs(3600), None, 2).is_err());
-        let chunk = [7u8; 4096];
-        while cx.write(c, &chunk).is_ok() {}
-        cx.flush(c).unwrap();
-    }
-    fn on_flushed(&mut self, cx: &mut Context<'_, 'static>, c: ConnId) {
-        let chunk = [7u8; 4096];
-        while cx.write(c, &chunk).is_ok() {}
-        let _ = cx.flush(c);
-    }
-    fn on_data(&mut self, cx: &mut Context<'_, 'static>, c: ConnId, _: Lease<'static>) {
-        let out = cx.stats().bytes_out;
-        if cx.staged(c) > 0 && self.last_out == Some(out) {
-            cx.close(c);
-            self.closed.store(true, Ordering::SeqCst);
-        }
-        self.last_out = Some(out);
-    }
-    fn on_close(&mut self, _: &mut Context<'_, 'static>, _: ConnId, r: CloseReason) {
-        self.closes.push(r);
-    }
-}
-
 /// A graceful close flushes for at most `close_linger`, also when the handler holds every
 /// timer of the reactor (the linger cannot take one): the close then still ends, with
 /// `LingerExpired`, and the loop's wait is bounded by it.
@@ -237,9 +210,11 @@ fn close_linger_holds_when_every_timer_is_in_use(b: BackendChoice) {
         let mut r = Reactor::new(leak::<Resources<4, 16, 2048, 65536, 1>>(), cfg).unwrap();
         let l = r.listen("127.0.0.1:0".parse().unwrap()).unwrap();
         tx.send(r.listener_addr(l).unwrap()).unwrap();
-        let mut h = FillThenClose {
-            closed: flag,
-            ..FillThenClose::default()
+        let mut h = FillThen {
+            close: true,
+            take_timers: true,
+            stuck: flag,
+            ..FillThen::default()
         };
         while h.closes.is_empty() {
             r.turn(&mut h, None).unwrap();
