@@ -1,5 +1,6 @@
 //! Edge cases of the reactor on the real kernel: stops and closes against a peer that does not
-//! read, leases kept past their connection's close, failed outbound connects. Every scenario runs on BOTH backends.
+//! read, leases kept past their connection's close, failed outbound connects, events after a
+//! close. Every scenario runs on BOTH backends.
 
 mod reactor_util;
 

@@ -1,6 +1,7 @@
 //! EMFILE on accept: the loop backs off instead of spinning (also when the program holds every
-//! timer), keeps serving, and accepts again once descriptors are available. Its own test binary: it lowers the process's descriptor
-//! limit, which would disturb tests running beside it.
+//! timer), keeps serving, and accepts again once descriptors are available. Its own test
+//! binary: it lowers the process's descriptor limit, which would disturb tests running beside
+//! it.
 
 mod reactor_util;
 
