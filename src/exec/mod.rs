@@ -491,8 +491,8 @@ where
     fn poll_slot(&mut self, cx: &mut Context<'_, 'static>, slot: usize) {
         {
             let mut io = self.core.io[slot].borrow_mut();
-            // Closed by its `Connection` outside a poll: close it in the reactor now. (Only
-            // without a connection: a task's usual poll reads no more of its state here.)
+            // Closed by its `Connection` outside a poll: close it in the reactor now. A task
+            // with its connection stops at `conn`, on the line its reads touch anyway.
             if io.conn.is_none()
                 && let Some(id) = io.pending_close.take()
             {
